@@ -1,0 +1,377 @@
+//! The Noise layer: `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s` on `snow`, with
+//! injected randomness, and the transport cipher we run ourselves.
+//!
+//! Two facts this module exists to get right (`shared/SPEC-NOTES.md` §4):
+//!
+//! * **The PSK goes in slot 2.** The `psk2` modifier puts the `psk` token at
+//!   the end of message 2. snow only complains when that token is processed,
+//!   so a PSK in slot 1 builds fine and fails on message 2 with
+//!   `MissingPsk`; [`PSK_SLOT`] is the one place the slot is named, and a
+//!   test proves slot 1 fails.
+//! * **Transport keys are ours.** snow's cipher states do not wipe their
+//!   keys, so after the handshake we take the two split keys
+//!   (`risky-raw-split`) into [`DirectionKey`]s (ChaCha20-Poly1305 with its
+//!   `zeroize` feature: the key is wiped on drop) and drop the handshake
+//!   state. The nonce layout is Noise's: 4 zero bytes then the 64-bit
+//!   counter little-endian, empty associated data, so the cacophony
+//!   transport vectors check this code too.
+
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use rdv_context::SeededRng;
+use snow::params::NoiseParams;
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use zeroize::Zeroizing;
+
+/// The Noise protocol name.
+pub const PATTERN: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
+/// The snow PSK slot of `psk2`: the token sits at the end of message 2.
+pub const PSK_SLOT: u8 = 2;
+/// Largest Noise message (Noise spec §3).
+pub const MAX_NOISE_MESSAGE: usize = 65_535;
+/// AEAD tag length.
+pub const TAG_LEN: usize = 16;
+
+/// Where the ephemeral key comes from. Randomness is injected: the caller
+/// draws a 32-byte seed from its generator, and snow expands it.
+#[derive(Clone)]
+pub(crate) enum Entropy {
+    /// A seed for [`SeededRng`].
+    Seed(Zeroizing<[u8; 32]>),
+    /// The exact ephemeral private key (test vectors only).
+    #[cfg(test)]
+    Exact([u8; 32]),
+}
+
+struct InjectedRandom(Option<SeededRng>, #[cfg(test)] Option<[u8; 32]>);
+
+impl Random for InjectedRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        #[cfg(test)]
+        if let Some(exact) = self.1.take() {
+            if dest.len() != exact.len() {
+                return Err(snow::Error::Rng);
+            }
+            dest.copy_from_slice(&exact);
+            return Ok(());
+        }
+        match self.0.as_mut() {
+            Some(r) => {
+                rdv_context::rand_core::Rng::fill_bytes(r, dest);
+                Ok(())
+            }
+            None => Err(snow::Error::Rng),
+        }
+    }
+}
+
+struct Resolver(std::sync::Mutex<Option<Entropy>>);
+
+impl CryptoResolver for Resolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        let entropy = self.0.lock().ok()?.take()?;
+        Some(match entropy {
+            Entropy::Seed(seed) => Box::new(InjectedRandom(
+                Some(SeededRng::from_seed(*seed)),
+                #[cfg(test)]
+                None,
+            )),
+            #[cfg(test)]
+            Entropy::Exact(k) => Box::new(InjectedRandom(None, Some(k))),
+        })
+    }
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+    fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+    fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+fn params() -> Result<NoiseParams, snow::Error> {
+    PATTERN.parse()
+}
+
+/// What a raw IKpsk2 handshake state is built from.
+pub(crate) struct RawConfig<'a> {
+    pub initiator: bool,
+    pub local_private: &'a [u8; 32],
+    /// Required for the initiator (IK); `None` for the responder.
+    pub remote_public: Option<&'a [u8; 32]>,
+    /// `None` builds a responder that reads message 1 before it knows
+    /// which pair's PSK to use; the PSK is then set with
+    /// [`set_psk`] before message 2.
+    pub psk: Option<&'a [u8; 32]>,
+    pub prologue: &'a [u8],
+    pub entropy: Entropy,
+    /// Test hook: put the PSK in this slot instead of [`PSK_SLOT`].
+    #[cfg(test)]
+    pub psk_slot: u8,
+}
+
+/// Builds an IKpsk2 handshake state.
+pub(crate) fn build(cfg: RawConfig<'_>) -> Result<snow::HandshakeState, snow::Error> {
+    let resolver = Box::new(Resolver(std::sync::Mutex::new(Some(cfg.entropy))));
+    let mut b = snow::Builder::with_resolver(params()?, resolver)
+        .local_private_key(cfg.local_private)?
+        .prologue(cfg.prologue)?;
+    #[cfg(test)]
+    let slot = cfg.psk_slot;
+    #[cfg(not(test))]
+    let slot = PSK_SLOT;
+    if let Some(psk) = cfg.psk {
+        b = b.psk(slot, psk)?;
+    }
+    if let Some(rs) = cfg.remote_public {
+        b = b.remote_public_key(rs)?;
+    }
+    if cfg.initiator {
+        b.build_initiator()
+    } else {
+        b.build_responder()
+    }
+}
+
+/// Sets the pair's PSK on a responder that read message 1 without it.
+pub(crate) fn set_psk(hs: &mut snow::HandshakeState, psk: &[u8; 32]) -> Result<(), snow::Error> {
+    hs.set_psk(usize::from(PSK_SLOT), psk)
+}
+
+/// The transport keys and handshake hash of a finished handshake.
+pub(crate) struct Split {
+    pub send: DirectionKey,
+    pub recv: DirectionKey,
+    pub handshake_hash: [u8; 32],
+}
+
+/// Splits a finished handshake into our own transport keys; the snow state
+/// is consumed (and dropped) here.
+pub(crate) fn split(mut hs: snow::HandshakeState) -> Result<Split, snow::Error> {
+    if !hs.is_handshake_finished() {
+        return Err(snow::Error::State(
+            snow::error::StateProblem::HandshakeNotFinished,
+        ));
+    }
+    let mut handshake_hash = [0; 32];
+    handshake_hash.copy_from_slice(
+        hs.get_handshake_hash()
+            .get(..32)
+            .ok_or(snow::Error::Input)?,
+    );
+    let (k1, k2) = hs.dangerously_get_raw_split();
+    let (k1, k2) = (Zeroizing::new(k1), Zeroizing::new(k2));
+    let (send, recv) = if hs.is_initiator() {
+        (&k1, &k2)
+    } else {
+        (&k2, &k1)
+    };
+    Ok(Split {
+        send: DirectionKey::new(send),
+        recv: DirectionKey::new(recv),
+        handshake_hash,
+    })
+}
+
+/// One direction's transport key: ChaCha20-Poly1305, wiped on drop.
+#[derive(Clone)]
+pub(crate) struct DirectionKey(ChaCha20Poly1305);
+
+impl DirectionKey {
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        Self(ChaCha20Poly1305::new(&Key::from(*key)))
+    }
+    fn nonce(counter: u64) -> Nonce {
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&counter.to_le_bytes());
+        Nonce::from(n)
+    }
+    /// Encrypts `buf[start..]` in place and appends the tag: a Noise
+    /// transport message with nonce `counter`.
+    pub(crate) fn seal_in_place(
+        &self,
+        counter: u64,
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), AeadError> {
+        let tag = self
+            .0
+            .encrypt_inout_detached(&Self::nonce(counter), &[], (&mut buf[start..]).into())
+            .map_err(|_| AeadError)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+    /// Decrypts a Noise transport message in place; returns the plaintext
+    /// length (`buf.len() - TAG_LEN`).
+    pub(crate) fn open_in_place(&self, counter: u64, buf: &mut [u8]) -> Result<usize, AeadError> {
+        let n = buf.len().checked_sub(TAG_LEN).ok_or(AeadError)?;
+        let (body, tag) = buf.split_at_mut(n);
+        let tag = Tag::try_from(&*tag).map_err(|_| AeadError)?;
+        self.0
+            .decrypt_inout_detached(&Self::nonce(counter), &[], body.into(), &tag)
+            .map_err(|_| AeadError)?;
+        Ok(n)
+    }
+}
+
+/// An AEAD failure (wrong key, altered bytes, wrong counter).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AeadError;
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+    fn arr(s: &str) -> [u8; 32] {
+        hex(s).try_into().unwrap()
+    }
+
+    // The one `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s` case of the cacophony
+    // vector set (github.com/haskell-cryptography/cacophony,
+    // `vectors/cacophony.txt`), as shipped by snow 0.10.0 in
+    // `tests/vectors/cacophony.txt`.
+    const V_PROLOGUE: &str = "4a6f686e2047616c74";
+    const V_PSK: &str = "54686973206973206d7920417573747269616e20706572737065637469766521";
+    const V_INIT_STATIC: &str = "e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1";
+    const V_INIT_EPHEMERAL: &str =
+        "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a";
+    const V_INIT_REMOTE_STATIC: &str =
+        "31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62";
+    const V_RESP_STATIC: &str = "4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893";
+    const V_RESP_EPHEMERAL: &str =
+        "bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b";
+    const V_HASH: &str = "f5191b875290abcd41347ac3622d9679688a7e980229cb937ef748336cfde0e5";
+    const V_MESSAGES: [(&str, &str); 6] = [
+        (
+            "4c756477696720766f6e204d69736573",
+            "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c7944001e21de9f98ddd8e2ad57527207feb56253c9c94a9e496782ecfcb2a75fbcaf1b52948cc48daefe660c62119ab5000980c84831215f2441eba616548e832985464cf17e51ee93109008399a21f7e13f",
+        ),
+        (
+            "4d757272617920526f746862617264",
+            "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843cb765f2caef0751b8f007572dab0322217755c0632f365717edbf34d33e87a",
+        ),
+        (
+            "462e20412e20486179656b",
+            "8153ca9833bc3c1b91a7e66e5f4d4f5b59bf9e64c2f20d15f0bba7",
+        ),
+        (
+            "4361726c204d656e676572",
+            "07af0c9c86e1b4e80f36b04ff7688d51141af3debd0332f0a705ef",
+        ),
+        (
+            "4a65616e2d426170746973746520536179",
+            "6ab1467c0448cc78394494abaaf23afce0e234315d6e2624dcbfa8a21c1c4d073d",
+        ),
+        (
+            "457567656e2042f6686d20766f6e2042617765726b",
+            "dfc346c0d2296ae6cf1acf6f12b8456a1dba228cf8d8b774aacf1c47fc53aa80ebc7a4c292",
+        ),
+    ];
+
+    fn vector_states(slot: u8) -> (snow::HandshakeState, snow::HandshakeState) {
+        let (is, rs, psk, prologue) = (
+            arr(V_INIT_STATIC),
+            arr(V_RESP_STATIC),
+            arr(V_PSK),
+            hex(V_PROLOGUE),
+        );
+        let remote = arr(V_INIT_REMOTE_STATIC);
+        let i = build(RawConfig {
+            initiator: true,
+            local_private: &is,
+            remote_public: Some(&remote),
+            psk: Some(&psk),
+            prologue: &prologue,
+            entropy: Entropy::Exact(arr(V_INIT_EPHEMERAL)),
+            psk_slot: slot,
+        })
+        .unwrap();
+        let r = build(RawConfig {
+            initiator: false,
+            local_private: &rs,
+            remote_public: None,
+            psk: Some(&psk),
+            prologue: &prologue,
+            entropy: Entropy::Exact(arr(V_RESP_EPHEMERAL)),
+            psk_slot: slot,
+        })
+        .unwrap();
+        (i, r)
+    }
+
+    #[test]
+    fn cacophony_ikpsk2_vector_passes_through_our_builder_split_and_transport() {
+        let (mut i, mut r) = vector_states(PSK_SLOT);
+        let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+        let mut out = vec![0u8; MAX_NOISE_MESSAGE];
+        // Message 1: initiator -> responder.
+        let (p, c) = V_MESSAGES[0];
+        let n = i.write_message(&hex(p), &mut buf).unwrap();
+        assert_eq!(&buf[..n], &hex(c)[..]);
+        let m = r.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(&out[..m], &hex(p)[..]);
+        // Message 2: responder -> initiator (the psk token is here).
+        let (p, c) = V_MESSAGES[1];
+        let n = r.write_message(&hex(p), &mut buf).unwrap();
+        assert_eq!(&buf[..n], &hex(c)[..]);
+        let m = i.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(&out[..m], &hex(p)[..]);
+        // Split into our own transport keys; hash is the vector's.
+        let (si, sr) = (split(i).unwrap(), split(r).unwrap());
+        assert_eq!(si.handshake_hash, arr(V_HASH));
+        assert_eq!(sr.handshake_hash, arr(V_HASH));
+        // Transport messages alternate, initiator first, counters from 0.
+        for (k, (p, c)) in V_MESSAGES[2..].iter().enumerate() {
+            let counter = (k / 2) as u64;
+            let (tx, rx) = if k % 2 == 0 {
+                (&si.send, &sr.recv)
+            } else {
+                (&sr.send, &si.recv)
+            };
+            let mut b = hex(p);
+            tx.seal_in_place(counter, &mut b, 0).unwrap();
+            assert_eq!(b, hex(c), "transport message {}", k + 3);
+            let n = rx.open_in_place(counter, &mut b).unwrap();
+            assert_eq!(&b[..n], &hex(p)[..]);
+        }
+    }
+
+    #[test]
+    fn psk_in_slot_1_fails_on_message_2_with_missing_psk() {
+        let (mut i, mut r) = vector_states(1);
+        let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+        let mut out = vec![0u8; MAX_NOISE_MESSAGE];
+        // Message 1 goes through: psk2 has no token in it...
+        let n = i.write_message(b"", &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut out).unwrap();
+        // ...and message 2 fails where the psk token is.
+        let err = r.write_message(b"", &mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            snow::Error::State(snow::error::StateProblem::MissingPsk)
+        );
+    }
+
+    #[test]
+    fn a_tampered_or_misnumbered_transport_message_does_not_open() {
+        let k = DirectionKey::new(&[7; 32]);
+        let mut b = b"hello".to_vec();
+        k.seal_in_place(5, &mut b, 0).unwrap();
+        let mut c = b.clone();
+        assert!(k.open_in_place(4, &mut c).is_err());
+        let mut c = b.clone();
+        c[0] ^= 1;
+        assert!(k.open_in_place(5, &mut c).is_err());
+        assert!(k.open_in_place(5, &mut [0u8; 3]).is_err());
+        assert_eq!(k.open_in_place(5, &mut b).unwrap(), 5);
+    }
+}

@@ -1,0 +1,839 @@
+//! TCP direct: the handshake and a [`SecureChannel`] over a real
+//! [`TcpStream`], on tokio.
+//!
+//! # Handshake
+//!
+//! The two IKpsk2 messages travel as handshake frames
+//! `len: u16 BE | HandshakeInit or HandshakeComplete bytes`, with a hard
+//! bound ([`TcpConfig::max_handshake_frame`], default
+//! [`MAX_HANDSHAKE_FRAME`]: our message 1 is about 230 bytes, so a peer
+//! cannot make us buffer 64 KiB before anything authenticates) and a read
+//! deadline ([`TcpConfig::handshake_timeout`]).
+//!
+//! Both sides go through rdv-context's service and an effect interpreter,
+//! so the guard chain, the charge and the receipts are the same as for any
+//! other transport:
+//!
+//! * the initiator calls `prepare_establish_channel` **before** connecting
+//!   (a denied guard opens no socket), runs the outcome (the charge, the
+//!   receipt; the `SendHandshake` effect is what we write on the socket),
+//!   and after message 2 appends `ChannelEstablished` through the
+//!   interpreter's `execute` (the charge was paid with message 1);
+//! * the responder reads message 1, learns the initiator from it
+//!   ([`NoiseHandshaker::identify_initiator`]), calls
+//!   `prepare_handle_handshake` and runs the outcome, which charges,
+//!   appends `ChannelEstablished` and yields message 2.
+//!
+//! Any failure on the responder side (bad frame, other context, stranger,
+//! wrong PSK, denied guard) drops the socket without writing a byte: the
+//! peer learns nothing but "closed". The error is returned locally.
+//!
+//! # Channel
+//!
+//! After the handshake the stream carries [`SecureChannel`] frames. Two
+//! tasks share the channel behind a mutex: a reader (socket → `decrypt` →
+//! bounded queue of messages) and a writer (bounded queue of commands →
+//! `encrypt` → socket). Separate tasks mean a side blocked writing a large
+//! message still reads, so two peers sending to each other cannot deadlock
+//! on full socket buffers. Frames the reader must send (the rotation answer,
+//! `RekeyDone`) are sealed and appended to a shared output buffer **under
+//! the same lock** as the writer's frames, so frames reach the socket in
+//! counter order.
+//!
+//! Any receive error (garbled, truncated, oversized, replayed or reordered
+//! frame, a stream ending without a `Close` record) fails the channel (its
+//! keys are dropped), is delivered to [`TcpChannel::recv`] as a typed
+//! [`TcpError`], and closes the socket.
+//!
+//! # Rotation
+//!
+//! The channel's initiator calls [`TcpChannel::rotate`] with the new
+//! epoch's [`RekeyMaterial`]; the responder's reader asks its
+//! [`RekeyProvider`] for the material of the requested epoch, retrying
+//! every [`ROTATION_RETRY`] while the provider has none yet (the context
+//! rekey may reach the responder a little after the rotation request), and
+//! gives up, closing the channel, after [`TcpConfig::handshake_timeout`].
+//! Messages keep flowing during a rotation; none is lost.
+
+use std::fmt::Display;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rdv_context::{
+    AuthorityId, ContextId, DecodeError, DenyReason, EffectCommand, EffectInterpreter, Epoch,
+    GuardOutcome, GuardSnapshot, HandshakeComplete, HandshakeInit, RendezvousFact,
+    RendezvousService, Route, ServiceError, TransportHint,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::channel::{
+    ChannelError, DEFAULT_MAX_MESSAGE_LEN, Incoming, RekeyMaterial, SecureChannel,
+};
+use crate::handshake::HandshakeError;
+use crate::handshaker::NoiseHandshaker;
+
+/// Default hard bound on one handshake frame (after its 2-byte length).
+pub const MAX_HANDSHAKE_FRAME: usize = 2048;
+/// Default depth of the send and receive queues (messages).
+pub const DEFAULT_QUEUE_DEPTH: usize = 64;
+/// How often a responder asks its [`RekeyProvider`] again.
+pub const ROTATION_RETRY: Duration = Duration::from_millis(10);
+/// Most bytes of queued messages the writer seals into one socket write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Milliseconds since the Unix epoch (the default clock).
+pub fn system_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Settings of the TCP driver.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// Deadline for reading a handshake frame.
+    pub handshake_timeout: Duration,
+    /// Hard bound on a handshake frame.
+    pub max_handshake_frame: usize,
+    /// Depth of the send and receive queues, in messages.
+    pub queue_depth: usize,
+    /// Socket read buffer.
+    pub read_buffer: usize,
+    /// Bound on one application message (both directions).
+    pub max_message_len: usize,
+    /// The clock, in ms since the Unix epoch (injected so tests can run in
+    /// a fixed time frame).
+    pub clock: fn() -> u64,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(5),
+            max_handshake_frame: MAX_HANDSHAKE_FRAME,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            read_buffer: 128 * 1024,
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            clock: system_now_ms,
+        }
+    }
+}
+
+/// Why the TCP driver failed. Local only: the peer sees a closed socket.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TcpError {
+    /// A socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A handshake frame above the bound.
+    #[error("handshake frame of {len} bytes (bound {max})")]
+    HandshakeFrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// An empty handshake frame.
+    #[error("empty handshake frame")]
+    EmptyHandshakeFrame,
+    /// No handshake frame before the deadline.
+    #[error("handshake timed out")]
+    HandshakeTimedOut,
+    /// The peer closed during the handshake (a responder refuses by
+    /// closing, and says nothing about why).
+    #[error("the peer closed the connection during the handshake")]
+    ClosedDuringHandshake,
+    /// A handshake frame that does not decode.
+    #[error("handshake frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// A handshake for another context, epoch or route than this side's.
+    #[error("handshake for another context, epoch or route")]
+    WrongContext,
+    /// No TCP address for the peer in its cached descriptor.
+    #[error("no TCP direct address for {0:?}")]
+    NoTcpAddress(AuthorityId),
+    /// No keys for the context.
+    #[error("no keys for the context")]
+    UnknownContext,
+    /// The guard chain denied the operation (nothing was sent).
+    #[error("denied: {0}")]
+    Denied(DenyReason),
+    /// The service refused.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The Noise handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The effect interpreter failed.
+    #[error("effect interpreter: {0}")]
+    Interpret(String),
+    /// The channel failed (garbled, truncated, oversized, replayed or
+    /// reordered frame, failed rotation...). Its keys are gone.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The stream ended without a `Close` record: the tail may have been
+    /// cut.
+    #[error("the stream ended without a close record")]
+    UnexpectedEof,
+    /// No rekey material for the requested epoch before the deadline.
+    #[error("no rekey material for epoch {0}")]
+    RotationUnavailable(Epoch),
+    /// The channel is closed (by either side).
+    #[error("channel closed")]
+    Closed,
+}
+
+/// What a side needs to run a handshake: borrowed for its duration.
+pub struct Endpoint<'a, I> {
+    /// The rendezvous service (guard, PSK, descriptors).
+    pub service: &'a mut RendezvousService,
+    /// The Noise handshaker.
+    pub handshaker: &'a mut NoiseHandshaker,
+    /// The effect interpreter (journal, budget, receipts).
+    pub interpreter: &'a mut I,
+    /// This side's guard snapshot; its context is the one served.
+    pub snapshot: GuardSnapshot,
+}
+
+impl<I> std::fmt::Debug for Endpoint<'_, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("snapshot", &self.snapshot)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Gives the responder side the material of a rotation to `epoch`, or
+/// `None` while this side does not have that epoch's keys yet.
+pub type RekeyProvider = Box<dyn FnMut(Epoch) -> Option<RekeyMaterial> + Send>;
+
+/// A provider that never has material (a side that never answers
+/// rotations; the channel closes when one is requested).
+pub fn no_rekey() -> RekeyProvider {
+    Box::new(|_| None)
+}
+
+/// The interpreter seen by the driver: sends are captured (we write them on
+/// the socket), everything else goes to the caller's interpreter.
+struct Capture<'a, I> {
+    inner: &'a mut I,
+    init: Option<HandshakeInit>,
+    complete: Option<HandshakeComplete>,
+}
+
+impl<I: EffectInterpreter> Capture<'_, I> {
+    /// Runs `outcome` as `ReferenceInterpreter::run` does: refused if not
+    /// well ordered, nothing if denied, else every effect in order.
+    fn run(&mut self, outcome: &GuardOutcome, now_ms: u64) -> Result<(), TcpError>
+    where
+        I::Error: Display,
+    {
+        if let rdv_context::Decision::Denied(r) = &outcome.decision {
+            return Err(TcpError::Denied(r.clone()));
+        }
+        if !outcome.is_well_ordered() {
+            return Err(TcpError::Interpret("effects send before charging".into()));
+        }
+        for c in &outcome.effects {
+            match c {
+                EffectCommand::SendHandshake { message, .. } => {
+                    self.init = Some(message.clone());
+                }
+                EffectCommand::SendHandshakeResponse { message, .. } => {
+                    self.complete = Some(message.clone());
+                }
+                other => self
+                    .inner
+                    .execute(other, now_ms)
+                    .map_err(|e| TcpError::Interpret(e.to_string()))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn write_handshake_frame(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), TcpError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| TcpError::HandshakeFrameTooLarge {
+        len: bytes.len(),
+        max: usize::from(u16::MAX),
+    })?;
+    let mut frame = Vec::with_capacity(2 + bytes.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    stream.write_all(&frame).await?;
+    Ok(())
+}
+
+async fn read_handshake_frame(
+    stream: &mut TcpStream,
+    config: &TcpConfig,
+) -> Result<Vec<u8>, TcpError> {
+    let read = async {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let len = usize::from(u16::from_be_bytes(len));
+        if len == 0 {
+            return Err(TcpError::EmptyHandshakeFrame);
+        }
+        if len > config.max_handshake_frame {
+            return Err(TcpError::HandshakeFrameTooLarge {
+                len,
+                max: config.max_handshake_frame,
+            });
+        }
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        Ok(body)
+    };
+    match tokio::time::timeout(config.handshake_timeout, read).await {
+        Err(_) => Err(TcpError::HandshakeTimedOut),
+        Ok(Err(TcpError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(TcpError::ClosedDuringHandshake)
+        }
+        Ok(r) => r,
+    }
+}
+
+/// The peer's TCP direct address, from its cached, valid descriptor.
+pub fn tcp_address(
+    service: &RendezvousService,
+    context: ContextId,
+    peer: AuthorityId,
+    now_ms: u64,
+) -> Result<String, TcpError> {
+    service
+        .get_cached_descriptor(context, peer)
+        .filter(|d| d.is_valid_at(now_ms))
+        .and_then(|d| {
+            d.transport_hints.iter().find_map(|h| match h {
+                TransportHint::TcpDirect { addr } => Some(addr.clone()),
+                _ => None,
+            })
+        })
+        .ok_or(TcpError::NoTcpAddress(peer))
+}
+
+/// Guards and builds message 1 (charge and receipt run; nothing sent yet).
+fn prepare_init<I>(
+    ep: &mut Endpoint<'_, I>,
+    peer: AuthorityId,
+    now_ms: u64,
+) -> Result<HandshakeInit, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    let ctx = ep.snapshot.context_id;
+    let psk = ep
+        .service
+        .handshake_psk(&ctx, &peer)
+        .ok_or(TcpError::UnknownContext)?;
+    let outcome = ep.service.prepare_establish_channel(
+        &ep.snapshot,
+        ctx,
+        peer,
+        &psk,
+        now_ms,
+        &mut ep.handshaker.at(now_ms),
+    )?;
+    let mut cap = Capture {
+        inner: &mut *ep.interpreter,
+        init: None,
+        complete: None,
+    };
+    cap.run(&outcome, now_ms)?;
+    let init = cap
+        .init
+        .ok_or(TcpError::Interpret("no handshake message to send".into()))?;
+    if init.route != Route::Direct {
+        return Err(TcpError::NoTcpAddress(peer));
+    }
+    Ok(init)
+}
+
+/// Connects to `peer` (its TCP address from its cached descriptor) and runs
+/// the handshake as initiator. The guard is evaluated before the socket is
+/// opened.
+pub async fn connect<I>(
+    mut ep: Endpoint<'_, I>,
+    peer: AuthorityId,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    let now = (config.clock)();
+    let addr = tcp_address(ep.service, ep.snapshot.context_id, peer, now)?;
+    let init = prepare_init(&mut ep, peer, now)?;
+    let stream = TcpStream::connect(addr.as_str()).await?;
+    finish_initiator(stream, ep, peer, init, config, rekey).await
+}
+
+/// Runs the handshake as initiator on an open stream (the caller chose the
+/// address).
+pub async fn connect_stream<I>(
+    stream: TcpStream,
+    mut ep: Endpoint<'_, I>,
+    peer: AuthorityId,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    let init = prepare_init(&mut ep, peer, (config.clock)())?;
+    finish_initiator(stream, ep, peer, init, config, rekey).await
+}
+
+async fn finish_initiator<I>(
+    mut stream: TcpStream,
+    ep: Endpoint<'_, I>,
+    peer: AuthorityId,
+    init: HandshakeInit,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    stream.set_nodelay(true)?;
+    write_handshake_frame(&mut stream, &init.to_bytes()).await?;
+    let bytes = read_handshake_frame(&mut stream, config).await?;
+    let complete = HandshakeComplete::from_bytes(&bytes)?;
+    if complete.context_id != init.context_id || complete.epoch != init.epoch {
+        return Err(TcpError::WrongContext);
+    }
+    let now = (config.clock)();
+    let channel = ep.handshaker.finish_initiator(peer, &complete, now)?;
+    ep.interpreter
+        .execute(
+            &EffectCommand::JournalAppend {
+                context_id: channel.context_id(),
+                fact: RendezvousFact::ChannelEstablished {
+                    initiator: channel.local(),
+                    responder: peer,
+                    channel_id: channel.id(),
+                    epoch: channel.epoch(),
+                },
+            },
+            now,
+        )
+        .map_err(|e| TcpError::Interpret(e.to_string()))?;
+    Ok(spawn_channel(stream, channel, config, rekey))
+}
+
+/// Runs the handshake as responder on an accepted stream, for the context
+/// of `ep.snapshot`. On any failure the stream is dropped without a byte
+/// written.
+pub async fn accept<I>(
+    mut stream: TcpStream,
+    ep: Endpoint<'_, I>,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    let bytes = read_handshake_frame(&mut stream, config).await?;
+    let init = HandshakeInit::from_bytes(&bytes)?;
+    let ctx = ep.snapshot.context_id;
+    if init.context_id != ctx || init.route != Route::Direct {
+        return Err(TcpError::WrongContext);
+    }
+    let now = (config.clock)();
+    let who = ep.handshaker.identify_initiator(&init)?;
+    let psk = ep
+        .service
+        .handshake_psk(&ctx, &who)
+        .ok_or(TcpError::UnknownContext)?;
+    let outcome = ep.service.prepare_handle_handshake(
+        &ep.snapshot,
+        ctx,
+        who,
+        init,
+        &psk,
+        &mut ep.handshaker.at(now),
+    );
+    let mut cap = Capture {
+        inner: &mut *ep.interpreter,
+        init: None,
+        complete: None,
+    };
+    cap.run(&outcome, now)?;
+    let complete = cap
+        .complete
+        .ok_or(TcpError::Interpret("no handshake answer to send".into()))?;
+    let channel = ep
+        .handshaker
+        .take_responded(ctx, who)
+        .ok_or(TcpError::Interpret("no responded channel".into()))?;
+    stream.set_nodelay(true)?;
+    write_handshake_frame(&mut stream, &complete.to_bytes()).await?;
+    Ok(spawn_channel(stream, channel, config, rekey))
+}
+
+#[derive(Debug)]
+enum Command {
+    Send(Vec<u8>),
+    Rotate(RekeyMaterial),
+    Close,
+}
+
+struct Shared {
+    channel: SecureChannel,
+    /// Sealed frames waiting for the writer, in counter order.
+    out: Vec<u8>,
+    /// The reader ended (error or close): the writer stops.
+    done: bool,
+}
+
+type Locked = Arc<Mutex<Shared>>;
+
+fn lock(s: &Locked) -> MutexGuard<'_, Shared> {
+    // A poisoned lock means a task panicked while holding it; the channel
+    // state is still consistent (every mutation is a whole call), so go on.
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An established channel over TCP: `send`/`recv` of whole messages through
+/// bounded queues, served by a reader and a writer task.
+pub struct TcpChannel {
+    commands: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<Result<Vec<u8>, TcpError>>,
+    epoch: watch::Receiver<Epoch>,
+    id: [u8; 32],
+    context_id: ContextId,
+    local: AuthorityId,
+    remote: AuthorityId,
+    initiator: bool,
+    max_message_len: usize,
+}
+
+impl std::fmt::Debug for TcpChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpChannel")
+            .field("context_id", &self.context_id)
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("epoch", &*self.epoch.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpChannel {
+    /// The channel id (first handshake hash).
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+    /// The context.
+    pub fn context_id(&self) -> ContextId {
+        self.context_id
+    }
+    /// This side.
+    pub fn local(&self) -> AuthorityId {
+        self.local
+    }
+    /// The peer.
+    pub fn remote(&self) -> AuthorityId {
+        self.remote
+    }
+    /// Whether this side initiated (and so drives rotations).
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+    /// The epoch of the keys in use for receiving.
+    pub fn epoch(&self) -> Epoch {
+        *self.epoch.borrow()
+    }
+    /// Waits until the channel runs on `epoch`'s keys (or a newer one).
+    pub async fn wait_epoch(&mut self, epoch: Epoch) -> Result<Epoch, TcpError> {
+        self.epoch
+            .wait_for(|e| *e >= epoch)
+            .await
+            .map(|e| *e)
+            .map_err(|_| TcpError::Closed)
+    }
+    /// Queues one message (any size up to the bound); waits while the send
+    /// queue is full.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), TcpError> {
+        self.sender().send(message).await
+    }
+    /// A clonable handle that only sends (to send and receive concurrently).
+    pub fn sender(&self) -> TcpSender {
+        TcpSender {
+            commands: self.commands.clone(),
+            max_message_len: self.max_message_len,
+        }
+    }
+    /// The next message, in order. A typed error when the channel failed;
+    /// [`TcpError::Closed`] after the peer (or this side) closed it.
+    pub async fn recv(&mut self) -> Result<Vec<u8>, TcpError> {
+        self.incoming.recv().await.unwrap_or(Err(TcpError::Closed))
+    }
+    /// Starts a rotation to `material.epoch` (the channel's initiator only;
+    /// the responder answers through its [`RekeyProvider`]). Messages sent
+    /// before and after are delivered in order across it.
+    pub async fn rotate(&self, material: RekeyMaterial) -> Result<(), TcpError> {
+        self.commands
+            .send(Command::Rotate(material))
+            .await
+            .map_err(|_| TcpError::Closed)
+    }
+    /// Sends a `Close` record after the queued messages and closes.
+    pub async fn close(self) -> Result<(), TcpError> {
+        self.commands
+            .send(Command::Close)
+            .await
+            .map_err(|_| TcpError::Closed)
+    }
+}
+
+/// The sending half of a [`TcpChannel`] (see [`TcpChannel::sender`]).
+#[derive(Clone, Debug)]
+pub struct TcpSender {
+    commands: mpsc::Sender<Command>,
+    max_message_len: usize,
+}
+
+impl TcpSender {
+    /// Queues one message; waits while the send queue is full.
+    pub async fn send(&self, message: Vec<u8>) -> Result<(), TcpError> {
+        if message.len() > self.max_message_len {
+            // Refused here so the channel stays up (the writer would fail).
+            return Err(ChannelError::MessageTooLarge {
+                max: self.max_message_len,
+            }
+            .into());
+        }
+        self.commands
+            .send(Command::Send(message))
+            .await
+            .map_err(|_| TcpError::Closed)
+    }
+}
+
+fn spawn_channel(
+    stream: TcpStream,
+    channel: SecureChannel,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> TcpChannel {
+    let channel = channel.with_max_message_len(config.max_message_len);
+    let depth = config.queue_depth.max(1);
+    let (cmd_tx, cmd_rx) = mpsc::channel(depth);
+    let (in_tx, in_rx) = mpsc::channel(depth);
+    let (epoch_tx, epoch_rx) = watch::channel(channel.epoch());
+    let handle = TcpChannel {
+        commands: cmd_tx,
+        incoming: in_rx,
+        epoch: epoch_rx,
+        id: channel.id(),
+        context_id: channel.context_id(),
+        local: channel.local(),
+        remote: channel.remote(),
+        initiator: channel.is_initiator(),
+        max_message_len: config.max_message_len,
+    };
+    let shared = Arc::new(Mutex::new(Shared {
+        channel,
+        out: Vec::new(),
+        done: false,
+    }));
+    let notify = Arc::new(Notify::new());
+    let (rd, wr) = stream.into_split();
+    let reader = Reader {
+        rd,
+        shared: shared.clone(),
+        notify: notify.clone(),
+        incoming: in_tx.clone(),
+        epoch: epoch_tx,
+        rekey,
+        config: config.clone(),
+    };
+    tokio::spawn(reader.run());
+    tokio::spawn(writer(wr, shared, notify, cmd_rx, in_tx, config.clock));
+    handle
+}
+
+struct Reader {
+    rd: OwnedReadHalf,
+    shared: Locked,
+    notify: Arc<Notify>,
+    incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
+    epoch: watch::Sender<Epoch>,
+    rekey: RekeyProvider,
+    config: TcpConfig,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        if let Err(e) = self.serve().await {
+            self.stop();
+            // The app may be gone; then nobody needs the error.
+            let _ = self.incoming.send(Err(e)).await;
+        }
+    }
+
+    fn stop(&self) {
+        lock(&self.shared).done = true;
+        self.notify.notify_one();
+    }
+
+    async fn serve(&mut self) -> Result<(), TcpError> {
+        let mut buf = vec![0u8; self.config.read_buffer.max(1024)];
+        // (epoch, deadline) of a rotation request without material yet.
+        let mut pending: Option<(Epoch, tokio::time::Instant)> = None;
+        loop {
+            let n = match pending {
+                Some((epoch, deadline)) => {
+                    tokio::select! {
+                        r = self.rd.read(&mut buf) => r?,
+                        _ = tokio::time::sleep(ROTATION_RETRY) => {
+                            if !self.try_accept_rotation(epoch)? {
+                                if tokio::time::Instant::now() >= deadline {
+                                    return Err(TcpError::RotationUnavailable(epoch));
+                                }
+                            } else {
+                                pending = None;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                None => self.rd.read(&mut buf).await?,
+            };
+            if n == 0 {
+                let mut g = lock(&self.shared);
+                if g.channel.is_finished() {
+                    drop(g);
+                    self.stop();
+                    return Ok(());
+                }
+                g.channel.finish()?;
+                return Err(TcpError::UnexpectedEof);
+            }
+            let now = (self.config.clock)();
+            let events = {
+                let mut g = lock(&self.shared);
+                let events = g.channel.decrypt(&buf[..n], now)?;
+                let mut wake = false;
+                for e in &events {
+                    if let Incoming::Rotated { send, .. } = e {
+                        g.out.extend_from_slice(send);
+                        wake |= !send.is_empty();
+                    }
+                }
+                if wake {
+                    self.notify.notify_one();
+                }
+                events
+            };
+            for e in events {
+                match e {
+                    Incoming::Message(m) => {
+                        if self.incoming.send(Ok(m)).await.is_err() {
+                            // The app dropped its handle: stop reading.
+                            self.stop();
+                            return Ok(());
+                        }
+                    }
+                    Incoming::RotationRequested { epoch } => {
+                        if !self.try_accept_rotation(epoch)? {
+                            let deadline =
+                                tokio::time::Instant::now() + self.config.handshake_timeout;
+                            pending = Some((epoch, deadline));
+                        }
+                    }
+                    Incoming::Rotated { epoch, .. } => {
+                        self.epoch.send_replace(epoch);
+                    }
+                    Incoming::Closed => {
+                        self.stop();
+                        return Err(TcpError::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a rotation request if the provider has the material now.
+    fn try_accept_rotation(&mut self, epoch: Epoch) -> Result<bool, TcpError> {
+        let Some(material) = (self.rekey)(epoch) else {
+            return Ok(false);
+        };
+        let now = (self.config.clock)();
+        let mut g = lock(&self.shared);
+        let frame = g.channel.accept_rotation(material, now)?;
+        g.out.extend_from_slice(&frame);
+        drop(g);
+        self.notify.notify_one();
+        Ok(true)
+    }
+}
+
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    shared: Locked,
+    notify: Arc<Notify>,
+    mut commands: mpsc::Receiver<Command>,
+    incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
+    clock: fn() -> u64,
+) {
+    let r = async {
+        loop {
+            let first = tokio::select! {
+                c = commands.recv() => Some(c.unwrap_or(Command::Close)),
+                _ = notify.notified() => None,
+            };
+            let (bytes, finish) = {
+                let mut g = lock(&shared);
+                if g.done {
+                    return Ok(());
+                }
+                let mut out = std::mem::take(&mut g.out);
+                let mut finish = false;
+                let mut next = first;
+                while let Some(c) = next.take() {
+                    match c {
+                        Command::Send(m) => g.channel.encrypt_into(&m, &mut out)?,
+                        Command::Rotate(material) => {
+                            let now = clock();
+                            out.extend(g.channel.begin_rotation(material, now)?);
+                        }
+                        Command::Close => {
+                            out.extend(g.channel.close()?);
+                            finish = true;
+                            break;
+                        }
+                    }
+                    // Coalesce queued messages into one write.
+                    if out.len() < WRITE_BATCH {
+                        next = commands.try_recv().ok();
+                    }
+                }
+                (out, finish)
+            };
+            if !bytes.is_empty() {
+                wr.write_all(&bytes).await?;
+            }
+            if finish {
+                return Ok::<(), TcpError>(());
+            }
+        }
+    }
+    .await;
+    let _ = wr.shutdown().await;
+    if let Err(e) = r {
+        lock(&shared).done = true;
+        let _ = incoming.try_send(Err(e));
+    }
+}

@@ -1,0 +1,223 @@
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use rdv_channel::*;
+use rdv_context::*;
+
+#[test]
+fn full_handshake_gives_both_sides_one_channel_id_and_both_journals_a_fact() {
+    let (mut a, mut b) = pair();
+    let (mut ca, mut cb) = connect(&mut a, &mut b);
+    assert_eq!(ca.id(), cb.id());
+    assert_ne!(ca.id(), [0; 32]);
+    assert_eq!(ca.remote_static(), b.identity.static_public());
+    assert_eq!(cb.remote_static(), a.identity.static_public());
+    assert_eq!((a.channels_established(), b.channels_established()), (1, 1));
+    // Same fact on both sides (same id): journals merge into one.
+    let fa = a
+        .journal()
+        .by_kind(FactKind::ChannelEstablished, None, 10)
+        .unwrap();
+    let fb = b
+        .journal()
+        .by_kind(FactKind::ChannelEstablished, None, 10)
+        .unwrap();
+    assert_eq!(fa[0].fact(), fb[0].fact());
+    let wire = ca.encrypt(b"hello bob").unwrap();
+    assert_eq!(
+        cb.decrypt(&wire, T0).unwrap(),
+        vec![Incoming::Message(b"hello bob".to_vec())]
+    );
+    let wire = cb.encrypt(b"hello alice").unwrap();
+    assert_eq!(
+        ca.decrypt(&wire, T0).unwrap(),
+        vec![Incoming::Message(b"hello alice".to_vec())]
+    );
+}
+
+#[test]
+fn wrong_psk_is_refused_by_the_responder_without_an_answer() {
+    let (mut a, mut b) = pair();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    let who = b.hs.identify_initiator(&init).unwrap();
+    // Bob's service checks the PSK it is handed; a handshaker given another
+    // PSK (as a holder of another secret would have) refuses message 1.
+    let ctx = b.ctx();
+    let params = HandshakeParams {
+        context_id: ctx,
+        epoch: 0,
+        local: b.me(),
+        remote: who,
+        psk: &[9; 32],
+        remote_static: None,
+        transport: None,
+    };
+    let err =
+        b.hs.at(T0 + 11)
+            .respond(&params, &init.payload)
+            .unwrap_err();
+    assert_eq!(err, HandshakeError::PskMismatch);
+    assert_eq!(b.channels_established(), 0);
+    assert!(b.hs.take_responded(ctx, a.me()).is_none());
+}
+
+#[test]
+fn initiator_with_wrong_psk_gets_no_answer_and_no_fact() {
+    let (mut a, mut b) = pair();
+    // Alice's handshaker is handed a wrong PSK directly (the service would
+    // refuse it earlier with PskMismatch; this is the layer below).
+    let ctx = a.ctx();
+    let desc = a
+        .service
+        .get_cached_descriptor(ctx, b.me())
+        .unwrap()
+        .clone();
+    let params = HandshakeParams {
+        context_id: ctx,
+        epoch: 0,
+        local: a.me(),
+        remote: b.me(),
+        psk: &[9; 32],
+        remote_static: Some(desc.static_key),
+        transport: None,
+    };
+    let payload = a.hs.at(T0 + 10).initiate(&params).unwrap();
+    let init = HandshakeInit {
+        context_id: ctx,
+        epoch: 0,
+        route: Route::Direct,
+        payload,
+    };
+    let err = b.answer(&init, T0 + 11).unwrap_err();
+    assert!(err.contains("initiator does not hold"), "{err}");
+    assert_eq!(b.channels_established(), 0);
+    assert!(b.fx.take_outbox().is_empty());
+}
+
+#[test]
+fn wrong_static_key_fails_message_1() {
+    let (mut a, mut b) = pair();
+    let ctx = a.ctx();
+    let params = HandshakeParams {
+        context_id: ctx,
+        epoch: 0,
+        local: a.me(),
+        remote: b.me(),
+        psk: &a.service.handshake_psk(&ctx, &b.me()).unwrap(),
+        remote_static: Some(identity(9).static_public()),
+        transport: None,
+    };
+    let payload = a.hs.at(T0 + 10).initiate(&params).unwrap();
+    let init = HandshakeInit {
+        context_id: ctx,
+        epoch: 0,
+        route: Route::Direct,
+        payload,
+    };
+    let err = b.answer(&init, T0 + 11).unwrap_err();
+    assert!(err.contains("does not authenticate"), "{err}");
+    assert_eq!(b.channels_established(), 0);
+}
+
+#[test]
+fn stale_epoch_is_refused_by_the_service_and_by_the_prologue() {
+    let (mut a, mut b) = pair();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    // Bob moves to epoch 1 alone (Alice's rekey, applied only by Bob).
+    let rekey = a
+        .context
+        .advance_epoch(&a.identity, &[], &mut rng(5))
+        .unwrap();
+    b.context.apply_rekey(&b.identity, &rekey).unwrap();
+    b.rekeyed();
+    let err = b.answer(&init, T0 + 11).unwrap_err();
+    assert!(err.contains("epoch"), "{err}");
+    // Relabelled as epoch 1, the prologue (context, epoch 0) does not match.
+    let mut relabelled = init.clone();
+    relabelled.epoch = 1;
+    let err = b.hs.identify_initiator(&relabelled).unwrap_err();
+    assert_eq!(err, HandshakeError::NotAuthentic);
+    assert_eq!(b.channels_established(), 0);
+}
+
+#[test]
+fn replayed_message_1_is_refused() {
+    let (mut a, mut b) = pair();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    b.answer(&init, T0 + 11).unwrap();
+    assert_eq!(b.channels_established(), 1);
+    let err = b.answer(&init, T0 + 12).unwrap_err();
+    assert!(err.contains("replayed"), "{err}");
+    assert_eq!(b.channels_established(), 1);
+}
+
+#[test]
+fn message_1_too_old_is_refused_and_a_late_answer_times_out() {
+    let (mut a, mut b) = pair();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    let err = b.answer(&init, T0 + 10 + 60_000).unwrap_err();
+    assert!(err.contains("window"), "{err}");
+    let init = a.initiate(b.me(), T0 + 20).unwrap();
+    let complete = b.answer(&init, T0 + 21).unwrap();
+    let err = a.finish(b.me(), &complete, T0 + 20 + 5_001).unwrap_err();
+    assert!(matches!(err, HandshakeError::TimedOut { .. }), "{err}");
+    assert_eq!(a.channels_established(), 0);
+}
+
+#[test]
+fn expired_descriptor_prevents_the_handshake() {
+    let (mut a, b) = pair();
+    let err = a.initiate(b.me(), T0 + 3_600_000 + 1).unwrap_err();
+    assert!(err.contains("no valid descriptor"), "{err}");
+    assert_eq!(a.channels_established(), 0);
+}
+
+#[test]
+fn peer_outside_the_context_gets_no_answer() {
+    let (_a, mut b) = pair();
+    // Mallory knows Bob's static key and the context id, not the secret.
+    let mallory = identity(7);
+    let ctx = b.ctx();
+    let cfg = HandshakeConfig {
+        context_id: ctx,
+        epoch: 0,
+        local: mallory.authority(),
+        remote: b.me(),
+        local_static: mallory.static_secret_bytes(),
+        psk: zeroize::Zeroizing::new([3; 32]),
+        timeout_ms: 5_000,
+        prologue: rdv_channel::handshake::prologue(&ctx, 0),
+    };
+    let mut init = Initiator::new(cfg, b.identity.static_public(), [4; 32]);
+    let payload = init.create_init_message(0, T0 + 10).unwrap();
+    let msg = HandshakeInit {
+        context_id: ctx,
+        epoch: 0,
+        route: Route::Direct,
+        payload,
+    };
+    assert_eq!(
+        b.hs.identify_initiator(&msg).unwrap_err(),
+        HandshakeError::UnknownInitiator
+    );
+    // Even named as a member, the static key does not match.
+    let err = b.answer_as(_a.me(), msg, T0 + 11).unwrap_err();
+    assert!(err.contains("static key"), "{err}");
+    assert_eq!(b.channels_established(), 0);
+}
+
+#[test]
+fn garbled_message_2_fails_the_initiator() {
+    let (mut a, mut b) = pair();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    let mut complete = b.answer(&init, T0 + 11).unwrap();
+    let last = complete.payload.len() - 1;
+    complete.payload[last] ^= 1;
+    assert_eq!(
+        a.finish(b.me(), &complete, T0 + 12).unwrap_err(),
+        HandshakeError::NotAuthentic
+    );
+    assert_eq!(a.channels_established(), 0);
+}

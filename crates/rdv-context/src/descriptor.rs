@@ -1,0 +1,719 @@
+//! Rendezvous descriptors: how to reach an authority, signed by it and
+//! sealed so that only members of the context read it.
+//!
+//! A descriptor ([`RendezvousDescriptor`], the seed's fields plus the static
+//! X25519 key Noise IK needs) is encoded canonically, signed by its authority
+//! (Ed25519, domain `rdv context v1 descriptor`, over the epoch and the
+//! body), then sealed with the epoch's descriptor key (XChaCha20-Poly1305,
+//! random 24-byte nonce) with the version, context id, epoch and authority
+//! as associated data. The result, [`SealedDescriptor`], is what travels in
+//! the journal. Its header (context, epoch, authority) is readable so that a
+//! journal can index it and a reader can pick the key; everything else —
+//! transport addresses, relay, validity, nonce — is ciphertext.
+//!
+//! [`SealedDescriptor::open`] makes the checks that need no memory: context,
+//! epoch, AEAD (wrong key), structure, header/body agreement, signature,
+//! validity window. Replay, revocation and supersession need memory of what
+//! was seen; [`crate::RendezvousService::cache_descriptor`] adds them.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::identity::{Identity, signing_message};
+use crate::ids::{AuthorityId, ContextId, Epoch};
+use crate::keys::EpochKeys;
+use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN, aead_open, aead_seal};
+
+/// Most transport hints in one descriptor.
+pub const MAX_TRANSPORT_HINTS: usize = 16;
+/// Longest address or STUN server string, in bytes.
+pub const MAX_ADDR_LEN: usize = 255;
+/// Largest descriptor body: version, fixed fields and the most hints of the
+/// longest kind.
+pub const MAX_DESCRIPTOR_BODY_LEN: usize =
+    1 + 32 * 5 + 16 + 2 + MAX_TRANSPORT_HINTS * (1 + 2 * (2 + MAX_ADDR_LEN));
+/// Largest sealed descriptor, in bytes.
+pub const MAX_SEALED_DESCRIPTOR_LEN: usize =
+    SEALED_HEADER_LEN + 2 + (2 + MAX_DESCRIPTOR_BODY_LEN + 64) + AEAD_TAG_LEN;
+
+const DESCRIPTOR_VERSION: u8 = 1;
+const SEALED_VERSION: u8 = 1;
+const SIGNATURE_DOMAIN: &str = "rdv context v1 descriptor";
+const SEAL_AD_LABEL: &[u8] = b"rdv context v1 sealed-descriptor";
+const SEALED_HEADER_LEN: usize = 1 + 32 + 8 + 32 + AEAD_NONCE_LEN;
+
+/// A transport endpoint hint (the seed's `TransportHint`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TransportHint {
+    /// Direct QUIC connection.
+    QuicDirect {
+        /// Address, e.g. `203.0.113.5:4433`.
+        addr: String,
+    },
+    /// QUIC to a reflexive address found with STUN.
+    QuicReflexive {
+        /// The reflexive address.
+        addr: String,
+        /// The STUN server that reported it.
+        stun_server: String,
+    },
+    /// WebSocket relay through a relay authority.
+    WebSocketRelay {
+        /// The relay.
+        relay_authority: AuthorityId,
+    },
+    /// Direct TCP connection.
+    TcpDirect {
+        /// Address.
+        addr: String,
+    },
+}
+
+impl TransportHint {
+    /// Whether the hint reaches the authority without a relay.
+    pub fn is_direct(&self) -> bool {
+        !matches!(self, Self::WebSocketRelay { .. })
+    }
+    fn tag(&self) -> u8 {
+        match self {
+            Self::QuicDirect { .. } => 1,
+            Self::QuicReflexive { .. } => 2,
+            Self::WebSocketRelay { .. } => 3,
+            Self::TcpDirect { .. } => 4,
+        }
+    }
+    fn strings(&self) -> impl Iterator<Item = &String> {
+        let (a, b) = match self {
+            Self::QuicDirect { addr } | Self::TcpDirect { addr } => (Some(addr), None),
+            Self::QuicReflexive { addr, stun_server } => (Some(addr), Some(stun_server)),
+            Self::WebSocketRelay { .. } => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+    fn write(&self, w: &mut Writer) {
+        w.u8(self.tag());
+        match self {
+            Self::QuicDirect { addr } | Self::TcpDirect { addr } => {
+                w.bytes16(addr.as_bytes());
+            }
+            Self::QuicReflexive { addr, stun_server } => {
+                w.bytes16(addr.as_bytes()).bytes16(stun_server.as_bytes());
+            }
+            Self::WebSocketRelay { relay_authority } => {
+                w.raw(relay_authority.as_bytes());
+            }
+        }
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let tag = r.u8("transport hint kind")?;
+        Ok(match tag {
+            1 => Self::QuicDirect {
+                addr: r.string16("address", MAX_ADDR_LEN)?,
+            },
+            2 => Self::QuicReflexive {
+                addr: r.string16("address", MAX_ADDR_LEN)?,
+                stun_server: r.string16("stun server", MAX_ADDR_LEN)?,
+            },
+            3 => Self::WebSocketRelay {
+                relay_authority: AuthorityId::from_bytes(r.array("relay authority")?)?,
+            },
+            4 => Self::TcpDirect {
+                addr: r.string16("address", MAX_ADDR_LEN)?,
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "transport hint kind",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// How to reach an authority in a context (the seed's
+/// `RendezvousDescriptor`, plus the static X25519 key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RendezvousDescriptor {
+    /// The publishing authority.
+    pub authority_id: AuthorityId,
+    /// The context it is for.
+    pub context_id: ContextId,
+    /// Endpoints, in the publisher's order of preference.
+    pub transport_hints: Vec<TransportHint>,
+    /// The publisher's PSK commitment for the epoch
+    /// ([`EpochKeys::psk_commitment`]).
+    pub handshake_psk_commitment: [u8; 32],
+    /// Start of validity, ms since the Unix epoch.
+    pub valid_from: u64,
+    /// End of validity (exclusive), ms since the Unix epoch.
+    pub valid_until: u64,
+    /// Random nonce: makes each descriptor unique; replays are refused by it.
+    pub nonce: [u8; 32],
+    /// The publisher's static X25519 key (Noise IK's responder key).
+    pub static_key: [u8; 32],
+}
+
+/// Why a descriptor was refused. On every refusal nothing is cached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DescriptorError {
+    /// Malformed bytes (truncated, oversized, garbled).
+    #[error("malformed descriptor: {0}")]
+    Malformed(#[from] DecodeError),
+    /// Larger than [`MAX_SEALED_DESCRIPTOR_LEN`].
+    #[error("sealed descriptor of {0} bytes exceeds the maximum {MAX_SEALED_DESCRIPTOR_LEN}")]
+    TooLarge(usize),
+    /// For another context than the one asked.
+    #[error("descriptor for context {found}, expected {expected}")]
+    WrongContext {
+        /// The context expected.
+        expected: ContextId,
+        /// The context found.
+        found: ContextId,
+    },
+    /// Sealed for another epoch than the reader's.
+    #[error("descriptor sealed for epoch {found}, the context is at epoch {expected}")]
+    WrongEpoch {
+        /// The reader's epoch.
+        expected: Epoch,
+        /// The descriptor's.
+        found: Epoch,
+    },
+    /// The AEAD did not open: sealed with another key (not a member, or
+    /// another secret), or the ciphertext was altered.
+    #[error("descriptor does not open with this context's key (wrong key or altered)")]
+    WrongKey,
+    /// The readable header disagrees with the signed body.
+    #[error("descriptor header disagrees with its body")]
+    HeaderMismatch,
+    /// The signature is not the authority's.
+    #[error("descriptor signature does not verify for its authority")]
+    BadSignature,
+    /// `valid_from > valid_until`, or a window longer than allowed.
+    #[error(
+        "invalid validity window {valid_from}..{valid_until} (at most {max_lifetime_ms} ms long)"
+    )]
+    InvalidWindow {
+        /// Start.
+        valid_from: u64,
+        /// End.
+        valid_until: u64,
+        /// The longest window accepted.
+        max_lifetime_ms: u64,
+    },
+    /// Not valid yet (beyond the allowed clock skew).
+    #[error("descriptor not valid before {valid_from} ms (now {now_ms} ms)")]
+    NotYetValid {
+        /// Start.
+        valid_from: u64,
+        /// Now.
+        now_ms: u64,
+    },
+    /// Expired.
+    #[error("descriptor expired at {valid_until} ms (now {now_ms} ms)")]
+    Expired {
+        /// End.
+        valid_until: u64,
+        /// Now.
+        now_ms: u64,
+    },
+    /// This authority's nonce was seen before.
+    #[error("descriptor nonce already seen for this authority (replay)")]
+    Replayed,
+    /// A `DescriptorRevoked` fact revoked it.
+    #[error("descriptor was revoked by its authority")]
+    Revoked,
+    /// A newer descriptor of the same authority is already cached.
+    #[error("a newer descriptor of this authority is already cached")]
+    Superseded,
+    /// Sealing with an identity that is not the descriptor's authority, or
+    /// keys of another context.
+    #[error("cannot seal: {0}")]
+    CannotSeal(&'static str),
+    /// The reader has no keys for this context.
+    #[error("no keys for context {0}")]
+    UnknownContext(ContextId),
+    /// The cache for this context is full.
+    #[error("descriptor cache full ({0} authorities)")]
+    CacheFull(usize),
+}
+
+/// Limits applied when opening descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DescriptorPolicy {
+    /// Clock difference tolerated on `valid_from`. Default 30 s.
+    pub max_clock_skew_ms: u64,
+    /// Longest validity window accepted. Default 24 h: bounds how long a
+    /// nonce must be remembered to refuse replays.
+    pub max_lifetime_ms: u64,
+}
+
+impl Default for DescriptorPolicy {
+    fn default() -> Self {
+        Self {
+            max_clock_skew_ms: 30_000,
+            max_lifetime_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl RendezvousDescriptor {
+    /// Canonical body bytes (what is signed, with the epoch).
+    pub fn to_body_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(256);
+        w.u8(DESCRIPTOR_VERSION)
+            .raw(self.authority_id.as_bytes())
+            .raw(self.context_id.as_bytes())
+            .raw(&self.static_key)
+            .raw(&self.handshake_psk_commitment)
+            .u64(self.valid_from)
+            .u64(self.valid_until)
+            .raw(&self.nonce)
+            .u16(self.transport_hints.len() as u16);
+        for h in &self.transport_hints {
+            h.write(&mut w);
+        }
+        w.into_vec()
+    }
+
+    /// Decodes body bytes.
+    pub fn from_body_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let d = Self::read_body(&mut r)?;
+        r.finish("descriptor")?;
+        Ok(d)
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let v = r.u8("descriptor version")?;
+        if v != DESCRIPTOR_VERSION {
+            return Err(DecodeError::UnknownTag {
+                what: "descriptor version",
+                tag: v,
+            });
+        }
+        let authority_id = AuthorityId::from_bytes(r.array("authority")?)?;
+        let context_id = ContextId::from_bytes(r.array("context id")?);
+        let static_key = r.array("static key")?;
+        let handshake_psk_commitment = r.array("psk commitment")?;
+        let valid_from = r.u64("valid_from")?;
+        let valid_until = r.u64("valid_until")?;
+        let nonce = r.array("nonce")?;
+        let n = r.count16("transport hints", MAX_TRANSPORT_HINTS)?;
+        let mut transport_hints = Vec::with_capacity(n);
+        for _ in 0..n {
+            transport_hints.push(TransportHint::read(r)?);
+        }
+        Ok(Self {
+            authority_id,
+            context_id,
+            transport_hints,
+            handshake_psk_commitment,
+            valid_from,
+            valid_until,
+            nonce,
+            static_key,
+        })
+    }
+
+    /// Whether any hint reaches the authority without a relay.
+    pub fn has_direct_transport(&self) -> bool {
+        self.transport_hints.iter().any(TransportHint::is_direct)
+    }
+
+    /// Whether `now_ms` is inside the validity window.
+    pub fn is_valid_at(&self, now_ms: u64) -> bool {
+        self.valid_from <= now_ms && now_ms < self.valid_until
+    }
+
+    fn check_limits(&self) -> Result<(), DescriptorError> {
+        if self.transport_hints.len() > MAX_TRANSPORT_HINTS {
+            return Err(DecodeError::TooLong {
+                what: "transport hints",
+                len: self.transport_hints.len(),
+                max: MAX_TRANSPORT_HINTS,
+            }
+            .into());
+        }
+        for s in self.transport_hints.iter().flat_map(TransportHint::strings) {
+            if s.len() > MAX_ADDR_LEN {
+                return Err(DecodeError::TooLong {
+                    what: "address",
+                    len: s.len(),
+                    max: MAX_ADDR_LEN,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    fn signed_message(&self, epoch: Epoch, body: &[u8]) -> Vec<u8> {
+        let mut w = Writer::with_capacity(8 + body.len());
+        w.u64(epoch).raw(body);
+        signing_message(SIGNATURE_DOMAIN, &w.into_vec())
+    }
+
+    /// Signs with `identity` (which must be the descriptor's authority) and
+    /// seals under `keys` (which must be the descriptor's context) with the
+    /// AEAD nonce `aead_nonce` (24 random bytes: inject them).
+    pub fn seal(
+        &self,
+        identity: &Identity,
+        keys: &EpochKeys,
+        aead_nonce: [u8; AEAD_NONCE_LEN],
+    ) -> Result<SealedDescriptor, DescriptorError> {
+        if identity.authority() != self.authority_id {
+            return Err(DescriptorError::CannotSeal(
+                "the identity is not the descriptor's authority",
+            ));
+        }
+        if keys.context_id() != self.context_id {
+            return Err(DescriptorError::CannotSeal(
+                "the keys are for another context",
+            ));
+        }
+        self.check_limits()?;
+        let body = self.to_body_bytes();
+        let signature = identity.sign_message(&self.signed_message(keys.epoch(), &body));
+        let mut plain = Writer::with_capacity(2 + body.len() + 64);
+        plain.bytes16(&body).raw(&signature);
+        let header = SealedHeader {
+            context_id: self.context_id,
+            epoch: keys.epoch(),
+            authority_id: self.authority_id,
+            aead_nonce,
+        };
+        let ciphertext = aead_seal(keys.descriptor_key(), &aead_nonce, &header.ad(), &plain.buf);
+        Ok(SealedDescriptor { header, ciphertext })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SealedHeader {
+    context_id: ContextId,
+    epoch: Epoch,
+    authority_id: AuthorityId,
+    aead_nonce: [u8; AEAD_NONCE_LEN],
+}
+
+impl SealedHeader {
+    fn ad(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(SEAL_AD_LABEL.len() + SEALED_HEADER_LEN);
+        w.raw(SEAL_AD_LABEL)
+            .u8(SEALED_VERSION)
+            .raw(self.context_id.as_bytes())
+            .u64(self.epoch)
+            .raw(self.authority_id.as_bytes());
+        w.into_vec()
+    }
+}
+
+/// A descriptor as it travels: readable header (version, context, epoch,
+/// authority, AEAD nonce), then the signed descriptor as ciphertext.
+///
+/// Bytes: `version (1) | context id (32) | epoch (8) | authority (32) |
+/// aead nonce (24) | ciphertext length (2) | ciphertext`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SealedDescriptor {
+    header: SealedHeader,
+    ciphertext: Vec<u8>,
+}
+
+impl SealedDescriptor {
+    /// The context (readable).
+    pub fn context_id(&self) -> ContextId {
+        self.header.context_id
+    }
+    /// The epoch whose key sealed it (readable).
+    pub fn epoch(&self) -> Epoch {
+        self.header.epoch
+    }
+    /// The publishing authority (readable, checked against the signed body
+    /// on opening).
+    pub fn authority_id(&self) -> AuthorityId {
+        self.header.authority_id
+    }
+
+    /// Canonical bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(SEALED_HEADER_LEN + 2 + self.ciphertext.len());
+        self.write(&mut w);
+        w.into_vec()
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u8(SEALED_VERSION)
+            .raw(self.header.context_id.as_bytes())
+            .u64(self.header.epoch)
+            .raw(self.header.authority_id.as_bytes())
+            .raw(&self.header.aead_nonce)
+            .bytes16(&self.ciphertext);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let v = r.u8("sealed descriptor version")?;
+        if v != SEALED_VERSION {
+            return Err(DecodeError::UnknownTag {
+                what: "sealed descriptor version",
+                tag: v,
+            });
+        }
+        let header = SealedHeader {
+            context_id: ContextId::from_bytes(r.array("context id")?),
+            epoch: r.u64("epoch")?,
+            authority_id: AuthorityId::from_bytes(r.array("authority")?)?,
+            aead_nonce: r.array("aead nonce")?,
+        };
+        let ciphertext = r
+            .bytes16(
+                "ciphertext",
+                MAX_SEALED_DESCRIPTOR_LEN - SEALED_HEADER_LEN - 2,
+            )?
+            .to_vec();
+        if ciphertext.len() < AEAD_TAG_LEN {
+            return Err(DecodeError::Invalid {
+                what: "ciphertext",
+                reason: "shorter than the AEAD tag",
+            });
+        }
+        Ok(Self { header, ciphertext })
+    }
+
+    /// Decodes bytes; refuses more than [`MAX_SEALED_DESCRIPTOR_LEN`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DescriptorError> {
+        if bytes.len() > MAX_SEALED_DESCRIPTOR_LEN {
+            return Err(DescriptorError::TooLarge(bytes.len()));
+        }
+        let mut r = Reader::new(bytes);
+        let s = Self::read(&mut r)?;
+        r.finish("sealed descriptor")?;
+        Ok(s)
+    }
+
+    /// Opens and verifies with `keys` at `now_ms`: context, epoch, AEAD,
+    /// structure, header/body agreement, signature, validity window. Cheap
+    /// checks come first; the signature is checked before the window so
+    /// that a forger learns nothing about timing rules.
+    pub fn open(
+        &self,
+        keys: &EpochKeys,
+        now_ms: u64,
+        policy: &DescriptorPolicy,
+    ) -> Result<RendezvousDescriptor, DescriptorError> {
+        if self.header.context_id != keys.context_id() {
+            return Err(DescriptorError::WrongContext {
+                expected: keys.context_id(),
+                found: self.header.context_id,
+            });
+        }
+        if self.header.epoch != keys.epoch() {
+            return Err(DescriptorError::WrongEpoch {
+                expected: keys.epoch(),
+                found: self.header.epoch,
+            });
+        }
+        let plain = aead_open(
+            keys.descriptor_key(),
+            &self.header.aead_nonce,
+            &self.header.ad(),
+            &self.ciphertext,
+        )
+        .ok_or(DescriptorError::WrongKey)?;
+        let mut r = Reader::new(&plain);
+        let body = r.bytes16("descriptor body", MAX_DESCRIPTOR_BODY_LEN)?;
+        let signature: [u8; 64] = r.array("descriptor signature")?;
+        r.finish("sealed plaintext")?;
+        let d = RendezvousDescriptor::from_body_bytes(body)?;
+        if d.context_id != self.header.context_id || d.authority_id != self.header.authority_id {
+            return Err(DescriptorError::HeaderMismatch);
+        }
+        if !d
+            .authority_id
+            .verify(&d.signed_message(self.header.epoch, body), &signature)
+        {
+            return Err(DescriptorError::BadSignature);
+        }
+        if d.valid_from > d.valid_until || d.valid_until - d.valid_from > policy.max_lifetime_ms {
+            return Err(DescriptorError::InvalidWindow {
+                valid_from: d.valid_from,
+                valid_until: d.valid_until,
+                max_lifetime_ms: policy.max_lifetime_ms,
+            });
+        }
+        if now_ms.saturating_add(policy.max_clock_skew_ms) < d.valid_from {
+            return Err(DescriptorError::NotYetValid {
+                valid_from: d.valid_from,
+                now_ms,
+            });
+        }
+        if now_ms >= d.valid_until {
+            return Err(DescriptorError::Expired {
+                valid_until: d.valid_until,
+                now_ms,
+            });
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::EpochSecret;
+
+    fn keys() -> EpochKeys {
+        EpochKeys::derive(
+            ContextId::from_bytes([9; 32]),
+            3,
+            &EpochSecret::from_bytes([5; 32]),
+        )
+    }
+
+    fn descriptor(id: &Identity, keys: &EpochKeys) -> RendezvousDescriptor {
+        RendezvousDescriptor {
+            authority_id: id.authority(),
+            context_id: keys.context_id(),
+            transport_hints: vec![TransportHint::QuicDirect {
+                addr: "192.0.2.1:4433".into(),
+            }],
+            handshake_psk_commitment: keys.psk_commitment(&id.authority()),
+            valid_from: 1000,
+            valid_until: 2000,
+            nonce: [1; 32],
+            static_key: id.static_public(),
+        }
+    }
+
+    /// Seals `body` with `signer`'s signature whatever the body says: what
+    /// a member forging another member's descriptor would do.
+    fn forge(
+        body: &RendezvousDescriptor,
+        header_authority: AuthorityId,
+        signer: &Identity,
+        keys: &EpochKeys,
+    ) -> SealedDescriptor {
+        let bytes = body.to_body_bytes();
+        let signature = signer.sign_message(&body.signed_message(keys.epoch(), &bytes));
+        let mut plain = Writer::default();
+        plain.bytes16(&bytes).raw(&signature);
+        let header = SealedHeader {
+            context_id: keys.context_id(),
+            epoch: keys.epoch(),
+            authority_id: header_authority,
+            aead_nonce: [7; AEAD_NONCE_LEN],
+        };
+        SealedDescriptor {
+            ciphertext: aead_seal(
+                keys.descriptor_key(),
+                &header.aead_nonce,
+                &header.ad(),
+                &plain.buf,
+            ),
+            header,
+        }
+    }
+
+    #[test]
+    fn descriptor_signed_by_another_member_is_refused_as_bad_signature() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let mallory = Identity::from_secret_bytes([3; 32], [4; 32]);
+        let forged = forge(&descriptor(&bob, &k), bob.authority(), &mallory, &k);
+        assert_eq!(
+            forged.open(&k, 1500, &DescriptorPolicy::default()),
+            Err(DescriptorError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn header_naming_another_authority_than_the_body_is_refused() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let mallory = Identity::from_secret_bytes([3; 32], [4; 32]);
+        let forged = forge(&descriptor(&bob, &k), mallory.authority(), &bob, &k);
+        assert_eq!(
+            forged.open(&k, 1500, &DescriptorPolicy::default()),
+            Err(DescriptorError::HeaderMismatch)
+        );
+    }
+
+    #[test]
+    fn signature_binds_the_epoch() {
+        // A descriptor signed for epoch 3 but sealed under epoch 4's key
+        // (by a member holding both) does not verify.
+        let k3 = keys();
+        let k4 = EpochKeys::derive(k3.context_id(), 4, &EpochSecret::from_bytes([5; 32]));
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let d = descriptor(&bob, &k3);
+        let bytes = d.to_body_bytes();
+        let signature = bob.sign_message(&d.signed_message(3, &bytes));
+        let mut plain = Writer::default();
+        plain.bytes16(&bytes).raw(&signature);
+        let header = SealedHeader {
+            context_id: k4.context_id(),
+            epoch: 4,
+            authority_id: bob.authority(),
+            aead_nonce: [7; AEAD_NONCE_LEN],
+        };
+        let sealed = SealedDescriptor {
+            ciphertext: aead_seal(
+                k4.descriptor_key(),
+                &header.aead_nonce,
+                &header.ad(),
+                &plain.buf,
+            ),
+            header,
+        };
+        assert_eq!(
+            sealed.open(&k4, 1500, &DescriptorPolicy::default()),
+            Err(DescriptorError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn sealing_as_someone_else_or_for_another_context_is_refused() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let mallory = Identity::from_secret_bytes([3; 32], [4; 32]);
+        assert!(matches!(
+            descriptor(&bob, &k).seal(&mallory, &k, [0; 24]),
+            Err(DescriptorError::CannotSeal(_))
+        ));
+        let other = EpochKeys::derive(
+            ContextId::from_bytes([8; 32]),
+            3,
+            &EpochSecret::from_bytes([5; 32]),
+        );
+        assert!(matches!(
+            descriptor(&bob, &k).seal(&bob, &other, [0; 24]),
+            Err(DescriptorError::CannotSeal(_))
+        ));
+    }
+
+    #[test]
+    fn maximal_descriptor_fits_the_bound() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let mut d = descriptor(&bob, &k);
+        d.transport_hints = vec![
+            TransportHint::QuicReflexive {
+                addr: "a".repeat(MAX_ADDR_LEN),
+                stun_server: "s".repeat(MAX_ADDR_LEN),
+            };
+            MAX_TRANSPORT_HINTS
+        ];
+        let sealed = d.seal(&bob, &k, [0; 24]).unwrap();
+        let bytes = sealed.to_bytes();
+        assert!(bytes.len() <= MAX_SEALED_DESCRIPTOR_LEN, "{}", bytes.len());
+        assert_eq!(SealedDescriptor::from_bytes(&bytes).unwrap(), sealed);
+        assert_eq!(
+            sealed.open(&k, 1500, &DescriptorPolicy::default()).unwrap(),
+            d
+        );
+        d.transport_hints
+            .push(TransportHint::TcpDirect { addr: "x".into() });
+        assert!(matches!(
+            d.seal(&bob, &k, [0; 24]),
+            Err(DescriptorError::Malformed(_))
+        ));
+    }
+}

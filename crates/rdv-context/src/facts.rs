@@ -1,0 +1,236 @@
+//! Rendezvous facts: what the context journal records and synchronises.
+
+use std::fmt;
+
+use crate::codec::{DecodeError, Reader, Writer, hex};
+use crate::descriptor::{MAX_SEALED_DESCRIPTOR_LEN, SealedDescriptor};
+use crate::identity::{Identity, signing_message};
+use crate::ids::{AuthorityId, ContextId, Epoch};
+
+/// Largest encoded fact.
+pub const MAX_FACT_LEN: usize = 1 + MAX_SEALED_DESCRIPTOR_LEN;
+const FACT_ID_LABEL: &str = "rdv context v1 fact-id";
+const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
+
+/// A fact of the rendezvous domain (the seed's `RendezvousFact`).
+///
+/// Two departures from the seed, both for security: a descriptor travels
+/// sealed (the journal is synchronised and stored, so it holds ciphertext
+/// only members open), and a revocation is signed by the revoked
+/// descriptor's authority (otherwise any member could silence another).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RendezvousFact {
+    /// A transport descriptor advertisement.
+    Descriptor(SealedDescriptor),
+    /// A channel was established (recorded by the responder).
+    ChannelEstablished {
+        /// Who started the handshake.
+        initiator: AuthorityId,
+        /// Who answered it.
+        responder: AuthorityId,
+        /// The channel id (the handshake hash).
+        channel_id: [u8; 32],
+        /// The context epoch of the handshake.
+        epoch: Epoch,
+    },
+    /// A descriptor revocation by its authority.
+    DescriptorRevoked {
+        /// The authority whose descriptor is revoked.
+        authority_id: AuthorityId,
+        /// The revoked descriptor's nonce.
+        nonce: [u8; 32],
+        /// The authority's signature over the context and nonce.
+        signature: [u8; 64],
+    },
+}
+
+/// The kind of a fact, for queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FactKind {
+    /// [`RendezvousFact::Descriptor`].
+    Descriptor = 1,
+    /// [`RendezvousFact::ChannelEstablished`].
+    ChannelEstablished = 2,
+    /// [`RendezvousFact::DescriptorRevoked`].
+    DescriptorRevoked = 3,
+}
+
+impl FactKind {
+    /// All kinds.
+    pub const ALL: [FactKind; 3] = [
+        FactKind::Descriptor,
+        FactKind::ChannelEstablished,
+        FactKind::DescriptorRevoked,
+    ];
+    /// The tag byte.
+    pub fn tag(self) -> u8 {
+        self as u8
+    }
+    /// The kind of a tag byte.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.tag() == tag)
+    }
+}
+
+/// A fact's content address: BLAKE3 (derive-key mode, label
+/// `rdv context v1 fact-id`) of its canonical bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FactId(pub [u8; 32]);
+
+impl fmt::Debug for FactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FactId({})", &hex(&self.0)[..16])
+    }
+}
+
+impl fmt::Display for FactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl FactId {
+    /// The id of canonical fact bytes.
+    pub fn of_bytes(bytes: &[u8]) -> Self {
+        let mut h = blake3::Hasher::new_derive_key(FACT_ID_LABEL);
+        h.update(bytes);
+        Self(*h.finalize().as_bytes())
+    }
+}
+
+fn revocation_body(context: &ContextId, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(64);
+    w.raw(context.as_bytes()).raw(nonce);
+    w.into_vec()
+}
+
+impl RendezvousFact {
+    /// A revocation of `identity`'s descriptor with `nonce` in `context`.
+    pub fn revoke(identity: &Identity, context: &ContextId, nonce: [u8; 32]) -> Self {
+        Self::DescriptorRevoked {
+            authority_id: identity.authority(),
+            nonce,
+            signature: identity.sign(REVOCATION_DOMAIN, &revocation_body(context, &nonce)),
+        }
+    }
+
+    /// For a revocation: whether its signature is its authority's for
+    /// `context`. Other facts: `true`.
+    pub fn verify_revocation(&self, context: &ContextId) -> bool {
+        match self {
+            Self::DescriptorRevoked {
+                authority_id,
+                nonce,
+                signature,
+            } => authority_id.verify(
+                &signing_message(REVOCATION_DOMAIN, &revocation_body(context, nonce)),
+                signature,
+            ),
+            _ => true,
+        }
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> FactKind {
+        match self {
+            Self::Descriptor(_) => FactKind::Descriptor,
+            Self::ChannelEstablished { .. } => FactKind::ChannelEstablished,
+            Self::DescriptorRevoked { .. } => FactKind::DescriptorRevoked,
+        }
+    }
+
+    /// The authority the fact is about: the publisher, the responder (who
+    /// records a channel), or the revoker.
+    pub fn authority(&self) -> AuthorityId {
+        match self {
+            Self::Descriptor(d) => d.authority_id(),
+            Self::ChannelEstablished { responder, .. } => *responder,
+            Self::DescriptorRevoked { authority_id, .. } => *authority_id,
+        }
+    }
+
+    /// The other authority of a channel fact (the initiator).
+    pub fn peer(&self) -> Option<AuthorityId> {
+        match self {
+            Self::ChannelEstablished { initiator, .. } => Some(*initiator),
+            _ => None,
+        }
+    }
+
+    /// Whether the fact concerns `authority`.
+    pub fn involves(&self, authority: &AuthorityId) -> bool {
+        self.authority() == *authority || self.peer() == Some(*authority)
+    }
+
+    /// Canonical bytes: a kind tag then the fields.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(160);
+        self.write(&mut w);
+        w.into_vec()
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u8(self.kind().tag());
+        match self {
+            Self::Descriptor(d) => d.write(w),
+            Self::ChannelEstablished {
+                initiator,
+                responder,
+                channel_id,
+                epoch,
+            } => {
+                w.raw(initiator.as_bytes())
+                    .raw(responder.as_bytes())
+                    .raw(channel_id)
+                    .u64(*epoch);
+            }
+            Self::DescriptorRevoked {
+                authority_id,
+                nonce,
+                signature,
+            } => {
+                w.raw(authority_id.as_bytes()).raw(nonce).raw(signature);
+            }
+        }
+    }
+
+    /// Decodes canonical bytes; refuses more than [`MAX_FACT_LEN`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_FACT_LEN {
+            return Err(DecodeError::TooLong {
+                what: "fact",
+                len: bytes.len(),
+                max: MAX_FACT_LEN,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let tag = r.u8("fact kind")?;
+        let fact = match FactKind::from_tag(tag) {
+            Some(FactKind::Descriptor) => Self::Descriptor(SealedDescriptor::read(&mut r)?),
+            Some(FactKind::ChannelEstablished) => Self::ChannelEstablished {
+                initiator: AuthorityId::from_bytes(r.array("initiator")?)?,
+                responder: AuthorityId::from_bytes(r.array("responder")?)?,
+                channel_id: r.array("channel id")?,
+                epoch: r.u64("epoch")?,
+            },
+            Some(FactKind::DescriptorRevoked) => Self::DescriptorRevoked {
+                authority_id: AuthorityId::from_bytes(r.array("authority")?)?,
+                nonce: r.array("nonce")?,
+                signature: r.array("signature")?,
+            },
+            None => {
+                return Err(DecodeError::UnknownTag {
+                    what: "fact kind",
+                    tag,
+                });
+            }
+        };
+        r.finish("fact")?;
+        Ok(fact)
+    }
+
+    /// The content address.
+    pub fn id(&self) -> FactId {
+        FactId::of_bytes(&self.to_bytes())
+    }
+}

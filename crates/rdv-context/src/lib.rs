@@ -1,0 +1,75 @@
+//! The context rendezvous core of rdv: private rendezvous scoped to
+//! relational contexts, as a sans-IO library.
+//!
+//! | concept | module |
+//! |---|---|
+//! | authorities, contexts, epochs | [`AuthorityId`], [`ContextId`], [`Identity`], [`StaticKeyBinding`] |
+//! | context secret, invitations, epoch advance | [`Context`], [`Invitation`], [`EpochRekey`] |
+//! | key schedule (see `docs/KEY-SCHEDULE.md`) | [`keys`]: [`EpochKeys`], [`EpochSecret`] |
+//! | descriptors, transport hints, sealing | [`RendezvousDescriptor`], [`TransportHint`], [`SealedDescriptor`] |
+//! | facts and the journal | [`RendezvousFact`], [`journal`]: [`Journal`], [`MemoryJournal`], `SqliteJournal` |
+//! | hybrid logical clock | [`hlc`] |
+//! | guard chain, effects | [`guard`]: [`GuardSnapshot`], [`GuardOutcome`], [`EffectCommand`] |
+//! | budgets, receipts | [`BudgetLedger`], [`receipt`] |
+//! | the service | [`RendezvousService`] |
+//! | effect interpreter | [`EffectInterpreter`], [`ReferenceInterpreter`] |
+//! | sync bridge | [`RendezvousAdapter`] |
+//! | secure-channel boundary | [`handshake`]: [`Handshaker`], [`HandshakeInit`], [`HandshakeComplete`] |
+//!
+//! No socket, no clock, no random source: time is an argument, randomness
+//! is a [`CryptoRng`] passed in (or a seed drawn from one). The SQLite
+//! journal (feature `sqlite`, on by default) is the only I/O.
+
+mod adapter;
+mod armor;
+mod budget;
+mod codec;
+mod context;
+mod descriptor;
+mod facts;
+pub mod guard;
+pub mod handshake;
+pub mod hlc;
+mod identity;
+mod ids;
+mod interpreter;
+pub mod journal;
+pub mod keys;
+pub mod receipt;
+mod rng;
+mod seal;
+mod service;
+
+pub use adapter::{PeerInfo, RendezvousAdapter};
+pub use armor::ArmorError;
+pub use budget::{BudgetError, BudgetLedger};
+pub use codec::DecodeError;
+pub use context::{
+    Context, ContextError, EpochRekey, Invitation, InvitationError, MAX_MEMBERS, RekeyError,
+    RekeyOutcome,
+};
+pub use descriptor::{
+    DescriptorError, DescriptorPolicy, MAX_ADDR_LEN, MAX_SEALED_DESCRIPTOR_LEN,
+    MAX_TRANSPORT_HINTS, RendezvousDescriptor, SealedDescriptor, TransportHint,
+};
+pub use facts::{FactId, FactKind, MAX_FACT_LEN, RendezvousFact};
+pub use guard::{
+    Capabilities, Capability, Decision, DenyReason, EffectCommand, GuardOutcome, GuardSnapshot,
+    Operation,
+};
+pub use handshake::{
+    HandshakeComplete, HandshakeInit, HandshakeParams, Handshaker, Responded, Route,
+};
+pub use identity::{Identity, STATIC_KEY_BINDING_LEN, StaticKeyBinding};
+pub use ids::{AuthorityId, ContextId, Epoch};
+pub use interpreter::{EffectInterpreter, InterpretError, Outbound, ReferenceInterpreter};
+#[cfg(feature = "sqlite")]
+pub use journal::SqliteJournal;
+pub use journal::{Journal, JournalEntry, JournalError, MemoryJournal};
+pub use keys::{EpochKeys, EpochSecret, Psk};
+pub use rng::{CryptoRng, SeededRng};
+pub use service::{FactApplied, RendezvousConfig, RendezvousService, ServiceError};
+
+/// The `rand_core` this crate's [`CryptoRng`] comes from, so callers name
+/// the same version.
+pub use x25519_dalek::rand_core;

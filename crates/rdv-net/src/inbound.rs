@@ -1,0 +1,155 @@
+//! Accepting `/rendezvous/1.0.0` streams into a queue the point drains.
+//!
+//! `libp2p-stream` hands each inbound stream over through a channel with a
+//! single slot and drops the stream when that slot is taken, which loses
+//! requests as soon as two arrive together. This behaviour queues up to a
+//! configured number instead, and counts what it has to refuse.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use libp2p::core::upgrade::{DeniedUpgrade, ReadyUpgrade};
+use libp2p::core::{Endpoint, transport::PortUse};
+use libp2p::swarm::handler::{ConnectionEvent, FullyNegotiatedInbound};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionHandler, ConnectionHandlerEvent, ConnectionId, FromSwarm,
+    NetworkBehaviour, SubstreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use tokio::sync::mpsc;
+
+/// Inbound rendezvous streams, in arrival order.
+pub type Incoming = mpsc::Receiver<(PeerId, Stream)>;
+
+/// Accepts `/rendezvous/1.0.0` streams. Put it in the swarm's behaviour and
+/// give the [`Incoming`] queue to [`crate::PointServer::run`].
+pub struct Behaviour {
+    queue: mpsc::Sender<(PeerId, Stream)>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Behaviour {
+    /// A behaviour queueing up to `capacity` streams not yet picked up.
+    pub fn new(capacity: usize) -> (Self, Incoming) {
+        let (queue, incoming) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                queue,
+                refused: Arc::default(),
+            },
+            incoming,
+        )
+    }
+
+    /// Streams refused because the queue was full.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Relaxed)
+    }
+
+    fn handler(&self, peer: PeerId) -> Handler {
+        Handler {
+            peer,
+            queue: self.queue.clone(),
+            refused: self.refused.clone(),
+        }
+    }
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler = Handler;
+    type ToSwarm = Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler(peer))
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _: ConnectionId,
+        peer: PeerId,
+        _: &Multiaddr,
+        _: Endpoint,
+        _: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        Ok(self.handler(peer))
+    }
+
+    fn on_swarm_event(&mut self, _: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _: PeerId,
+        _: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+/// Per-connection half of [`Behaviour`].
+pub struct Handler {
+    peer: PeerId,
+    queue: mpsc::Sender<(PeerId, Stream)>,
+    refused: Arc<AtomicU64>,
+}
+
+impl ConnectionHandler for Handler {
+    type FromBehaviour = Infallible;
+    type ToBehaviour = Infallible;
+    type InboundProtocol = ReadyUpgrade<StreamProtocol>;
+    type OutboundProtocol = DeniedUpgrade;
+    type InboundOpenInfo = ();
+    type OutboundOpenInfo = Infallible;
+
+    fn listen_protocol(&self) -> SubstreamProtocol<Self::InboundProtocol, ()> {
+        SubstreamProtocol::new(
+            ReadyUpgrade::new(StreamProtocol::new(rdv_wire::PROTOCOL_ID)),
+            (),
+        )
+    }
+
+    fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+    ) -> Poll<
+        ConnectionHandlerEvent<Self::OutboundProtocol, Self::OutboundOpenInfo, Self::ToBehaviour>,
+    > {
+        Poll::Pending
+    }
+
+    fn on_behaviour_event(&mut self, event: Self::FromBehaviour) {
+        match event {}
+    }
+
+    fn on_connection_event(
+        &mut self,
+        event: ConnectionEvent<
+            Self::InboundProtocol,
+            Self::OutboundProtocol,
+            (),
+            Self::OutboundOpenInfo,
+        >,
+    ) {
+        if let ConnectionEvent::FullyNegotiatedInbound(FullyNegotiatedInbound {
+            protocol: stream,
+            ..
+        }) = event
+            && self.queue.try_send((self.peer, stream)).is_err()
+        {
+            self.refused.fetch_add(1, Relaxed);
+            tracing::debug!(peer = %self.peer, "rendezvous stream queue full; dropping a stream");
+        }
+    }
+}

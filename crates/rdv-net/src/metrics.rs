@@ -1,0 +1,209 @@
+//! Counters for a point, rendered in the Prometheus text format.
+//!
+//! Plain atomics rather than a metrics crate: a handful of counters and one
+//! histogram, read by a scrape every few seconds.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use rdv_point::store::StoreStats;
+use rdv_wire::{MessageKind, ResponseStatus};
+
+const KINDS: [(&str, MessageKind); 3] = [
+    ("register", MessageKind::Register),
+    ("unregister", MessageKind::Unregister),
+    ("discover", MessageKind::Discover),
+];
+const STATUSES: [ResponseStatus; 8] = [
+    ResponseStatus::Ok,
+    ResponseStatus::InvalidNamespace,
+    ResponseStatus::InvalidSignedPeerRecord,
+    ResponseStatus::InvalidTtl,
+    ResponseStatus::InvalidCookie,
+    ResponseStatus::NotAuthorized,
+    ResponseStatus::InternalError,
+    ResponseStatus::Unavailable,
+];
+/// Upper bounds of the verification-time histogram, in microseconds.
+const VERIFY_BUCKETS_US: [u64; 9] = [25, 50, 100, 250, 500, 1000, 5000, 10_000, 50_000];
+
+/// Point counters. Cheap to update from any task.
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; 8]; 3],
+    malformed: AtomicU64,
+    verify_buckets: [AtomicU64; 9],
+    verify_count: AtomicU64,
+    verify_sum_ns: AtomicU64,
+    verify_skipped: AtomicU64,
+    connections: AtomicU64,
+    registrations: AtomicU64,
+    namespaces: AtomicU64,
+    record_bytes: AtomicU64,
+    streams_active: AtomicU64,
+    streams_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a request of `kind` answered with `status` (`Ok` when no answer is due).
+    pub fn request(&self, kind: MessageKind, status: ResponseStatus) {
+        let k = KINDS.iter().position(|(_, k)| *k == kind);
+        let s = STATUSES.iter().position(|s| *s == status);
+        if let (Some(k), Some(s)) = (k, s) {
+            self.requests[k][s].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a stream closed because its bytes were not a rendezvous message.
+    pub fn malformed(&self) {
+        self.malformed.fetch_add(1, Relaxed);
+    }
+
+    /// Records one signature verification.
+    pub fn verified(&self, took: Duration) {
+        let us = took.as_micros() as u64;
+        for (i, bound) in VERIFY_BUCKETS_US.iter().enumerate() {
+            if us <= *bound {
+                self.verify_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.verify_count.fetch_add(1, Relaxed);
+        self.verify_sum_ns
+            .fetch_add(took.as_nanos() as u64, Relaxed);
+    }
+
+    /// Counts a refresh whose record was already stored (no verification).
+    pub fn verification_skipped(&self) {
+        self.verify_skipped.fetch_add(1, Relaxed);
+    }
+
+    /// Records the store's counts (after each batch of the point thread).
+    pub fn set_store(&self, stats: StoreStats) {
+        self.registrations
+            .store(stats.registrations as u64, Relaxed);
+        self.namespaces.store(stats.namespaces as u64, Relaxed);
+        self.record_bytes.store(stats.record_bytes as u64, Relaxed);
+    }
+
+    /// Sets the number of open connections.
+    pub fn set_connections(&self, n: u64) {
+        self.connections.store(n, Relaxed);
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.streams_active.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn stream_closed(&self) {
+        self.streams_active.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn stream_refused(&self) {
+        self.streams_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Requests counted so far of `kind` with `status`.
+    pub fn requests(&self, kind: MessageKind, status: ResponseStatus) -> u64 {
+        let k = KINDS.iter().position(|(_, k)| *k == kind);
+        let s = STATUSES.iter().position(|s| *s == status);
+        match (k, s) {
+            (Some(k), Some(s)) => self.requests[k][s].load(Relaxed),
+            _ => 0,
+        }
+    }
+
+    /// Renders every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            "rdv_registrations",
+            "Registrations held by the point.",
+            self.registrations.load(Relaxed),
+        );
+        gauge(
+            "rdv_namespaces",
+            "Namespaces with at least one registration.",
+            self.namespaces.load(Relaxed),
+        );
+        gauge(
+            "rdv_record_bytes",
+            "Bytes of stored signed peer records.",
+            self.record_bytes.load(Relaxed),
+        );
+        gauge(
+            "rdv_connections",
+            "Open libp2p connections.",
+            self.connections.load(Relaxed),
+        );
+        gauge(
+            "rdv_streams_active",
+            "Rendezvous streams being served.",
+            self.streams_active.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP rdv_requests_total Requests by type and the status answered (OK for UNREGISTER)."
+        );
+        let _ = writeln!(out, "# TYPE rdv_requests_total counter");
+        for (k, (kname, _)) in KINDS.iter().enumerate() {
+            for (s, status) in STATUSES.iter().enumerate() {
+                let v = self.requests[k][s].load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "rdv_requests_total{{type=\"{kname}\",status=\"{}\"}} {v}",
+                    status.name()
+                );
+            }
+        }
+        let counters = [
+            (
+                "rdv_malformed_total",
+                "Streams closed because they carried no rendezvous message.",
+                &self.malformed,
+            ),
+            (
+                "rdv_streams_refused_total",
+                "Streams refused because too many were open.",
+                &self.streams_refused,
+            ),
+            (
+                "rdv_verification_skipped_total",
+                "Refreshes whose record was already stored and verified.",
+                &self.verify_skipped,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let name = "rdv_verification_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to verify a signed peer record.\n# TYPE {name} histogram"
+        );
+        for (i, bound) in VERIFY_BUCKETS_US.iter().enumerate() {
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{le}\"}} {}",
+                self.verify_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.verify_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.verify_sum_ns.load(Relaxed) as f64 / 1e9
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}

@@ -1,0 +1,281 @@
+//! A libp2p node with the transports and protocols rdv speaks: TCP and QUIC,
+//! Noise, Yamux, identify, ping, connection limits, and raw streams for
+//! `/rendezvous/1.0.0`. The swarm runs in its own task; the rest of the
+//! program talks to it through [`Node`].
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, connection_limits, identify, identity::Keypair, noise, ping, tcp,
+    yamux,
+};
+use libp2p_stream::Control;
+use tokio::sync::{mpsc, oneshot};
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+mod behaviour {
+    // The derive generates an undocumented event enum.
+    #![allow(missing_docs)]
+    use super::*;
+
+    /// The behaviours of an rdv node. A rust-libp2p application embeds
+    /// rendezvous the same way: a `libp2p_stream::Behaviour` field in its own
+    /// `#[derive(NetworkBehaviour)]`, and a [`Control`] from it handed to
+    /// [`crate::PointServer::run`] or [`crate::client::spawn`].
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Accepts inbound `/rendezvous/1.0.0` streams (for a point).
+        pub inbound: libp2p::swarm::behaviour::toggle::Toggle<crate::inbound::Behaviour>,
+        /// Opens outbound streams (for a client).
+        pub stream: libp2p_stream::Behaviour,
+        /// Exchanges listen addresses and agent versions.
+        pub identify: identify::Behaviour,
+        /// Keeps connections alive and measures round trips.
+        pub ping: ping::Behaviour,
+        /// Bounds connections.
+        pub limits: connection_limits::Behaviour,
+    }
+}
+
+/// How to start a node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Addresses to listen on (`/ip4/.../tcp/N`, `/ip4/.../udp/N/quic-v1`).
+    pub listen: Vec<Multiaddr>,
+    /// Established connections at most, in and out. Default 4096.
+    pub max_connections: u32,
+    /// Connections with no stream open are closed after this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Sent to peers in identify.
+    pub agent_version: String,
+    /// Serve `/rendezvous/1.0.0`: queue up to this many inbound streams for
+    /// [`Node::incoming`]. `None` for a client-only node. Default `None`.
+    pub serve_queue: Option<usize>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(60),
+            agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
+            serve_queue: None,
+        }
+    }
+}
+
+/// Something the swarm reported.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// Now listening on this address (with our peer id appended).
+    Listening(Multiaddr),
+    /// A listen address could not be used.
+    ListenFailed(String),
+    /// Identify told us about a peer.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its agent version string.
+        agent_version: String,
+    },
+    /// The number of open connections changed.
+    Connections(u64),
+}
+
+enum Command {
+    AddAddress(PeerId, Multiaddr),
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+}
+
+/// A running node.
+pub struct Node {
+    /// Our peer id.
+    pub peer_id: PeerId,
+    /// Opens rendezvous streams.
+    pub control: Control,
+    /// Inbound rendezvous streams, when the node serves them.
+    pub incoming: Option<crate::inbound::Incoming>,
+    commands: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Building the transports failed.
+    #[error("could not set up transports: {0}")]
+    Transport(String),
+    /// A listen address was refused.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Node {
+    /// Starts a node with `keypair`, listening where `config` says. Events
+    /// arrive on the returned receiver (bounded; drain it).
+    pub fn start(
+        keypair: Keypair,
+        config: NodeConfig,
+    ) -> Result<(Node, mpsc::Receiver<NodeEvent>), NodeError> {
+        let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(8))
+            .with_max_pending_incoming(Some(256));
+        let agent = config.agent_version.clone();
+        let (inbound, incoming) = match config.serve_queue {
+            Some(n) => {
+                let (b, rx) = crate::inbound::Behaviour::new(n);
+                (Some(b), Some(rx))
+            }
+            None => (None, None),
+        };
+        let mut inbound = Some(inbound);
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport_err(&e))?
+            .with_quic()
+            .with_behaviour(|key| Behaviour {
+                inbound: inbound.take().flatten().into(),
+                stream: libp2p_stream::Behaviour::new(),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                        .with_agent_version(agent),
+                ),
+                ping: ping::Behaviour::default(),
+                limits: connection_limits::Behaviour::new(limits),
+            })
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+            .build();
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let peer_id = *swarm.local_peer_id();
+        let control = swarm.behaviour().stream.new_control();
+        let (commands, command_rx) = mpsc::channel(64);
+        let (event_tx, event_rx) = mpsc::channel(256);
+        let task = tokio::spawn(drive(swarm, command_rx, event_tx));
+        Ok((
+            Node {
+                peer_id,
+                control,
+                incoming,
+                commands,
+                task,
+            },
+            event_rx,
+        ))
+    }
+
+    /// Tells the swarm where `peer` can be reached, so streams to it dial there.
+    pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) {
+        let _ = self.commands.send(Command::AddAddress(peer, addr)).await;
+    }
+
+    /// Dials `addr` and waits until connected (or failed).
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dial(addr, tx))
+            .await
+            .map_err(|_| "node stopped".to_string())?;
+        rx.await.map_err(|_| "node stopped".to_string())?
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(
+    mut swarm: Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NodeEvent>,
+) {
+    use libp2p::swarm::dial_opts::DialOpts;
+    let mut pending_dials: Vec<(
+        libp2p::swarm::ConnectionId,
+        oneshot::Sender<Result<(), String>>,
+    )> = Vec::new();
+    let local = *swarm.local_peer_id();
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => return,
+                Some(Command::AddAddress(peer, addr)) => swarm.add_peer_address(peer, addr),
+                Some(Command::Dial(addr, reply)) => {
+                    let opts = DialOpts::unknown_peer_id().address(addr).build();
+                    let id = opts.connection_id();
+                    match swarm.dial(opts) {
+                        Ok(()) => pending_dials.push((id, reply)),
+                        Err(e) => { let _ = reply.send(Err(e.to_string())); }
+                    }
+                }
+            },
+            event = swarm.select_next_some() => {
+                let report = match event {
+                    SwarmEvent::NewListenAddr { address, .. } => {
+                        Some(NodeEvent::Listening(address.with_p2p(local).unwrap_or_else(|a| a)))
+                    }
+                    SwarmEvent::ListenerError { error, .. } => Some(NodeEvent::ListenFailed(error.to_string())),
+                    SwarmEvent::ListenerClosed { reason: Err(error), .. } => Some(NodeEvent::ListenFailed(error.to_string())),
+                    SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                        Some(NodeEvent::Identified { peer: peer_id, agent_version: info.agent_version })
+                    }
+                    SwarmEvent::ConnectionEstablished { connection_id, .. } => {
+                        if let Some(i) = pending_dials.iter().position(|(id, _)| *id == connection_id) {
+                            let _ = pending_dials.swap_remove(i).1.send(Ok(()));
+                        }
+                        Some(NodeEvent::Connections(swarm.network_info().num_peers() as u64))
+                    }
+                    SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                        if let Some(i) = pending_dials.iter().position(|(id, _)| *id == connection_id) {
+                            let _ = pending_dials.swap_remove(i).1.send(Err(error.to_string()));
+                        }
+                        None
+                    }
+                    SwarmEvent::ConnectionClosed { .. } => {
+                        Some(NodeEvent::Connections(swarm.network_info().num_peers() as u64))
+                    }
+                    _ => None,
+                };
+                match report {
+                    // What identify says decides which records a peer is
+                    // served: worth waiting for the consumer.
+                    Some(r @ NodeEvent::Identified { .. }) => {
+                        let _ = events.send(r).await;
+                    }
+                    // Bounded: if nobody drains, drop rather than stall the swarm.
+                    Some(r) => {
+                        let _ = events.try_send(r);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! A rendezvous point on libp2p streams: accepts `/rendezvous/1.0.0`
+//! streams, serves any number of requests per stream, and drives expiry.
+//!
+//! Each stream runs in its own task, so signature verification (the only
+//! costly step) runs in parallel on the runtime's workers; the point itself
+//! lives on a thread of its own and takes work in batches.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::AsyncWriteExt;
+use libp2p::{PeerId, Stream};
+use rdv_point::{Formats, Point, Store, Verification, precheck};
+use rdv_wire::{
+    Discover, DiscoverResponse, FrameDecoder, Message, MessageKind, RecordFormat, Register,
+    RegisterResponse, ResponseStatus, Timestamp, verify_record,
+};
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+
+use crate::io::{StreamError, read_frame, write_message};
+use crate::metrics::Metrics;
+
+/// Limits of the stream layer; the registry's own limits are in
+/// [`rdv_point::Config`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Longest wait for the next whole message on a stream before it is
+    /// closed (a peer that stalls mid-message, or idles). Default 10 s.
+    pub stream_timeout: Duration,
+    /// Streams served at once; more are closed at once. Default 1024.
+    pub max_streams: usize,
+    /// Streams one peer may have served at once. Default 16.
+    pub max_streams_per_peer: usize,
+    /// Peers remembered with the record formats they read (rust-libp2p:
+    /// legacy; js-libp2p, go-libp2p: standard; rdv: both). Default 100 000.
+    pub max_legacy_askers: usize,
+    /// Verified records remembered (by hash) so that a REGISTER repeating
+    /// the same bytes skips the signature check. Default 100 000.
+    pub max_verified_records: usize,
+    /// How long a DISCOVER from a peer whose identify has not arrived yet
+    /// waits for it (see [`PointServer::note_agent_version`]), once per peer.
+    /// Zero (the default) answers at once with every format: set it only
+    /// when identify results are fed to the server.
+    pub identify_wait: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            stream_timeout: Duration::from_secs(10),
+            max_streams: 1024,
+            max_streams_per_peer: 16,
+            max_legacy_askers: 100_000,
+            max_verified_records: 100_000,
+            identify_wait: Duration::ZERO,
+        }
+    }
+}
+
+/// Work run on the point thread with the point in hand.
+type PointFn<S> = Box<dyn FnOnce(&mut Point<S>) + Send>;
+
+/// What a stream task asks of the point thread.
+enum Job<S> {
+    Register(
+        PeerId,
+        Register,
+        Verification,
+        oneshot::Sender<RegisterResponse>,
+    ),
+    Discover(PeerId, Discover, Formats, oneshot::Sender<DiscoverResponse>),
+    Request(PeerId, Message, oneshot::Sender<Option<Message>>),
+    Bytes(
+        PeerId,
+        bytes::Bytes,
+        oneshot::Sender<Result<Option<Message>, ()>>,
+    ),
+    With(PointFn<S>),
+}
+
+struct Shared<S> {
+    jobs: std_mpsc::Sender<Job<S>>,
+    point_config: rdv_point::Config,
+    metrics: Arc<Metrics>,
+    /// What each peer's implementation can read, as far as we know.
+    formats: Mutex<HashMap<PeerId, Formats>>,
+    /// Woken whenever identify tells us about a peer.
+    identified: tokio::sync::Notify,
+    /// Records whose signature checked out, by BLAKE3 hash of their bytes:
+    /// the same bytes again (a refresh, typically) need no second check.
+    verified: Mutex<HashMap<[u8; 32], (PeerId, RecordFormat)>>,
+    config: ServerConfig,
+}
+
+/// A point served over libp2p. Cheap to clone; all clones share one point.
+///
+/// The point lives on a thread of its own and takes work in batches: every
+/// REGISTER waiting when the thread wakes goes to the store in one write
+/// (one transaction for a durable store: group commit), and a store that
+/// blocks (SQLite's fsync, a PostgreSQL round trip) never blocks the async
+/// runtime. Stream tasks do the rest (framing, decoding, signature checks).
+pub struct PointServer<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for PointServer<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock is a bug already reported; keep serving.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Longest a stream waits for the point thread to answer.
+const POINT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most jobs taken per wake-up of the point thread.
+const MAX_BATCH: usize = 512;
+
+impl<S: Store + Send + 'static> PointServer<S> {
+    /// Moves `point` to a thread of its own and serves it.
+    pub fn new(point: Point<S>, config: ServerConfig) -> Self {
+        let (jobs, rx) = std_mpsc::channel();
+        let metrics = Arc::new(Metrics::default());
+        let point_config = point.config().clone();
+        let thread_metrics = metrics.clone();
+        // The thread ends when the last `PointServer` clone is dropped.
+        let spawned = std::thread::Builder::new()
+            .name("rdv-point".into())
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| point_thread(point, rx, thread_metrics));
+                if std::panic::catch_unwind(run).is_err() {
+                    // A bug in the point or its store: a daemon that looks
+                    // alive but answers nothing is worse than one that stops.
+                    eprintln!("error: the point thread panicked; stopping (this is a bug, please report it)");
+                    std::process::exit(70);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the point thread");
+        }
+        Self {
+            shared: Arc::new(Shared {
+                jobs,
+                point_config,
+                metrics,
+                formats: Mutex::new(HashMap::new()),
+                identified: tokio::sync::Notify::new(),
+                verified: Mutex::new(HashMap::new()),
+                config,
+            }),
+        }
+    }
+
+    /// The point's counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Renders the metrics (store counts as of the last batch).
+    pub fn render_metrics(&self) -> String {
+        self.shared.metrics.render()
+    }
+
+    /// Runs `f` on the point's thread and gives back its result (for
+    /// inspection and tests).
+    pub async fn with_point<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Point<S>) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::With(Box::new(move |p: &mut Point<S>| {
+            let _ = tx.send(f(p));
+        }));
+        self.shared.jobs.send(job).ok()?;
+        rx.await.ok()
+    }
+
+    /// Tells the server what identify said about a peer, so its DISCOVERs
+    /// get only records it can verify: rust-libp2p's client refuses a whole
+    /// DISCOVER_RESPONSE holding one standard-format record, and js-libp2p's
+    /// and go-libp2p's refuse legacy ones. rdv reads both.
+    pub fn note_agent_version(&self, peer: PeerId, agent_version: &str) {
+        // go-libp2p's default agent is "github.com/libp2p/go-libp2p" and apps
+        // set their own: anything not known to read legacy records gets the
+        // standard format, which is what the RFC and go/js implement.
+        let formats = if agent_version.starts_with("rust-libp2p") {
+            Formats::only(RecordFormat::Legacy)
+        } else if agent_version.starts_with("rdv/") {
+            Formats::ALL
+        } else {
+            Formats::only(RecordFormat::Standard)
+        };
+        self.remember_formats(peer, formats, true);
+        self.shared.identified.notify_waiters();
+    }
+
+    fn remember_formats(&self, peer: PeerId, formats: Formats, overwrite: bool) {
+        let mut known = lock(&self.shared.formats);
+        if known.len() >= self.shared.config.max_legacy_askers && !known.contains_key(&peer) {
+            // Forget one peer, not all: a stranger churning peer ids cannot
+            // wipe what we know of connected peers.
+            if let Some(victim) = known.keys().next().copied() {
+                known.remove(&victim);
+            }
+        }
+        match known.entry(peer) {
+            Entry::Occupied(mut e) if overwrite => {
+                e.insert(formats);
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(e) => {
+                e.insert(formats);
+            }
+        }
+    }
+
+    /// The formats to serve `peer`, waiting (once, up to `identify_wait`)
+    /// for its identify if we know nothing of it yet.
+    async fn formats_for(&self, peer: &PeerId) -> Formats {
+        if let Some(f) = lock(&self.shared.formats).get(peer) {
+            return *f;
+        }
+        let wait = self.shared.config.identify_wait;
+        if !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, async {
+                loop {
+                    let notified = self.shared.identified.notified();
+                    if lock(&self.shared.formats).contains_key(peer) {
+                        return;
+                    }
+                    notified.await;
+                }
+            })
+            .await;
+        }
+        // Asked once: from now on answer at once, with what we know.
+        let known = lock(&self.shared.formats).get(peer).copied();
+        match known {
+            Some(f) => f,
+            None => {
+                self.remember_formats(*peer, Formats::ALL, false);
+                Formats::ALL
+            }
+        }
+    }
+
+    /// Serves the streams [`crate::inbound::Behaviour`] accepts until
+    /// `shutdown` completes. Every stream task ends when this returns.
+    pub async fn run(
+        self,
+        mut incoming: crate::inbound::Incoming,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let permits = Arc::new(Semaphore::new(
+            self.shared.config.max_streams.min(Semaphore::MAX_PERMITS),
+        ));
+        let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                next = incoming.recv() => {
+                    let Some((peer, stream)) = next else { break };
+                    let peer_has_room = {
+                        let mut counts = lock(&per_peer);
+                        let n = counts.entry(peer).or_insert(0);
+                        let room = *n < self.shared.config.max_streams_per_peer;
+                        if room {
+                            *n += 1;
+                        } else if *n == 0 {
+                            counts.remove(&peer);
+                        }
+                        room
+                    };
+                    let permit = if peer_has_room { permits.clone().try_acquire_owned().ok() } else { None };
+                    match permit {
+                        Some(permit) => {
+                            let this = self.clone();
+                            let per_peer = per_peer.clone();
+                            tasks.spawn(async move {
+                                this.shared.metrics.stream_opened();
+                                this.serve_stream(peer, stream).await;
+                                this.shared.metrics.stream_closed();
+                                drop(permit);
+                                release_peer_slot(&per_peer, &peer);
+                            });
+                        }
+                        None if peer_has_room => {
+                            // Global limit hit: give the peer its slot back.
+                            release_peer_slot(&per_peer, &peer);
+                            self.shared.metrics.stream_refused();
+                            tracing::debug!(%peer, "too many rendezvous streams; closing a new one");
+                            drop(stream);
+                        }
+                        None => {
+                            self.shared.metrics.stream_refused();
+                            tracing::debug!(%peer, "too many rendezvous streams from one peer; closing a new one");
+                            drop(stream);
+                        }
+                    }
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tasks.shutdown().await;
+    }
+
+    /// Checks a REGISTER's record, in this stream's task (so checks run in
+    /// parallel), unless the very same bytes were checked before.
+    fn verify(&self, peer: PeerId, req: &Register) -> Verification {
+        let hash = *blake3::hash(&req.signed_peer_record).as_bytes();
+        let cached = lock(&self.shared.verified).get(&hash).copied();
+        if let Some((peer_id, format)) = cached {
+            self.shared.metrics.verification_skipped();
+            if format == RecordFormat::Legacy && peer_id == peer {
+                self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
+            }
+            return Verification::Verified(rdv_wire::VerifiedRecord {
+                peer_id,
+                seq: 0,
+                addresses: Vec::new(),
+                format,
+            });
+        }
+        let started = Instant::now();
+        let v = verify_record(&req.signed_peer_record);
+        self.shared.metrics.verified(started.elapsed());
+        match v {
+            Ok(v) => {
+                if v.format == RecordFormat::Legacy && v.peer_id == peer {
+                    // Registers legacy records: reads only those, most likely.
+                    self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
+                }
+                let mut cache = lock(&self.shared.verified);
+                if cache.len() >= self.shared.config.max_verified_records
+                    && let Some(victim) = cache.keys().next().copied()
+                {
+                    cache.remove(&victim); // forgetting costs one check
+                }
+                cache.insert(hash, (v.peer_id, v.format));
+                Verification::Verified(v)
+            }
+            Err(e) => Verification::Failed(e),
+        }
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job<S>) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.jobs.send(job(tx)).ok()?;
+        // A store that hangs (a half-open database link) must not hold the
+        // stream forever: give up and close it.
+        match tokio::time::timeout(POINT_ANSWER_TIMEOUT, rx).await {
+            Ok(answer) => answer.ok(),
+            Err(_) => {
+                tracing::warn!(
+                    "the point did not answer within {POINT_ANSWER_TIMEOUT:?}; closing the stream"
+                );
+                None
+            }
+        }
+    }
+
+    async fn serve_stream(&self, peer: PeerId, mut stream: Stream) {
+        let mut decoder = FrameDecoder::new(self.shared.point_config.max_message_size);
+        let timeout = self.shared.config.stream_timeout;
+        loop {
+            let frame = match read_frame(&mut stream, &mut decoder, timeout).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    if !matches!(e, StreamError::Timeout(_)) || decoder.buffered() > 0 {
+                        tracing::debug!(%peer, error = %e, "closing rendezvous stream");
+                    }
+                    if matches!(e, StreamError::Frame(_)) {
+                        self.shared.metrics.malformed();
+                    }
+                    break;
+                }
+            };
+            match self.handle_frame(peer, frame).await {
+                Ok(Some(response)) => {
+                    // A peer that stops reading must not hold the stream.
+                    match tokio::time::timeout(timeout, write_message(&mut stream, &response)).await
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "could not answer");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "peer does not read its answers; closing");
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(()) => {
+                    self.shared.metrics.malformed();
+                    break;
+                }
+            }
+        }
+        let _ = tokio::time::timeout(timeout, stream.close()).await;
+    }
+
+    /// Handles one request frame. `Err(())`: not a rendezvous message, or
+    /// the point is gone; the stream should close.
+    async fn handle_frame(&self, peer: PeerId, frame: bytes::Bytes) -> Result<Option<Message>, ()> {
+        let msg = match rdv_wire::decode(&frame) {
+            Ok(msg) => msg,
+            Err(_) => {
+                // Let the core give the right E_* answer (and its event).
+                let answer = self
+                    .ask(|tx| Job::Bytes(peer, frame, tx))
+                    .await
+                    .ok_or(())??;
+                if let Some(kind) = answer.as_ref().map(request_kind_of_response) {
+                    self.shared
+                        .metrics
+                        .request(kind, status_of(answer.as_ref()));
+                }
+                return Ok(answer);
+            }
+        };
+        let kind = msg.kind();
+        let answer = match msg {
+            Message::Register(req) => {
+                // Cheap checks first; a hopeless request goes straight to the
+                // point thread, which refuses it without a signature check.
+                let verification = if precheck(&self.shared.point_config, &req).is_err() {
+                    // Hopeless: the point thread refuses it before any check.
+                    Verification::SameAsStored
+                } else {
+                    self.verify(peer, &req)
+                };
+                let response = self
+                    .ask(|tx| Job::Register(peer, req, verification, tx))
+                    .await
+                    .ok_or(())?;
+                Some(Message::RegisterResponse(response))
+            }
+            Message::Discover(req) => {
+                let formats = self.formats_for(&peer).await;
+                let response = self
+                    .ask(|tx| Job::Discover(peer, req, formats, tx))
+                    .await
+                    .ok_or(())?;
+                Some(Message::DiscoverResponse(response))
+            }
+            other => self
+                .ask(|tx| Job::Request(peer, other, tx))
+                .await
+                .ok_or(())?,
+        };
+        if matches!(
+            kind,
+            MessageKind::Register | MessageKind::Unregister | MessageKind::Discover
+        ) {
+            self.shared
+                .metrics
+                .request(kind, status_of(answer.as_ref()));
+        }
+        Ok(answer)
+    }
+}
+
+/// The point's thread: waits for work or the next expiry, takes what is
+/// queued, writes all waiting REGISTERs in one batch.
+fn point_thread<S: Store>(
+    mut point: Point<S>,
+    jobs: std_mpsc::Receiver<Job<S>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut queue: Vec<Job<S>> = Vec::with_capacity(MAX_BATCH);
+    // Store counts can cost a query on a SQL store: under load refresh them
+    // at most twice a second, and otherwise whenever the thread goes idle.
+    let mut counted: Option<Instant> = None;
+    let mut dirty = false;
+    let mut count = |point: &Point<S>, idle: bool, dirty: &mut bool| {
+        if *dirty && (idle || counted.is_none_or(|t| t.elapsed() >= Duration::from_millis(500))) {
+            metrics.set_store(point.store().stats());
+            counted = Some(Instant::now());
+            *dirty = false;
+        }
+    };
+    loop {
+        count(&point, true, &mut dirty);
+        let first = match point.poll_timeout() {
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Timestamp::now());
+                match jobs.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        point.handle_timeout(Timestamp::now());
+                        drain_events(&mut point);
+                        dirty = true;
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        queue.push(first);
+        while queue.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => queue.push(job),
+                Err(_) => break,
+            }
+        }
+        let now = Timestamp::now();
+        let mut registers = Vec::new();
+        let mut replies = Vec::new();
+        for job in queue.drain(..) {
+            if let Job::Register(peer, req, v, reply) = job {
+                registers.push((peer, req, v));
+                replies.push(reply);
+                continue;
+            }
+            // Keep order: REGISTERs queued before this job are written first.
+            flush_registers(&mut point, &mut registers, &mut replies, now);
+            match job {
+                Job::Discover(peer, req, formats, reply) => {
+                    let _ = reply.send(point.handle_discover_for(peer, req, formats, now));
+                }
+                Job::Request(peer, msg, reply) => {
+                    let _ = reply.send(point.handle_request(peer, msg, now));
+                }
+                Job::Bytes(peer, frame, reply) => {
+                    let _ = reply.send(point.handle_bytes(peer, &frame, now).map_err(|_| ()));
+                }
+                Job::With(f) => f(&mut point),
+                Job::Register(..) => {}
+            }
+        }
+        flush_registers(&mut point, &mut registers, &mut replies, now);
+        drain_events(&mut point);
+        dirty = true;
+        count(&point, false, &mut dirty);
+    }
+}
+
+fn flush_registers<S: Store>(
+    point: &mut Point<S>,
+    registers: &mut Vec<(PeerId, Register, Verification)>,
+    replies: &mut Vec<oneshot::Sender<RegisterResponse>>,
+    now: Timestamp,
+) {
+    if registers.is_empty() {
+        return;
+    }
+    let answers = point.handle_register_batch(std::mem::take(registers), now);
+    for (reply, answer) in replies.drain(..).zip(answers) {
+        let _ = reply.send(answer);
+    }
+}
+
+/// Gives back one of `peer`'s stream slots.
+fn release_peer_slot(per_peer: &Mutex<HashMap<PeerId, usize>>, peer: &PeerId) {
+    let mut counts = lock(per_peer);
+    if let Some(n) = counts.get_mut(peer) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(peer);
+        }
+    }
+}
+
+fn status_of(answer: Option<&Message>) -> ResponseStatus {
+    match answer {
+        Some(Message::RegisterResponse(r)) => r.status,
+        Some(Message::DiscoverResponse(r)) => r.status,
+        _ => ResponseStatus::Ok,
+    }
+}
+
+fn request_kind_of_response(m: &Message) -> MessageKind {
+    match m {
+        Message::DiscoverResponse(_) => MessageKind::Discover,
+        _ => MessageKind::Register,
+    }
+}
+
+fn drain_events<S: Store>(point: &mut Point<S>) {
+    while let Some(event) = point.poll_event() {
+        match event {
+            rdv_point::Event::RequestRefused {
+                peer,
+                kind,
+                status,
+                reason,
+            } => tracing::debug!(%peer, ?kind, %status, %reason, "refused"),
+            rdv_point::Event::StoreFailed { error } => tracing::warn!(%error, "store failed"),
+            rdv_point::Event::EventsDropped { count } => {
+                tracing::warn!(count, "point events dropped")
+            }
+            other => tracing::trace!(?other, "point event"),
+        }
+    }
+}

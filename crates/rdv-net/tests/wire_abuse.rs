@@ -1,0 +1,327 @@
+//! A point served over real libp2p connections on loopback, fed malformed,
+//! oversized, unknown and stalled messages: each gets its `E_*` answer where
+//! one is possible, is cut off otherwise, and the point keeps serving others.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol};
+use rdv_net::node::{Node, NodeConfig, NodeEvent};
+use rdv_net::{PointServer, ServerConfig};
+use rdv_point::{Config, CookieKey, MemoryStore, Point};
+use rdv_wire::*;
+
+struct Fixture {
+    point_id: PeerId,
+    addr: Multiaddr,
+    server: PointServer<MemoryStore>,
+    _node: Node,
+}
+
+async fn point(config: ServerConfig) -> Fixture {
+    let (mut node, mut events) = Node::start(
+        Keypair::generate_ed25519(),
+        NodeConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+            serve_queue: Some(64),
+            ..NodeConfig::default()
+        },
+    )
+    .unwrap();
+    let addr = loop {
+        if let Some(NodeEvent::Listening(a)) = events.recv().await {
+            break a;
+        }
+    };
+    let p = Point::new(
+        Config::default(),
+        MemoryStore::new(7),
+        CookieKey::from_bytes([1; 32]),
+    )
+    .unwrap();
+    let server = PointServer::new(p, config);
+    tokio::spawn(
+        server
+            .clone()
+            .run(node.incoming.take().unwrap(), std::future::pending()),
+    );
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Fixture {
+        point_id: node.peer_id,
+        addr,
+        server,
+        _node: node,
+    }
+}
+
+async fn client(f: &Fixture) -> (Node, Keypair) {
+    let key = Keypair::generate_ed25519();
+    let (node, _events) = Node::start(key.clone(), NodeConfig::default()).unwrap();
+    node.add_address(f.point_id, f.addr.clone()).await;
+    node.dial(f.addr.clone()).await.unwrap();
+    (node, key)
+}
+
+async fn stream(node: &Node, f: &Fixture) -> Stream {
+    let mut c = node.control.clone();
+    c.open_stream(f.point_id, StreamProtocol::new(PROTOCOL_ID))
+        .await
+        .unwrap()
+}
+
+/// Reads until the point closes the stream; the bytes it sent.
+async fn read_to_close(s: &mut Stream, limit: Duration) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut out))
+        .await
+        .ok()
+        .map(|_| out)
+}
+
+async fn register_ok(node: &Node, key: &Keypair, f: &Fixture, ns: &str) {
+    register_seq(node, key, f, ns, 1).await
+}
+
+async fn register_seq(node: &Node, key: &Keypair, f: &Fixture, ns: &str, seq: u64) {
+    let record = sign_record(
+        key,
+        &["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        seq,
+        RecordFormat::Standard,
+    )
+    .unwrap();
+    let msg = Message::Register(Register {
+        namespace: Namespace::new(ns).unwrap(),
+        signed_peer_record: record.into(),
+        ttl: None,
+    });
+    let mut s = stream(node, f).await;
+    s.write_all(&encode_frame(&encode(&msg))).await.unwrap();
+    s.close().await.unwrap();
+    let bytes = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let mut d = FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+    d.push(&bytes);
+    match decode(&d.next_frame().unwrap().unwrap()).unwrap() {
+        Message::RegisterResponse(r) => {
+            assert_eq!(r.status, ResponseStatus::Ok, "{}", r.status_text)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Opens two idle streams (a byte each makes them arrive), then a third
+/// asking DISCOVER; gives the held streams and what the third got back.
+async fn hold_two_then_ask(node: &Node, f: &Fixture) -> (Vec<Stream>, Option<Vec<u8>>) {
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = stream(node, f).await;
+        s.write_all(&[0x05]).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = stream(node, f).await;
+    let discover = encode_frame(&encode(&Message::Discover(Discover::default())));
+    let _ = third.write_all(&discover).await;
+    let answer = read_to_close(&mut third, Duration::from_secs(5)).await;
+    (held, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_or_the_stream_closed_and_others_are_served() {
+    let f = point(ServerConfig::default()).await;
+    let (node, key) = client(&f).await;
+
+    // A REGISTER whose namespace is not UTF-8: answered E_INVALID_NAMESPACE,
+    // and the same stream goes on serving.
+    let mut s = stream(&node, &f).await;
+    let bad_ns = [0x08, 0x00, 0x12, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+    s.write_all(&encode_frame(&bad_ns)).await.unwrap();
+    let disc = encode(&Message::Discover(Discover::default()));
+    s.write_all(&encode_frame(&disc)).await.unwrap();
+    s.close().await.unwrap();
+    let bytes = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let mut d = FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+    d.push(&bytes);
+    match decode(&d.next_frame().unwrap().unwrap()).unwrap() {
+        Message::RegisterResponse(r) => assert_eq!(r.status, ResponseStatus::InvalidNamespace),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        decode(&d.next_frame().unwrap().unwrap()).unwrap(),
+        Message::DiscoverResponse(_)
+    ));
+
+    // Bytes that are no message, an unknown type, an oversized length: closed without an answer.
+    for bad in [
+        encode_frame(&[0xff, 0xff, 0xff]),
+        encode_frame(&[0x08, 0x09]),
+        vec![0x80, 0x80, 0x80, 0x01], // announces 2 MiB
+    ] {
+        let mut s = stream(&node, &f).await;
+        s.write_all(&bad).await.unwrap();
+        let answer = read_to_close(&mut s, Duration::from_secs(5)).await;
+        assert_eq!(
+            answer,
+            Some(Vec::new()),
+            "closed, nothing sent, for {bad:02x?}"
+        );
+    }
+    // The point is still up for a well-behaved peer.
+    let (other, other_key) = client(&f).await;
+    register_ok(&other, &other_key, &f, "after-abuse").await;
+    register_ok(&node, &key, &f, "same-peer-too").await;
+    assert!(
+        f.server
+            .metrics()
+            .requests(MessageKind::Register, ResponseStatus::InvalidNamespace)
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_stalled_mid_message_is_closed_after_the_timeout() {
+    let f = point(ServerConfig {
+        stream_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (node, key) = client(&f).await;
+    let mut s = stream(&node, &f).await;
+    s.write_all(&[0x20, 0x08]).await.unwrap(); // 32 bytes announced, 1 sent
+    let started = Instant::now();
+    let answer = read_to_close(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(answer, Some(Vec::new()));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed by the stream timeout"
+    );
+    register_ok(&node, &key, &f, "still-served").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_limit_are_refused_and_the_rest_served() {
+    let f = point(ServerConfig {
+        max_streams: 2,
+        stream_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (node, key) = client(&f).await;
+    // Two idle streams take both slots.
+    let (held, answer) = hold_two_then_ask(&node, &f).await;
+    assert_eq!(
+        answer,
+        Some(Vec::new()),
+        "refused while both slots are taken"
+    );
+    drop(held);
+    // Once the held streams go, requests are served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let record = sign_record(
+            &key,
+            &["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+            1,
+            RecordFormat::Standard,
+        )
+        .unwrap();
+        let msg = Message::Register(Register {
+            namespace: Namespace::new("x").unwrap(),
+            signed_peer_record: record.into(),
+            ttl: None,
+        });
+        let mut s = stream(&node, &f).await;
+        // The point may still be refusing (dropping) new streams: a failed
+        // write just means "not yet".
+        let sent =
+            s.write_all(&encode_frame(&encode(&msg))).await.is_ok() && s.close().await.is_ok();
+        if sent
+            && read_to_close(&mut s, Duration::from_secs(5))
+                .await
+                .is_some_and(|b| !b.is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_with_the_stored_record_skips_the_signature_check() {
+    let f = point(ServerConfig::default()).await;
+    let (node, key) = client(&f).await;
+    register_ok(&node, &key, &f, "twice").await; // verified
+    register_ok(&node, &key, &f, "twice").await; // same bytes: not verified again
+    register_seq(&node, &key, &f, "twice", 2).await; // a new record: verified
+    let text = f.server.render_metrics();
+    assert!(
+        text.lines()
+            .any(|l| l == "rdv_verification_skipped_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "rdv_verification_seconds_count 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_stream() {
+    let f = point(ServerConfig {
+        max_streams_per_peer: 2,
+        stream_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (greedy, _) = client(&f).await;
+    let (held, answer) = hold_two_then_ask(&greedy, &f).await;
+    assert_eq!(
+        answer,
+        Some(Vec::new()),
+        "a third stream from the same peer is refused"
+    );
+    // Another peer is served meanwhile.
+    let (other, other_key) = client(&f).await;
+    register_ok(&other, &other_key, &f, "fair").await;
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_its_answers_is_cut_off() {
+    let f = point(ServerConfig {
+        stream_timeout: Duration::from_millis(500),
+        ..ServerConfig::default()
+    })
+    .await;
+    let (node, key) = client(&f).await;
+    let mut s = stream(&node, &f).await;
+    // Far more answers than flow control lets through unread.
+    let one = encode_frame(&encode(&Message::Discover(Discover::default())));
+    let burst: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 20_000)
+        .collect();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.write_all(&burst)).await;
+    // Let the point's write stall past its timeout before reading anything.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = read_to_close(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
+    let mut d = FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+    d.push(&got);
+    let mut answers = 0;
+    while let Ok(Some(_)) = d.next_frame() {
+        answers += 1;
+    }
+    assert!(
+        answers < 20_000,
+        "the point gave up on the stalled stream (it sent {answers} answers)"
+    );
+    register_ok(&node, &key, &f, "still-served").await;
+}

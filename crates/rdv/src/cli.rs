@@ -1,0 +1,165 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use libp2p::Multiaddr;
+
+#[derive(Parser)]
+#[command(
+    name = "rdv",
+    version,
+    about = "libp2p rendezvous: run a point, register, discover"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a rendezvous point (the server).
+    Point(PointArgs),
+    /// Register this identity at a point.
+    Register(RegisterArgs),
+    /// Remove this identity's registration from a point.
+    Unregister(UnregisterArgs),
+    /// Ask a point who is registered.
+    Discover(DiscoverArgs),
+    /// Load a point (or several, one after the other) and print a table.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum Mix {
+    /// A new registration each time (REGISTER, then UNREGISTER to make room).
+    Register,
+    /// The same registration again and again (a refresh).
+    Refresh,
+    /// DISCOVER with limit 100 in a namespace holding every client.
+    Discover,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A point to load, ending in /p2p/<peer id>; repeatable (measured in turn).
+    #[arg(long = "point", required = true)]
+    pub points: Vec<Multiaddr>,
+    /// Concurrent clients, each its own peer with one persistent connection.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds of load per point and mix.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// What the clients send; repeatable.
+    #[arg(long = "mix", value_enum, default_values_t = [Mix::Register, Mix::Refresh, Mix::Discover])]
+    pub mixes: Vec<Mix>,
+}
+
+/// Flags of `rdv point`; each overrides the same key of the config file.
+#[derive(Args, Default)]
+pub struct PointArgs {
+    /// TOML file whose keys mirror these flags (see docs/CONFIG.md).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; repeatable. Default: /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1.
+    #[arg(long = "listen")]
+    pub listen: Vec<Multiaddr>,
+    /// Identity key file, created (mode 0600) if missing. Default ./rdv-data/identity.key.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Where registrations live: `sqlite:PATH`, `postgres://USER@HOST/DB` or `memory`. Default sqlite:./rdv-data/point.db.
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Shortest TTL accepted, seconds. Default 7200.
+    #[arg(long)]
+    pub min_ttl: Option<u64>,
+    /// Longest TTL accepted, seconds. Default 259200.
+    #[arg(long)]
+    pub max_ttl: Option<u64>,
+    /// TTL when a REGISTER names none, seconds. Default 7200.
+    #[arg(long)]
+    pub default_ttl: Option<u64>,
+    /// Registrations one peer may hold. Default 100.
+    #[arg(long)]
+    pub max_registrations_per_peer: Option<usize>,
+    /// Registrations one namespace may hold. Default 1000.
+    #[arg(long)]
+    pub max_registrations_per_namespace: Option<usize>,
+    /// Namespaces in use at once. Default 10000.
+    #[arg(long)]
+    pub max_namespaces: Option<usize>,
+    /// Most registrations one DISCOVER returns. Default 1000.
+    #[arg(long)]
+    pub max_discover_limit: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum RecordFormatArg {
+    /// RFC 0003 (go, js).
+    Standard,
+    /// rust-libp2p's rendezvous format.
+    Legacy,
+    /// Standard, then legacy if the point refuses it.
+    Auto,
+}
+
+#[derive(Args)]
+pub struct RegisterArgs {
+    /// The point's address, ending in /p2p/<peer id> (as `rdv point` prints it).
+    #[arg(long)]
+    pub point: Multiaddr,
+    /// Namespace to register in.
+    #[arg(long)]
+    pub namespace: String,
+    /// Requested TTL, seconds (default: the point's).
+    #[arg(long)]
+    pub ttl: Option<u64>,
+    /// Identity key file, created (mode 0600) if missing. Default ./rdv-data/client.key.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+    /// Address to advertise; repeatable. Default: the addresses this command listens on.
+    #[arg(long = "address")]
+    pub address: Vec<Multiaddr>,
+    /// Stay up, refreshing before expiry, until Ctrl-C (then unregister).
+    #[arg(long)]
+    pub keep: bool,
+    /// Envelope format of the signed peer record.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub record_format: RecordFormatArg,
+}
+
+#[derive(Args)]
+pub struct UnregisterArgs {
+    /// The point's address, ending in /p2p/<peer id>.
+    #[arg(long)]
+    pub point: Multiaddr,
+    /// Namespace to leave.
+    #[arg(long)]
+    pub namespace: String,
+    /// Identity key file. Default ./rdv-data/client.key.
+    #[arg(long)]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DiscoverArgs {
+    /// The point's address, ending in /p2p/<peer id>.
+    #[arg(long)]
+    pub point: Multiaddr,
+    /// Namespace to ask about (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Most registrations per answer.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Follow cookies until the point has nothing more.
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON object per registration: peer, namespace, ttl, addresses.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,160 @@
+//! Running `rdv` and `rdv-libp2p-peer` as real processes on loopback.
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const RDV: &str = env!("CARGO_BIN_EXE_rdv");
+pub const PEER: &str = env!("CARGO_BIN_EXE_rdv-libp2p-peer");
+
+/// A long-running process, killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    /// Its "listening on" addresses.
+    pub addrs: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn tcp(&self) -> &str {
+        self.addrs
+            .iter()
+            .find(|a| a.contains("/tcp/"))
+            .expect("a TCP address")
+    }
+    pub fn quic(&self) -> &str {
+        self.addrs
+            .iter()
+            .find(|a| a.contains("/quic-v1/"))
+            .expect("a QUIC address")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program args` in `dir` and waits for `want` "listening on" lines.
+pub fn start(program: &str, args: &[&str], dir: &Path, want: usize) -> Daemon {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut addrs = Vec::new();
+    while addrs.len() < want {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{program} printed {} of {want} listen lines", addrs.len()));
+        if let Some(a) = line.strip_prefix("listening on ") {
+            addrs.push(a.to_string());
+        }
+    }
+    Daemon {
+        child,
+        addrs,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// Starts `rdv point` on loopback TCP and QUIC with extra `args`.
+pub fn rdv_point(dir: &Path, args: &[&str]) -> Daemon {
+    let mut all = vec![
+        "point",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+    ];
+    all.extend_from_slice(args);
+    start(RDV, &all, dir, 2)
+}
+
+/// Runs a command to completion (bounded by `timeout`).
+pub fn run(program: &str, args: &[&str], dir: &Path) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in 60 s"))
+        .unwrap()
+}
+
+pub fn rdv(dir: &Path, args: &[&str]) -> Output {
+    run(RDV, args, dir)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing the output when it differs.
+pub fn expect_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// JSON lines of an output.
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Registers a fresh identity `name` in `ns` at `point` in `format`; returns its peer id.
+pub fn register_as(dir: &Path, point: &str, name: &str, ns: &str, format: &str) -> String {
+    let key = format!("{name}.key");
+    let o = rdv(
+        dir,
+        &[
+            "register",
+            "--point",
+            point,
+            "--namespace",
+            ns,
+            "--identity",
+            &key,
+            "--record-format",
+            format,
+        ],
+    );
+    expect_code(&o, 0);
+    // "registered NS as PEER at POINT for Ns"
+    stdout(&o).split_whitespace().nth(3).unwrap().to_string()
+}
