@@ -266,7 +266,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
         let permits = Arc::new(Semaphore::new(
             self.shared.config.max_streams.min(Semaphore::MAX_PERMITS),
         ));
-        let per_peer: Arc<Mutex<HashMap<PeerId, usize>>> = Arc::default();
+        let per_peer: Arc<Mutex<HashMap<PeerId, PeerStreams>>> = Arc::default();
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -274,38 +274,45 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 _ = &mut shutdown => break,
                 next = incoming.recv() => {
                     let Some((peer, stream)) = next else { break };
-                    let peer_has_room = {
+                    let turn = {
                         let mut counts = lock(&per_peer);
-                        let n = counts.entry(peer).or_insert(0);
-                        let room = *n < self.shared.config.max_streams_per_peer;
-                        if room {
-                            *n += 1;
-                        } else if *n == 0 {
-                            counts.remove(&peer);
+                        let streams = counts.entry(peer).or_default();
+                        if streams.open < self.shared.config.max_streams_per_peer {
+                            streams.open += 1;
+                            // This stream's first request goes to the point
+                            // after the previous stream's first request.
+                            let (done, next) = oneshot::channel();
+                            Some(Turn { wait: streams.last.replace(next), done: Some(done) })
+                        } else {
+                            if streams.open == 0 {
+                                counts.remove(&peer);
+                            }
+                            None
                         }
-                        room
                     };
+                    let peer_has_room = turn.is_some();
                     let permit = if peer_has_room { permits.clone().try_acquire_owned().ok() } else { None };
-                    match permit {
-                        Some(permit) => {
+                    match (permit, turn) {
+                        (Some(permit), Some(mut turn)) => {
                             let this = self.clone();
                             let per_peer = per_peer.clone();
                             tasks.spawn(async move {
                                 this.shared.metrics.stream_opened();
-                                this.serve_stream(peer, stream).await;
+                                this.serve_stream(peer, stream, &mut turn).await;
+                                drop(turn);
                                 this.shared.metrics.stream_closed();
                                 drop(permit);
                                 release_peer_slot(&per_peer, &peer);
                             });
                         }
-                        None if peer_has_room => {
+                        (None, Some(_)) => {
                             // Global limit hit: give the peer its slot back.
                             release_peer_slot(&per_peer, &peer);
                             self.shared.metrics.stream_refused();
                             tracing::debug!(%peer, "too many rendezvous streams; closing a new one");
                             drop(stream);
                         }
-                        None => {
+                        _ => {
                             self.shared.metrics.stream_refused();
                             tracing::debug!(%peer, "too many rendezvous streams from one peer; closing a new one");
                             drop(stream);
@@ -357,9 +364,19 @@ impl<S: Store + Send + 'static> PointServer<S> {
         }
     }
 
-    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job<S>) -> Option<T> {
+    async fn ask<T>(
+        &self,
+        turn: &mut Turn,
+        job: impl FnOnce(oneshot::Sender<T>) -> Job<S>,
+    ) -> Option<T> {
         let (tx, rx) = oneshot::channel();
+        if let Some(previous) = turn.wait.take() {
+            // Resolves when the peer's previous stream has handed its first
+            // request over, or has ended; bounded by its stream timeout.
+            let _ = previous.await;
+        }
         self.shared.jobs.send(job(tx)).ok()?;
+        turn.done.take();
         // A store that hangs (a half-open database link) must not hold the
         // stream forever: give up and close it.
         match tokio::time::timeout(POINT_ANSWER_TIMEOUT, rx).await {
@@ -373,7 +390,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
         }
     }
 
-    async fn serve_stream(&self, peer: PeerId, mut stream: Stream) {
+    async fn serve_stream(&self, peer: PeerId, mut stream: Stream, turn: &mut Turn) {
         let mut decoder = FrameDecoder::new(self.shared.point_config.max_message_size);
         let timeout = self.shared.config.stream_timeout;
         loop {
@@ -390,7 +407,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     break;
                 }
             };
-            match self.handle_frame(peer, frame).await {
+            match self.handle_frame(peer, frame, turn).await {
                 Ok(Some(response)) => {
                     // A peer that stops reading must not hold the stream.
                     match tokio::time::timeout(timeout, write_message(&mut stream, &response)).await
@@ -418,13 +435,18 @@ impl<S: Store + Send + 'static> PointServer<S> {
 
     /// Handles one request frame. `Err(())`: not a rendezvous message, or
     /// the point is gone; the stream should close.
-    async fn handle_frame(&self, peer: PeerId, frame: bytes::Bytes) -> Result<Option<Message>, ()> {
+    async fn handle_frame(
+        &self,
+        peer: PeerId,
+        frame: bytes::Bytes,
+        turn: &mut Turn,
+    ) -> Result<Option<Message>, ()> {
         let msg = match rdv_wire::decode(&frame) {
             Ok(msg) => msg,
             Err(_) => {
                 // Let the core give the right E_* answer (and its event).
                 let answer = self
-                    .ask(|tx| Job::Bytes(peer, frame, tx))
+                    .ask(turn, |tx| Job::Bytes(peer, frame, tx))
                     .await
                     .ok_or(())??;
                 if let Some(kind) = answer.as_ref().map(request_kind_of_response) {
@@ -447,7 +469,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     self.verify(peer, &req)
                 };
                 let response = self
-                    .ask(|tx| Job::Register(peer, req, verification, tx))
+                    .ask(turn, |tx| Job::Register(peer, req, verification, tx))
                     .await
                     .ok_or(())?;
                 Some(Message::RegisterResponse(response))
@@ -455,13 +477,13 @@ impl<S: Store + Send + 'static> PointServer<S> {
             Message::Discover(req) => {
                 let formats = self.formats_for(&peer).await;
                 let response = self
-                    .ask(|tx| Job::Discover(peer, req, formats, tx))
+                    .ask(turn, |tx| Job::Discover(peer, req, formats, tx))
                     .await
                     .ok_or(())?;
                 Some(Message::DiscoverResponse(response))
             }
             other => self
-                .ask(|tx| Job::Request(peer, other, tx))
+                .ask(turn, |tx| Job::Request(peer, other, tx))
                 .await
                 .ok_or(())?,
         };
@@ -572,14 +594,34 @@ fn flush_registers<S: Store>(
 }
 
 /// Gives back one of `peer`'s stream slots.
-fn release_peer_slot(per_peer: &Mutex<HashMap<PeerId, usize>>, peer: &PeerId) {
+fn release_peer_slot(per_peer: &Mutex<HashMap<PeerId, PeerStreams>>, peer: &PeerId) {
     let mut counts = lock(per_peer);
-    if let Some(n) = counts.get_mut(peer) {
-        *n -= 1;
-        if *n == 0 {
+    if let Some(streams) = counts.get_mut(peer) {
+        streams.open -= 1;
+        if streams.open == 0 {
             counts.remove(peer);
         }
     }
+}
+
+/// One peer's streams being served.
+#[derive(Default)]
+struct PeerStreams {
+    open: usize,
+    /// Resolves once the newest stream has handed its first request to the
+    /// point (or ended).
+    last: Option<oneshot::Receiver<()>>,
+}
+
+/// A stream's place in its peer's order. Requests from one peer reach the
+/// point in the order their streams arrived: clients open one stream per
+/// request, and a client that sends UNREGISTER (which has no answer) and
+/// then DISCOVER must not see its own registration come back because the
+/// second stream's task happened to run first. Only the hand-over is
+/// ordered; reading and signature checks still run in parallel.
+struct Turn {
+    wait: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
 }
 
 fn status_of(answer: Option<&Message>) -> ResponseStatus {

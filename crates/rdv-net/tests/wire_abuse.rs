@@ -325,3 +325,68 @@ async fn a_peer_that_never_reads_its_answers_is_cut_off() {
     );
     register_ok(&node, &key, &f, "still-served").await;
 }
+
+/// Waits until the point serves `n` streams.
+async fn until_streams_active(f: &Fixture, n: u64) {
+    let want = format!("rdv_streams_active {n}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f.server.render_metrics().lines().any(|l| l == want) {
+        assert!(Instant::now() < deadline, "never had {n} streams");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peers_requests_reach_the_point_in_stream_order() {
+    // Clients open a stream per request, and UNREGISTER has no answer: a
+    // DISCOVER sent right after it must not see the registration, even when
+    // its stream's bytes are all there first.
+    let f = point(ServerConfig::default()).await;
+    let (node, key) = client(&f).await;
+    register_ok(&node, &key, &f, "order").await;
+
+    let unregister = encode_frame(&encode(&Message::Unregister(Unregister {
+        namespace: Namespace::new("order").unwrap(),
+    })));
+    let mut first = stream(&node, &f).await;
+    first.write_all(&unregister[..1]).await.unwrap();
+    until_streams_active(&f, 1).await;
+
+    let mut second = stream(&node, &f).await;
+    let discover = encode_frame(&encode(&Message::Discover(Discover {
+        namespace: Some(Namespace::new("order").unwrap()),
+        ..Discover::default()
+    })));
+    second.write_all(&discover).await.unwrap();
+    second.close().await.unwrap();
+    until_streams_active(&f, 2).await;
+    // Give an unordered point every chance to answer the DISCOVER first.
+    let mut early = Vec::new();
+    let answered_early =
+        tokio::time::timeout(Duration::from_millis(300), second.read_to_end(&mut early))
+            .await
+            .is_ok();
+
+    first.write_all(&unregister[1..]).await.unwrap();
+    first.close().await.unwrap();
+    let bytes = if answered_early {
+        early
+    } else {
+        read_to_close(&mut second, Duration::from_secs(5))
+            .await
+            .unwrap()
+    };
+    let mut d = FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+    d.push(&bytes);
+    match decode(&d.next_frame().unwrap().unwrap()).unwrap() {
+        Message::DiscoverResponse(r) => {
+            assert_eq!(r.status, ResponseStatus::Ok, "{}", r.status_text);
+            assert!(
+                r.registrations.is_empty(),
+                "the DISCOVER overtook the UNREGISTER sent before it"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
