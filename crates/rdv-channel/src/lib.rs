@@ -21,5 +21,5 @@ pub mod tcp;
 pub use channel::{ChannelError, ChannelState, Incoming, RekeyMaterial, SecureChannel};
 pub use handshake::{HandshakeConfig, HandshakeError, Initiator};
 pub use handshaker::NoiseHandshaker;
-pub use manager::{ChannelManager, ManagerError};
+pub use manager::{ChannelManager, ManagedChannel, ManagerError};
 pub use tcp::{TcpChannel, TcpConfig, TcpError};

@@ -47,12 +47,24 @@
 //!
 //! # Rotation
 //!
-//! The channel's initiator calls [`TcpChannel::rotate`] with the new
-//! epoch's [`RekeyMaterial`]; the responder's reader asks its
-//! [`RekeyProvider`] for the material of the requested epoch, retrying
-//! every [`ROTATION_RETRY`] while the provider has none yet (the context
-//! rekey may reach the responder a little after the rotation request), and
-//! gives up, closing the channel, after [`TcpConfig::handshake_timeout`].
+//! When the context epoch advances, [`crate::ChannelManager::advance_epoch`]
+//! marks the channel due (through its [`TcpChannelHandle`], or
+//! [`TcpChannel::mark_rotation_due`] without a manager). Then:
+//!
+//! * the channel's **initiator** asks its [`RekeyProvider`] for the new
+//!   epoch's material and starts the in-channel handshake; while the
+//!   provider has none it retries every [`ROTATION_RETRY`], and after
+//!   [`TcpConfig::handshake_timeout`] without material it closes the
+//!   channel ([`TcpError::RotationUnavailable`]): a channel must not keep
+//!   running on keys its context has retired. [`TcpChannel::rotate`] starts
+//!   a rotation with material in hand instead;
+//! * the **responder** answers the rotation request through its provider
+//!   the same way (the context rekey may reach it a little after the
+//!   request). A responder marked due that gets no request within
+//!   [`TcpConfig::rotation_grace`] closes the channel
+//!   ([`TcpError::RotationOverdue`]): an initiator that does not rotate
+//!   (a removed member's, say) cannot keep the old keys in use.
+//!
 //! Messages keep flowing during a rotation; none is lost.
 
 use std::fmt::Display;
@@ -104,6 +116,9 @@ pub struct TcpConfig {
     pub read_buffer: usize,
     /// Bound on one application message (both directions).
     pub max_message_len: usize,
+    /// How long a responder whose channel is due for rotation waits for
+    /// the initiator's rotation request before closing the channel.
+    pub rotation_grace: Duration,
     /// The clock, in ms since the Unix epoch (injected so tests can run in
     /// a fixed time frame).
     pub clock: fn() -> u64,
@@ -117,6 +132,7 @@ impl Default for TcpConfig {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             read_buffer: 128 * 1024,
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            rotation_grace: Duration::from_secs(30),
             clock: system_now_ms,
         }
     }
@@ -182,6 +198,10 @@ pub enum TcpError {
     /// No rekey material for the requested epoch before the deadline.
     #[error("no rekey material for epoch {0}")]
     RotationUnavailable(Epoch),
+    /// The channel was due to rotate to this epoch and the initiator did
+    /// not start the rotation within the grace period.
+    #[error("the peer did not rotate to epoch {0} in time")]
+    RotationOverdue(Epoch),
     /// The channel is closed (by either side).
     #[error("channel closed")]
     Closed,
@@ -510,6 +530,7 @@ pub struct TcpChannel {
     commands: mpsc::Sender<Command>,
     incoming: mpsc::Receiver<Result<Vec<u8>, TcpError>>,
     epoch: watch::Receiver<Epoch>,
+    due: Arc<watch::Sender<Epoch>>,
     id: [u8; 32],
     context_id: ContextId,
     local: AuthorityId,
@@ -588,12 +609,83 @@ impl TcpChannel {
             .await
             .map_err(|_| TcpError::Closed)
     }
+    /// The context moved to `epoch`: rotate to it (see the module docs).
+    pub fn mark_rotation_due(&self, epoch: Epoch) {
+        mark_due(&self.due, epoch);
+    }
+    /// A handle for a [`crate::ChannelManager`]: ids, epoch, liveness, and
+    /// rotation, without the send and receive queues.
+    pub fn handle(&self) -> TcpChannelHandle {
+        TcpChannelHandle {
+            commands: self.commands.clone(),
+            epoch: self.epoch.clone(),
+            due: self.due.clone(),
+            id: self.id,
+            context_id: self.context_id,
+            remote: self.remote,
+            initiator: self.initiator,
+        }
+    }
     /// Sends a `Close` record after the queued messages and closes.
     pub async fn close(self) -> Result<(), TcpError> {
         self.commands
             .send(Command::Close)
             .await
             .map_err(|_| TcpError::Closed)
+    }
+}
+
+fn mark_due(due: &watch::Sender<Epoch>, epoch: Epoch) {
+    due.send_if_modified(|d| {
+        let newer = epoch > *d;
+        if newer {
+            *d = epoch;
+        }
+        newer
+    });
+}
+
+/// A [`TcpChannel`] as a [`crate::ChannelManager`] holds it (see
+/// [`TcpChannel::handle`]). Finished once the channel's tasks ended.
+#[derive(Clone, Debug)]
+pub struct TcpChannelHandle {
+    commands: mpsc::Sender<Command>,
+    epoch: watch::Receiver<Epoch>,
+    due: Arc<watch::Sender<Epoch>>,
+    id: [u8; 32],
+    context_id: ContextId,
+    remote: AuthorityId,
+    initiator: bool,
+}
+
+impl TcpChannelHandle {
+    /// The channel id (first handshake hash).
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+    /// Whether this side initiated (and so drives rotations).
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+}
+
+impl crate::ManagedChannel for TcpChannelHandle {
+    fn context_id(&self) -> ContextId {
+        self.context_id
+    }
+    fn remote(&self) -> AuthorityId {
+        self.remote
+    }
+    fn epoch(&self) -> Epoch {
+        *self.epoch.borrow()
+    }
+    fn is_finished(&self) -> bool {
+        // The writer task owns the receiving end and drops it when the
+        // channel ends, whichever way.
+        self.commands.is_closed()
+    }
+    fn mark_rotation_due(&mut self, epoch: Epoch) {
+        mark_due(&self.due, epoch);
     }
 }
 
@@ -632,10 +724,12 @@ fn spawn_channel(
     let (cmd_tx, cmd_rx) = mpsc::channel(depth);
     let (in_tx, in_rx) = mpsc::channel(depth);
     let (epoch_tx, epoch_rx) = watch::channel(channel.epoch());
+    let (due_tx, due_rx) = watch::channel(channel.epoch());
     let handle = TcpChannel {
         commands: cmd_tx,
         incoming: in_rx,
         epoch: epoch_rx,
+        due: Arc::new(due_tx),
         id: channel.id(),
         context_id: channel.context_id(),
         local: channel.local(),
@@ -656,6 +750,7 @@ fn spawn_channel(
         notify: notify.clone(),
         incoming: in_tx.clone(),
         epoch: epoch_tx,
+        due: due_rx,
         rekey,
         config: config.clone(),
     };
@@ -670,8 +765,21 @@ struct Reader {
     notify: Arc<Notify>,
     incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
     epoch: watch::Sender<Epoch>,
+    /// The epoch the channel is due to rotate to (from the manager).
+    due: watch::Receiver<Epoch>,
     rekey: RekeyProvider,
     config: TcpConfig,
+}
+
+/// Where a due rotation stands on this side.
+enum Due {
+    /// Nothing to do (up to date, or this side waits for the peer's
+    /// request and its grace runs).
+    Settled,
+    /// The initiator waits for its provider's material.
+    NoMaterial(Epoch),
+    /// A rotation is in flight; look again when it completes.
+    Busy,
 }
 
 impl Reader {
@@ -689,27 +797,50 @@ impl Reader {
     }
 
     async fn serve(&mut self) -> Result<(), TcpError> {
+        use tokio::time::Instant;
         let mut buf = vec![0u8; self.config.read_buffer.max(1024)];
         // (epoch, deadline) of a rotation request without material yet.
-        let mut pending: Option<(Epoch, tokio::time::Instant)> = None;
+        let mut pending: Option<(Epoch, Instant)> = None;
+        // (epoch, deadline) of a due rotation the initiator has no material
+        // for yet.
+        let mut starting: Option<(Epoch, Instant)> = None;
+        // (epoch, deadline) of a due rotation the responder waits for.
+        let mut overdue: Option<(Epoch, Instant)> = None;
+        let mut due_open = true;
+        // A fixed schedule, so that steady traffic cannot starve the retries.
+        let mut next_retry = Instant::now();
         loop {
-            let n = match pending {
-                Some((epoch, deadline)) => {
-                    tokio::select! {
-                        r = self.rd.read(&mut buf) => r?,
-                        _ = tokio::time::sleep(ROTATION_RETRY) => {
-                            if !self.try_accept_rotation(epoch)? {
-                                if tokio::time::Instant::now() >= deadline {
-                                    return Err(TcpError::RotationUnavailable(epoch));
-                                }
-                            } else {
-                                pending = None;
-                            }
-                            continue;
+            let retry = pending.is_some() || starting.is_some();
+            let grace = overdue.map(|(_, d)| d);
+            let n = tokio::select! {
+                r = self.rd.read(&mut buf) => r?,
+                changed = self.due.changed(), if due_open => {
+                    // All handles gone: no more marks can come.
+                    due_open = changed.is_ok();
+                    self.on_due(&mut starting, &mut overdue)?;
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next_retry), if retry => {
+                    next_retry = Instant::now() + ROTATION_RETRY;
+                    if let Some((epoch, deadline)) = pending {
+                        if self.try_accept_rotation(epoch)? {
+                            pending = None;
+                        } else if Instant::now() >= deadline {
+                            return Err(TcpError::RotationUnavailable(epoch));
                         }
                     }
+                    if starting.is_some() {
+                        self.on_due(&mut starting, &mut overdue)?;
+                    }
+                    continue;
                 }
-                None => self.rd.read(&mut buf).await?,
+                _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => {
+                    let Some((epoch, _)) = overdue.take() else { continue };
+                    if lock(&self.shared).channel.epoch() < epoch {
+                        return Err(TcpError::RotationOverdue(epoch));
+                    }
+                    continue;
+                }
             };
             if n == 0 {
                 let mut g = lock(&self.shared);
@@ -747,14 +878,18 @@ impl Reader {
                         }
                     }
                     Incoming::RotationRequested { epoch } => {
+                        if overdue.is_some_and(|(due, _)| epoch >= due) {
+                            overdue = None;
+                        }
                         if !self.try_accept_rotation(epoch)? {
-                            let deadline =
-                                tokio::time::Instant::now() + self.config.handshake_timeout;
+                            let deadline = Instant::now() + self.config.handshake_timeout;
                             pending = Some((epoch, deadline));
                         }
                     }
                     Incoming::Rotated { epoch, .. } => {
                         self.epoch.send_replace(epoch);
+                        // The manager may have moved on meanwhile.
+                        self.on_due(&mut starting, &mut overdue)?;
                     }
                     Incoming::Closed => {
                         self.stop();
@@ -763,6 +898,65 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// Acts on the due epoch: the initiator starts the rotation when it has
+    /// the material (or keeps `starting` until it does, within the
+    /// handshake timeout); the responder starts its grace period.
+    fn on_due(
+        &mut self,
+        starting: &mut Option<(Epoch, tokio::time::Instant)>,
+        overdue: &mut Option<(Epoch, tokio::time::Instant)>,
+    ) -> Result<(), TcpError> {
+        let now = tokio::time::Instant::now();
+        match self.start_due_rotation()? {
+            Due::Settled => *starting = None,
+            // Looked at again when the rotation in flight completes.
+            Due::Busy => *starting = None,
+            Due::NoMaterial(epoch) => match *starting {
+                Some((e, deadline)) if e == epoch => {
+                    if now >= deadline {
+                        return Err(TcpError::RotationUnavailable(epoch));
+                    }
+                }
+                _ => *starting = Some((epoch, now + self.config.handshake_timeout)),
+            },
+        }
+        let due = *self.due.borrow();
+        let g = lock(&self.shared);
+        if !g.channel.is_initiator() && due > g.channel.epoch() {
+            if overdue.is_none_or(|(e, _)| e < due) {
+                *overdue = Some((due, now + self.config.rotation_grace));
+            }
+        } else {
+            *overdue = None;
+        }
+        Ok(())
+    }
+
+    /// Starts the rotation to the due epoch if this side is the initiator,
+    /// the channel is behind and idle, and the provider has the material.
+    fn start_due_rotation(&mut self) -> Result<Due, TcpError> {
+        let due = *self.due.borrow();
+        {
+            let g = lock(&self.shared);
+            if !g.channel.is_initiator() || due <= g.channel.epoch() {
+                return Ok(Due::Settled);
+            }
+            if !matches!(g.channel.state(), crate::ChannelState::Active) {
+                return Ok(Due::Busy);
+            }
+        }
+        let Some(material) = (self.rekey)(due) else {
+            return Ok(Due::NoMaterial(due));
+        };
+        let now = (self.config.clock)();
+        let mut g = lock(&self.shared);
+        let frame = g.channel.begin_rotation(material, now)?;
+        g.out.extend_from_slice(&frame);
+        drop(g);
+        self.notify.notify_one();
+        Ok(Due::Settled)
     }
 
     /// Answers a rotation request if the provider has the material now.

@@ -427,3 +427,170 @@ async fn a_message_above_the_bound_is_refused_before_sending_and_the_channel_sta
     ch.send(vec![1; 1000]).await.unwrap();
     assert_eq!(bob.await.unwrap(), vec![1; 1000]);
 }
+
+/// Alice and Bob with a TCP channel between them (Alice initiates), each
+/// side answering rotations from its own member through a provider.
+async fn shared_channel(
+    cfg: TcpConfig,
+) -> (
+    Arc<Mutex<Member>>,
+    Arc<Mutex<Member>>,
+    TcpChannel,
+    TcpChannel,
+) {
+    let (mut a, mut b) = pair();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    publish_tcp(&mut b, listener.local_addr().unwrap(), T0 + 2);
+    a.sync_from(&b, T0 + 3);
+    let (a_id, b_id) = (a.me(), b.me());
+    let a = Arc::new(Mutex::new(a));
+    let b = Arc::new(Mutex::new(b));
+    let accepting = {
+        let (b, cfg) = (b.clone(), cfg.clone());
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut m = b.lock().await;
+            tcp::accept(stream, endpoint(&mut m), &cfg, provider(b.clone(), a_id))
+                .await
+                .unwrap()
+        })
+    };
+    let ca = {
+        let mut m = a.lock().await;
+        tcp::connect(endpoint(&mut m), b_id, &cfg, provider(a.clone(), b_id))
+            .await
+            .unwrap()
+    };
+    let cb = accepting.await.unwrap();
+    (a, b, ca, cb)
+}
+
+/// Alice rekeys the context to the next epoch; Bob applies it.
+async fn advance_shared(a: &Mutex<Member>, b: &Mutex<Member>) {
+    let (mut a, mut b) = (a.lock().await, b.lock().await);
+    advance(&mut a, &mut b);
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("timed out")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_managers_advance_epoch_rotates_live_tcp_channels() {
+    let (a, b, mut ca, mut cb) = shared_channel(config()).await;
+    let (a_id, b_id, ctx) = {
+        let (a, b) = (a.lock().await, b.lock().await);
+        (a.me(), b.me(), a.ctx())
+    };
+    let mut ma: ChannelManager<tcp::TcpChannelHandle> = ChannelManager::new();
+    let mut mb: ChannelManager<tcp::TcpChannelHandle> = ChannelManager::new();
+    ma.register(ca.handle()).unwrap();
+    mb.register(cb.handle()).unwrap();
+    ca.send(b"before".to_vec()).await.unwrap();
+    assert_eq!(within(cb.recv()).await.unwrap(), b"before");
+
+    // The context moves to epoch 1; each side tells its manager, and
+    // nobody calls `rotate`: the mark is what rotates the channel.
+    advance_shared(&a, &b).await;
+    assert_eq!(ma.advance_epoch(ctx, 1), vec![b_id]);
+    assert_eq!(mb.advance_epoch(ctx, 1), vec![a_id]);
+    // Traffic keeps flowing across the rotation.
+    for i in 0..20u8 {
+        ca.send(vec![i; 100]).await.unwrap();
+    }
+    for i in 0..20u8 {
+        assert_eq!(within(cb.recv()).await.unwrap(), vec![i; 100]);
+    }
+    assert_eq!(within(ca.wait_epoch(1)).await.unwrap(), 1);
+    assert_eq!(within(cb.wait_epoch(1)).await.unwrap(), 1);
+    cb.send(b"after".to_vec()).await.unwrap();
+    assert_eq!(within(ca.recv()).await.unwrap(), b"after");
+    assert_eq!(ma.find_by_context_peer(ctx, b_id).unwrap().epoch(), 1);
+    assert_eq!(mb.find_by_context_peer(ctx, a_id).unwrap().epoch(), 1);
+    assert!(
+        ma.advance_epoch(ctx, 1).is_empty(),
+        "nothing left to rotate at epoch 1"
+    );
+
+    // Closed channels leave the managers on prune.
+    ca.close().await.unwrap();
+    assert!(matches!(within(cb.recv()).await, Err(TcpError::Closed)));
+    within(async {
+        loop {
+            ma.prune();
+            mb.prune();
+            if ma.is_empty() && mb.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responder_closes_a_channel_its_initiator_does_not_rotate() {
+    let cfg = TcpConfig {
+        rotation_grace: Duration::from_millis(300),
+        ..config()
+    };
+    let (a, b, mut ca, mut cb) = shared_channel(cfg).await;
+    let ctx = a.lock().await.ctx();
+    let mut mb: ChannelManager<tcp::TcpChannelHandle> = ChannelManager::new();
+    mb.register(cb.handle()).unwrap();
+    advance_shared(&a, &b).await;
+    // Only Bob (the responder) learns that epoch 0 is retired; Alice keeps
+    // sending on epoch-0 keys and never rotates.
+    mb.advance_epoch(ctx, 1);
+    ca.send(b"still epoch 0".to_vec()).await.unwrap();
+    let mut closed = None;
+    within(async {
+        loop {
+            match cb.recv().await {
+                Ok(_) => continue,
+                Err(e) => {
+                    closed = Some(e);
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        matches!(closed, Some(TcpError::RotationOverdue(1))),
+        "{closed:?}"
+    );
+    // Alice's side ends too: the socket is gone.
+    let end = within(async {
+        loop {
+            if let Err(e) = ca.recv().await {
+                break e;
+            }
+        }
+    })
+    .await;
+    assert!(!matches!(end, TcpError::RotationOverdue(_)), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiator_without_the_new_epochs_keys_closes_the_channel() {
+    let cfg = TcpConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..config()
+    };
+    let (_a, _b, mut ca, _cb) = shared_channel(cfg).await;
+    // Marked due for epoch 1, but the context never got there: the
+    // provider has no material, so the channel must not stay on old keys.
+    ca.mark_rotation_due(1);
+    let end = within(async {
+        loop {
+            if let Err(e) = ca.recv().await {
+                break e;
+            }
+        }
+    })
+    .await;
+    assert!(matches!(end, TcpError::RotationUnavailable(1)), "{end:?}");
+}
