@@ -198,6 +198,10 @@ pub enum TcpError {
     /// No rekey material for the requested epoch before the deadline.
     #[error("no rekey material for epoch {0}")]
     RotationUnavailable(Epoch),
+    /// This side asked to rotate to this epoch and the peer did not answer
+    /// within the handshake timeout.
+    #[error("the peer did not answer the rotation to epoch {0}")]
+    RotationTimedOut(Epoch),
     /// The channel was due to rotate to this epoch and the initiator did
     /// not start the rotation within the grace period.
     #[error("the peer did not rotate to epoch {0} in time")]
@@ -514,6 +518,8 @@ struct Shared {
     out: Vec<u8>,
     /// The reader ended (error or close): the writer stops.
     done: bool,
+    /// When this side (the initiator) sent its rotation request.
+    rotation_started: Option<tokio::time::Instant>,
 }
 
 type Locked = Arc<Mutex<Shared>>;
@@ -741,13 +747,16 @@ fn spawn_channel(
         channel,
         out: Vec::new(),
         done: false,
+        rotation_started: None,
     }));
     let notify = Arc::new(Notify::new());
+    let kick = Arc::new(Notify::new());
     let (rd, wr) = stream.into_split();
     let reader = Reader {
         rd,
         shared: shared.clone(),
         notify: notify.clone(),
+        kick: kick.clone(),
         incoming: in_tx.clone(),
         epoch: epoch_tx,
         due: due_rx,
@@ -755,7 +764,15 @@ fn spawn_channel(
         config: config.clone(),
     };
     tokio::spawn(reader.run());
-    tokio::spawn(writer(wr, shared, notify, cmd_rx, in_tx, config.clock));
+    tokio::spawn(writer(
+        wr,
+        shared,
+        notify,
+        kick,
+        cmd_rx,
+        in_tx,
+        config.clock,
+    ));
     handle
 }
 
@@ -763,6 +780,8 @@ struct Reader {
     rd: OwnedReadHalf,
     shared: Locked,
     notify: Arc<Notify>,
+    /// The writer started a rotation: look at its deadline.
+    kick: Arc<Notify>,
     incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
     epoch: watch::Sender<Epoch>,
     /// The epoch the channel is due to rotate to (from the manager).
@@ -812,8 +831,29 @@ impl Reader {
         loop {
             let retry = pending.is_some() || starting.is_some();
             let grace = overdue.map(|(_, d)| d);
+            // A rotation this side started must be answered in time: a
+            // peer that never answers must not keep the old keys in use.
+            let answer_by = {
+                let g = lock(&self.shared);
+                match (g.channel.state(), g.rotation_started) {
+                    (crate::ChannelState::Rotating { to }, Some(t)) if g.channel.is_initiator() => {
+                        Some((*to, t + self.config.handshake_timeout))
+                    }
+                    _ => None,
+                }
+            };
             let n = tokio::select! {
                 r = self.rd.read(&mut buf) => r?,
+                () = self.kick.notified() => continue,
+                _ = tokio::time::sleep_until(answer_by.map_or_else(Instant::now, |(_, d)| d)), if answer_by.is_some() => {
+                    let Some((epoch, _)) = answer_by else { continue };
+                    let g = lock(&self.shared);
+                    if matches!(g.channel.state(), crate::ChannelState::Rotating { to } if *to == epoch) {
+                        drop(g);
+                        return Err(TcpError::RotationTimedOut(epoch));
+                    }
+                    continue;
+                }
                 changed = self.due.changed(), if due_open => {
                     // All handles gone: no more marks can come.
                     due_open = changed.is_ok();
@@ -954,6 +994,7 @@ impl Reader {
         let mut g = lock(&self.shared);
         let frame = g.channel.begin_rotation(material, now)?;
         g.out.extend_from_slice(&frame);
+        g.rotation_started = Some(tokio::time::Instant::now());
         drop(g);
         self.notify.notify_one();
         Ok(Due::Settled)
@@ -978,6 +1019,7 @@ async fn writer(
     mut wr: OwnedWriteHalf,
     shared: Locked,
     notify: Arc<Notify>,
+    kick: Arc<Notify>,
     mut commands: mpsc::Receiver<Command>,
     incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
     clock: fn() -> u64,
@@ -1000,8 +1042,18 @@ async fn writer(
                     match c {
                         Command::Send(m) => g.channel.encrypt_into(&m, &mut out)?,
                         Command::Rotate(material) => {
-                            let now = clock();
-                            out.extend(g.channel.begin_rotation(material, now)?);
+                            let target = match g.channel.state() {
+                                crate::ChannelState::Rotating { to } => *to,
+                                _ => g.channel.epoch(),
+                            };
+                            // Already there or on the way (the manager may
+                            // have started it): nothing to do.
+                            if material.epoch > target {
+                                let now = clock();
+                                out.extend(g.channel.begin_rotation(material, now)?);
+                                g.rotation_started = Some(tokio::time::Instant::now());
+                                kick.notify_one();
+                            }
                         }
                         Command::Close => {
                             out.extend(g.channel.close()?);

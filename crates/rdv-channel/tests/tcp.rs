@@ -438,6 +438,21 @@ async fn shared_channel(
     TcpChannel,
     TcpChannel,
 ) {
+    shared_channel_with(cfg.clone(), cfg, true).await
+}
+
+/// The same, with a configuration per side; `bob_answers: false` gives Bob
+/// no rotation material ever.
+async fn shared_channel_with(
+    cfg: TcpConfig,
+    cfg_b: TcpConfig,
+    bob_answers: bool,
+) -> (
+    Arc<Mutex<Member>>,
+    Arc<Mutex<Member>>,
+    TcpChannel,
+    TcpChannel,
+) {
     let (mut a, mut b) = pair();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     publish_tcp(&mut b, listener.local_addr().unwrap(), T0 + 2);
@@ -446,11 +461,16 @@ async fn shared_channel(
     let a = Arc::new(Mutex::new(a));
     let b = Arc::new(Mutex::new(b));
     let accepting = {
-        let (b, cfg) = (b.clone(), cfg.clone());
+        let (b, cfg) = (b.clone(), cfg_b);
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             let mut m = b.lock().await;
-            tcp::accept(stream, endpoint(&mut m), &cfg, provider(b.clone(), a_id))
+            let rekey = if bob_answers {
+                provider(b.clone(), a_id)
+            } else {
+                tcp::no_rekey()
+            };
+            tcp::accept(stream, endpoint(&mut m), &cfg, rekey)
                 .await
                 .unwrap()
         })
@@ -593,4 +613,30 @@ async fn an_initiator_without_the_new_epochs_keys_closes_the_channel() {
     })
     .await;
     assert!(matches!(end, TcpError::RotationUnavailable(1)), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initiator_whose_rotation_goes_unanswered_closes_the_channel() {
+    let quick = TcpConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..config()
+    };
+    // Bob never has the material, and would wait a minute for it.
+    let patient = TcpConfig {
+        handshake_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let (a, b, mut ca, _cb) = shared_channel_with(quick, patient, false).await;
+    advance_shared(&a, &b).await;
+    let material = a.lock().await.rekey_material(b.lock().await.me());
+    ca.rotate(material).await.unwrap();
+    let end = within(async {
+        loop {
+            if let Err(e) = ca.recv().await {
+                break e;
+            }
+        }
+    })
+    .await;
+    assert!(matches!(end, TcpError::RotationTimedOut(1)), "{end:?}");
 }
