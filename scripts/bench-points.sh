@@ -10,7 +10,7 @@ cargo build --release -q -p rdv
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 rdv=$PWD/target/release/rdv
-(cd "$work" && exec "$rdv" point --listen /ip4/127.0.0.1/tcp/0 >rdv.out 2>rdv.err) &
+(cd "$work" && exec "$rdv" point --store memory --listen /ip4/127.0.0.1/tcp/0 >rdv.out 2>rdv.err) &
 ./target/release/rdv-libp2p-peer server --listen /ip4/127.0.0.1/tcp/0 \
   --max-registrations 1000000 --max-registrations-per-peer 1000 >"$work/rust.out" 2>/dev/null &
 for f in rdv.out rust.out; do

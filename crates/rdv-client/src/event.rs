@@ -53,6 +53,12 @@ pub enum Event {
         /// Registrations of this response not cached before (or whose signed
         /// record changed), verified.
         registrations: Vec<CachedRegistration>,
+        /// How many registrations the point returned, before any was
+        /// filtered out or found already cached. Zero means the point had
+        /// nothing after the cookie: the end of a walk. (An empty
+        /// `registrations` alone does not tell the end from a page of
+        /// nothing new.)
+        returned: usize,
     },
     /// A DISCOVER failed. Discovery is never retried by the service.
     DiscoverFailed {

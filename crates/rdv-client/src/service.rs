@@ -754,6 +754,7 @@ impl Service {
             cache.cookie = Some(cookie);
         }
         let mut fresh = Vec::new();
+        let returned = resp.registrations.len();
         for r in resp.registrations {
             if key.1.as_ref().is_some_and(|ns| *ns != r.namespace) {
                 self.stats.records_rejected += 1;
@@ -809,6 +810,7 @@ impl Service {
             point: key.0,
             namespace: key.1,
             registrations: fresh,
+            returned,
         });
     }
 

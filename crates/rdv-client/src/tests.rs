@@ -594,6 +594,39 @@ fn discover_sends_the_cached_cookie_the_second_time() {
 }
 
 #[test]
+fn discovered_tells_a_page_of_nothing_new_from_the_end() {
+    let (mut svc, _) = service(Config::default());
+    let point = new_peer();
+    let other = Keypair::generate_ed25519();
+    let ask = |svc: &mut Service, regs, t| {
+        let id = svc.discover(point, Some(ns("chat")), None, at(t)).unwrap();
+        expect_discover(svc);
+        svc.handle_response(id, discover_ok(regs, Some(b"c")), at(t));
+        match events(svc).as_slice() {
+            [
+                Event::Discovered {
+                    registrations,
+                    returned,
+                    ..
+                },
+            ] => (registrations.len(), *returned),
+            e => panic!("{e:?}"),
+        }
+    };
+    assert_eq!(
+        ask(&mut svc, vec![reg_of(&other, "chat", 1, 7200)], 0),
+        (1, 1)
+    );
+    // The same registration again (a refresh came back): nothing new, but
+    // not the end either.
+    assert_eq!(
+        ask(&mut svc, vec![reg_of(&other, "chat", 1, 7200)], 1),
+        (0, 1)
+    );
+    assert_eq!(ask(&mut svc, vec![], 2), (0, 0));
+}
+
+#[test]
 fn invalid_cookie_answer_drops_the_cookie() {
     let (mut svc, _) = service(Config::default());
     let point = new_peer();

@@ -65,9 +65,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = MemoryStore::new(42); // in a real point: a random epoch
     let point = Point::new(Config::default(), store, CookieKey::from_bytes([7; 32]))?;
     let incoming = incoming.ok_or("a point has an inbound queue")?;
-    tokio::spawn(
-        PointServer::new(point, ServerConfig::default()).run(incoming, std::future::pending()),
+    let server = PointServer::new(
+        point,
+        ServerConfig {
+            // We feed it identify results (below): a DISCOVER arriving
+            // before them waits up to this long, once per peer.
+            identify_wait: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
     );
+    tokio::spawn(server.clone().run(incoming, std::future::pending()));
     let point_id = *point_swarm.local_peer_id();
     let point_addr: Multiaddr = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = point_swarm.select_next_some().await {
@@ -76,31 +83,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::spawn(async move {
         loop {
-            point_swarm.select_next_some().await;
+            // rust-libp2p's client reads only legacy records and refuses a
+            // whole answer holding one standard record: identify tells the
+            // point who is asking (rdv's client lists a marker protocol), so
+            // it serves each peer what it reads.
+            if let SwarmEvent::Behaviour(MyBehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) = point_swarm.select_next_some().await
+            {
+                server.note_identify(peer_id, &info.agent_version, &info.protocols);
+            }
         }
     });
 
     // A client: registers its own signed record (same key as its swarm).
     let key = Keypair::generate_ed25519();
     let (mut swarm, _) = build(key.clone(), false)?;
+    let my_addrs: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse()?];
+    let record = sign_record(&key, &my_addrs, 1, RecordFormat::Standard)?;
+    // Spawned before dialing, so the first identify already says that this
+    // client reads both record formats.
+    let mut rendezvous = client::spawn(
+        swarm.behaviour().rendezvous_client.new_control(),
+        client::ClientConfig::default(),
+        vec![record.into()],
+    );
     swarm.dial(point_addr)?;
     while !matches!(
         swarm.select_next_some().await,
         SwarmEvent::ConnectionEstablished { .. }
     ) {}
-    let control = swarm.behaviour().rendezvous_client.new_control();
     tokio::spawn(async move {
         loop {
             swarm.select_next_some().await;
         }
     });
-    let my_addrs: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/4001".parse()?];
-    let record = sign_record(&key, &my_addrs, 1, RecordFormat::Standard)?;
-    let mut rendezvous = client::spawn(
-        control,
-        client::ClientConfig::default(),
-        vec![record.into()],
-    );
 
     rendezvous
         .register(point_id, Namespace::new("my-app")?, None)

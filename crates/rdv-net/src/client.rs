@@ -152,7 +152,29 @@ pub fn spawn(control: Control, config: ClientConfig, records: Vec<Bytes>) -> Cli
     let (event_tx, events) = mpsc::channel(1024);
     let mut service = Service::new(config.service.clone(), config.seed);
     service.set_signed_records(records);
-    tokio::spawn(drive(control, config, service, command_rx, event_tx));
+    // Announce (through identify's protocol list) that we read both record
+    // formats. Nothing is ever served on it: streams are dropped. A second
+    // client on the same swarm finds it registered already, which is fine.
+    let marker = control
+        .clone()
+        .accept(StreamProtocol::new(crate::READS_ALL_RECORD_FORMATS))
+        .ok();
+    tokio::spawn(async move {
+        let driven = drive(control, config, service, command_rx, event_tx);
+        match marker {
+            Some(mut incoming) => {
+                use futures::StreamExt;
+                tokio::pin!(driven);
+                loop {
+                    tokio::select! {
+                        () = &mut driven => break,
+                        s = incoming.next() => if s.is_none() { driven.await; break },
+                    }
+                }
+            }
+            None => driven.await,
+        }
+    });
     Client { commands, events }
 }
 

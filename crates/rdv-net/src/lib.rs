@@ -19,3 +19,12 @@ mod server;
 
 pub use libp2p_stream;
 pub use server::{PointServer, ServerConfig};
+
+/// A protocol rdv's client listens on and never serves: its presence in a
+/// peer's identify tells an rdv point that the peer reads signed records in
+/// both formats, whatever its agent version says. (An rdv client embedded in
+/// a rust-libp2p application announces rust-libp2p's agent version, and a
+/// rust-libp2p rendezvous client refuses a whole answer holding one
+/// standard-format record, so the agent version alone would get it legacy
+/// records only.)
+pub const READS_ALL_RECORD_FORMATS: &str = "/rdv/reads-all-record-formats/1.0.0";

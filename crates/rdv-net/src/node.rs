@@ -82,6 +82,8 @@ pub enum NodeEvent {
         peer: PeerId,
         /// Its agent version string.
         agent_version: String,
+        /// The protocols it listens on.
+        protocols: Vec<libp2p::StreamProtocol>,
     },
     /// The number of open connections changed.
     Connections(u64),
@@ -244,7 +246,7 @@ async fn drive(
                     SwarmEvent::ListenerError { error, .. } => Some(NodeEvent::ListenFailed(error.to_string())),
                     SwarmEvent::ListenerClosed { reason: Err(error), .. } => Some(NodeEvent::ListenFailed(error.to_string())),
                     SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                        Some(NodeEvent::Identified { peer: peer_id, agent_version: info.agent_version })
+                        Some(NodeEvent::Identified { peer: peer_id, agent_version: info.agent_version, protocols: info.protocols })
                     }
                     SwarmEvent::ConnectionEstablished { connection_id, .. } => {
                         if let Some(i) = pending_dials.iter().position(|(id, _)| *id == connection_id) {

@@ -206,6 +206,27 @@ impl<S: Store + Send + 'static> PointServer<S> {
         self.shared.identified.notify_waiters();
     }
 
+    /// Tells the server what identify said about a peer, protocols included:
+    /// a peer listing [`crate::READS_ALL_RECORD_FORMATS`] (rdv's client,
+    /// even embedded in a rust-libp2p application) gets every format; other
+    /// peers as [`Self::note_agent_version`].
+    pub fn note_identify<'a>(
+        &self,
+        peer: PeerId,
+        agent_version: &str,
+        protocols: impl IntoIterator<Item = &'a libp2p::StreamProtocol>,
+    ) {
+        if protocols
+            .into_iter()
+            .any(|p| p.as_ref() == crate::READS_ALL_RECORD_FORMATS)
+        {
+            self.remember_formats(peer, Formats::ALL, true);
+            self.shared.identified.notify_waiters();
+        } else {
+            self.note_agent_version(peer, agent_version);
+        }
+    }
+
     fn remember_formats(&self, peer: PeerId, formats: Formats, overwrite: bool) {
         let mut known = lock(&self.shared.formats);
         if known.len() >= self.shared.config.max_legacy_askers && !known.contains_key(&peer) {

@@ -390,3 +390,42 @@ async fn one_peers_requests_reach_the_point_in_stream_order() {
         other => panic!("{other:?}"),
     }
 }
+
+/// DISCOVER `ns` on a fresh stream; the registrations' count.
+async fn discover_count(node: &Node, f: &Fixture, ns: &str) -> usize {
+    let mut s = stream(node, f).await;
+    let discover = encode_frame(&encode(&Message::Discover(Discover {
+        namespace: Some(Namespace::new(ns).unwrap()),
+        ..Discover::default()
+    })));
+    s.write_all(&discover).await.unwrap();
+    s.close().await.unwrap();
+    let bytes = read_to_close(&mut s, Duration::from_secs(5)).await.unwrap();
+    let mut d = FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+    d.push(&bytes);
+    match decode(&d.next_frame().unwrap().unwrap()).unwrap() {
+        Message::DiscoverResponse(r) => r.registrations.len(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_listing_the_marker_protocol_read_every_format_whatever_their_agent() {
+    let f = point(ServerConfig::default()).await;
+    let (node, key) = client(&f).await;
+    register_ok(&node, &key, &f, "formats").await; // a standard record
+    let rust_agent = "rust-libp2p/0.48.0";
+
+    // A rust-libp2p client: only legacy records, so none here.
+    let (plain, _) = client(&f).await;
+    f.server.note_identify(plain.peer_id, rust_agent, &[]);
+    assert_eq!(discover_count(&plain, &f, "formats").await, 0);
+
+    // rdv's client embedded in a rust-libp2p app: same agent, plus the
+    // marker, so it gets the standard record.
+    let (embedded, _) = client(&f).await;
+    let marker = StreamProtocol::new(rdv_net::READS_ALL_RECORD_FORMATS);
+    f.server
+        .note_identify(embedded.peer_id, rust_agent, &[marker]);
+    assert_eq!(discover_count(&embedded, &f, "formats").await, 1);
+}

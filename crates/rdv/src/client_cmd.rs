@@ -251,10 +251,14 @@ pub async fn discover(args: DiscoverArgs) -> Result<(), Failure> {
             .discover(point, ns.clone(), args.limit)
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
-        let page = loop {
+        let (page, returned) = loop {
             match client.next_event().await {
                 None => return Err(Failure::network("the client stopped")),
-                Some(Event::Discovered { registrations, .. }) => break registrations,
+                Some(Event::Discovered {
+                    registrations,
+                    returned,
+                    ..
+                }) => break (registrations, returned),
                 Some(Event::DiscoverFailed { status, text, .. }) => {
                     return Err(refused_or_network(status, &text, "discovery"));
                 }
@@ -265,7 +269,10 @@ pub async fn discover(args: DiscoverArgs) -> Result<(), Failure> {
         for r in &page {
             print_registration(r, now, args.json);
         }
-        if !args.all || page.is_empty() {
+        // The end is a page with nothing after the cookie; a page of
+        // registrations all seen before (refreshed ones come back) or all
+        // refused is not the end.
+        if !args.all || returned == 0 {
             return Ok(());
         }
     }

@@ -312,7 +312,7 @@ async fn serve<S: Store + Send + 'static>(
                     let _ = out.flush();
                 }
                 Some(NodeEvent::ListenFailed(reason)) => tracing::warn!(%reason, "listener failed"),
-                Some(NodeEvent::Identified { peer, agent_version }) => server.note_agent_version(peer, &agent_version),
+                Some(NodeEvent::Identified { peer, agent_version, protocols }) => server.note_identify(peer, &agent_version, &protocols),
                 Some(NodeEvent::Connections(n)) => server.metrics().set_connections(n),
                 Some(_) => {}
             }
