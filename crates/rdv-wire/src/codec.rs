@@ -28,7 +28,8 @@ pub enum DecodeError {
     /// says nothing about which request it was: there is nobody to answer.
     #[error("malformed protobuf: {0}")]
     Malformed(&'static str),
-    /// `type` names no message of `/rendezvous/1.0.0` and no sub-message says otherwise.
+    /// `type` names no message of `/rendezvous/1.0.0`. Not inferred from a
+    /// sub-message alongside: an unknown type is not answered as a known one.
     #[error("message type {0} is not one of /rendezvous/1.0.0 (0..=4)")]
     UnknownType(u64),
     /// Neither `type` nor a sub-message is present.
@@ -252,26 +253,35 @@ impl<'a> Fields<'a> {
 pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut type_code = None;
     let mut subs: [Option<&[u8]>; 5] = [None; 5];
+    // Known fields with the wrong wire type: remembered, not fatal yet, so
+    // that a request whose kind is still clear gets an answer.
+    let mut bad_type_field = false;
+    let mut bad_subs = [false; 5];
     for field in (Fields { buf: bytes }) {
         let (tag, value) = field.map_err(|e| DecodeError::Malformed(e.what))?;
         match (tag, value) {
             (1, Value::Varint(v)) => type_code = Some(v),
             (2..=6, Value::Len(b)) => subs[tag as usize - 2] = Some(b),
-            (1..=6, _) => {
-                return Err(DecodeError::Malformed(
-                    "known field has the wrong wire type",
-                ));
-            }
+            (1, _) => bad_type_field = true,
+            (2..=6, _) => bad_subs[tag as usize - 2] = true,
             _ => {} // unknown fields are skipped, as protobuf requires
         }
     }
     let kind = match type_code {
+        // A type we do not know is not guessed from the sub-message: a
+        // future message type may well carry a REGISTER-shaped body and
+        // mean something else.
         Some(code) => MessageKind::from_code(code).ok_or(DecodeError::UnknownType(code))?,
         None => {
             let mut present = subs.iter().enumerate().filter(|(_, s)| s.is_some());
             match (present.next(), present.next()) {
                 (Some((i, _)), None) => {
                     MessageKind::from_code(i as u64).ok_or(DecodeError::Empty)?
+                }
+                (None, _) if bad_type_field || bad_subs.contains(&true) => {
+                    return Err(DecodeError::Malformed(
+                        "known field has the wrong wire type",
+                    ));
                 }
                 (None, _) => return Err(DecodeError::Empty),
                 (Some(_), Some(_)) => {
@@ -282,6 +292,14 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
             }
         }
     };
+    if bad_type_field || bad_subs[kind_code(kind) as usize] {
+        // The request is known, its encoding is not: say so in an answer.
+        return Err(invalid(
+            kind,
+            ResponseStatus::InternalError,
+            "a known field has the wrong protobuf wire type",
+        ));
+    }
     let body = subs[kind_code(kind) as usize].unwrap_or(&[]);
     match kind {
         MessageKind::Register => decode_register(body).map(Message::Register),

@@ -488,3 +488,32 @@ fn discover_response_keeps_good_registrations_around_a_bad_one() {
         other => panic!("expected DISCOVER_RESPONSE, got {other:?}"),
     }
 }
+
+#[test]
+fn a_known_request_with_a_field_of_the_wrong_wire_type_is_answered() {
+    // type=0 (REGISTER) sent as a length-delimited field next to a good
+    // register sub-message: the request is still clearly a REGISTER.
+    let bytes = cat(&[
+        &len_field(1, &[0]),
+        &len_field(2, &hex("0a 01 78 12 01 01")),
+    ]);
+    let err = decode(&bytes).unwrap_err();
+    match err.error_response() {
+        Some(Message::RegisterResponse(r)) => {
+            assert_eq!(r.status, ResponseStatus::InternalError);
+            assert!(r.status_text.contains("wire type"), "{}", r.status_text);
+        }
+        other => panic!("expected a REGISTER_RESPONSE refusal, got {other:?}"),
+    }
+    // type=3 (DISCOVER) with the discover sub-message sent as a varint.
+    let bytes = cat(&[&varint_field(1, 3), &varint_field(5, 7)]);
+    match decode(&bytes).unwrap_err().error_response() {
+        Some(Message::DiscoverResponse(r)) => {
+            assert_eq!(r.status, ResponseStatus::InternalError)
+        }
+        other => panic!("expected a DISCOVER_RESPONSE refusal, got {other:?}"),
+    }
+    // A wrong-typed field of another kind's sub-message does not matter.
+    let bytes = cat(&[&varint_field(1, 3), &len_field(5, &[]), &varint_field(2, 1)]);
+    assert!(matches!(decode(&bytes), Ok(Message::Discover(_))));
+}
