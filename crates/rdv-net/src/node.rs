@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Established connections at most, in and out. Default 4096.
     pub max_connections: u32,
+    /// Established connections with one peer at most. Default 8.
+    pub max_connections_per_peer: u32,
+    /// Incoming connections still in their handshake at most. Default 256.
+    pub max_pending_incoming: u32,
     /// Connections with no stream open are closed after this. Default 60 s.
     pub idle_timeout: Duration,
     /// Sent to peers in identify.
@@ -61,6 +65,8 @@ impl Default for NodeConfig {
         Self {
             listen: Vec::new(),
             max_connections: 4096,
+            max_connections_per_peer: 8,
+            max_pending_incoming: 256,
             idle_timeout: Duration::from_secs(60),
             agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
             serve_queue: None,
@@ -133,8 +139,8 @@ impl Node {
         let transport_err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(config.max_connections))
-            .with_max_established_per_peer(Some(8))
-            .with_max_pending_incoming(Some(256));
+            .with_max_established_per_peer(Some(config.max_connections_per_peer))
+            .with_max_pending_incoming(Some(config.max_pending_incoming));
         let agent = config.agent_version.clone();
         let (inbound, incoming) = match config.serve_queue {
             Some(n) => {
@@ -252,7 +258,7 @@ async fn drive(
                         if let Some(i) = pending_dials.iter().position(|(id, _)| *id == connection_id) {
                             let _ = pending_dials.swap_remove(i).1.send(Ok(()));
                         }
-                        Some(NodeEvent::Connections(swarm.network_info().num_peers() as u64))
+                        Some(NodeEvent::Connections(u64::from(swarm.network_info().connection_counters().num_established())))
                     }
                     SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
                         if let Some(i) = pending_dials.iter().position(|(id, _)| *id == connection_id) {
@@ -261,7 +267,7 @@ async fn drive(
                         None
                     }
                     SwarmEvent::ConnectionClosed { .. } => {
-                        Some(NodeEvent::Connections(swarm.network_info().num_peers() as u64))
+                        Some(NodeEvent::Connections(u64::from(swarm.network_info().connection_counters().num_established())))
                     }
                     _ => None,
                 };

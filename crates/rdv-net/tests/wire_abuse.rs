@@ -21,12 +21,16 @@ struct Fixture {
 }
 
 async fn point(config: ServerConfig) -> Fixture {
+    point_on(NodeConfig::default(), config).await
+}
+
+async fn point_on(node: NodeConfig, config: ServerConfig) -> Fixture {
     let (mut node, mut events) = Node::start(
         Keypair::generate_ed25519(),
         NodeConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
             serve_queue: Some(64),
-            ..NodeConfig::default()
+            ..node
         },
     )
     .unwrap();
@@ -428,4 +432,70 @@ async fn peers_listing_the_marker_protocol_read_every_format_whatever_their_agen
     f.server
         .note_identify(embedded.peer_id, rust_agent, &[marker]);
     assert_eq!(discover_count(&embedded, &f, "formats").await, 1);
+}
+
+/// Whether `node` gets a REGISTER answered by the point (any answer).
+async fn served(node: &Node, key: &Keypair, f: &Fixture) -> bool {
+    let record = sign_record(
+        key,
+        &["/ip4/127.0.0.1/tcp/1".parse().unwrap()],
+        1,
+        RecordFormat::Standard,
+    )
+    .unwrap();
+    let msg = Message::Register(Register {
+        namespace: Namespace::new("conn").unwrap(),
+        signed_peer_record: record.into(),
+        ttl: None,
+    });
+    let mut c = node.control.clone();
+    let Ok(mut s) = c
+        .open_stream(f.point_id, StreamProtocol::new(PROTOCOL_ID))
+        .await
+    else {
+        return false;
+    };
+    if s.write_all(&encode_frame(&encode(&msg))).await.is_err() || s.close().await.is_err() {
+        return false;
+    }
+    read_to_close(&mut s, Duration::from_secs(5))
+        .await
+        .is_some_and(|b| !b.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_configured_bound_are_refused() {
+    let f = point_on(
+        NodeConfig {
+            max_connections: 1,
+            ..NodeConfig::default()
+        },
+        ServerConfig::default(),
+    )
+    .await;
+    let (first, first_key) = client(&f).await;
+    assert!(served(&first, &first_key, &f).await);
+    // A second peer's connection is turned away while the first is up.
+    let key = Keypair::generate_ed25519();
+    let (second, _events) = Node::start(key.clone(), NodeConfig::default()).unwrap();
+    second.add_address(f.point_id, f.addr.clone()).await;
+    let _ = second.dial(f.addr.clone()).await;
+    assert!(
+        !served(&second, &key, &f).await,
+        "a second connection was served"
+    );
+    // Once the first is gone, the second gets in.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = second.dial(f.addr.clone()).await;
+        if served(&second, &key, &f).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served after the first left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -35,6 +35,10 @@ struct FileConfig {
     cookie_secret: Option<PathBuf>,
     /// Not a flag: established connections at most. Default 4096.
     max_connections: Option<u32>,
+    /// Not a flag: established connections with one peer at most. Default 8.
+    max_connections_per_peer: Option<u32>,
+    /// Not a flag: incoming connections in their handshake at most. Default 256.
+    max_pending_connections: Option<u32>,
     /// Not a flag: rendezvous streams served at once. Default 1024.
     max_streams: Option<usize>,
     /// Not a flag: rendezvous streams one peer may have served at once. Default 16.
@@ -56,6 +60,8 @@ struct Settings {
     point: Config,
     metrics: Option<SocketAddr>,
     max_connections: u32,
+    max_connections_per_peer: u32,
+    max_pending_connections: u32,
     server: ServerConfig,
 }
 
@@ -146,6 +152,16 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
             file.max_connections,
             NodeConfig::default().max_connections,
         )?,
+        max_connections_per_peer: positive(
+            "max_connections_per_peer",
+            file.max_connections_per_peer,
+            NodeConfig::default().max_connections_per_peer,
+        )?,
+        max_pending_connections: positive(
+            "max_pending_connections",
+            file.max_pending_connections,
+            NodeConfig::default().max_pending_incoming,
+        )?,
         server: ServerConfig {
             max_streams: positive(
                 "max_streams",
@@ -162,7 +178,7 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
                 file.stream_timeout,
                 10,
             )?),
-            // Identify results are fed to the server below (note_agent_version).
+            // Identify results are fed to the server below (note_identify).
             identify_wait: std::time::Duration::from_secs(1),
             ..ServerConfig::default()
         },
@@ -274,6 +290,8 @@ async fn serve<S: Store + Send + 'static>(
         listen: settings.listen.clone(),
         serve_queue: Some(4096),
         max_connections: settings.max_connections,
+        max_connections_per_peer: settings.max_connections_per_peer,
+        max_pending_incoming: settings.max_pending_connections,
         ..NodeConfig::default()
     };
     let (mut node, mut events) = Node::start(keypair, node_config)
