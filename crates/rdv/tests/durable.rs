@@ -181,7 +181,12 @@ fn postgres_url() -> Option<String> {
             )
         }
         Err(_) => {
-            eprintln!("skipping PostgreSQL tests: set RDV_TEST_POSTGRES=postgres://...");
+            // Straight to stderr: the test harness captures eprintln!.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping PostgreSQL tests: set RDV_TEST_POSTGRES=postgres://..."
+            );
             None
         }
     }
