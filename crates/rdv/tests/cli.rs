@@ -381,3 +381,119 @@ fn keep_refreshes_before_expiry_and_unregisters_on_ctrl_c() {
     );
     assert_eq!(stdout(&o), "", "unregistered on Ctrl-C");
 }
+
+#[test]
+fn limit_flags_and_addresses_given_on_the_command_line_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let point = rdv_point(
+        dir.path(),
+        &[
+            "--max-registrations-per-namespace",
+            "2",
+            "--max-namespaces",
+            "2",
+            "--max-discover-limit",
+            "1",
+        ],
+    );
+    let p = point.tcp();
+    // --address: the record carries exactly the addresses given.
+    let o = rdv(
+        dir.path(),
+        &[
+            "register",
+            "--point",
+            p,
+            "--namespace",
+            "a",
+            "--identity",
+            "one.key",
+            "--address",
+            "/ip4/192.0.2.7/tcp/4242",
+            "--address",
+            "/ip4/192.0.2.8/udp/4242/quic-v1",
+        ],
+    );
+    expect_code(&o, 0);
+    register_as(dir.path(), p, "two", "a", "standard");
+    // --max-registrations-per-namespace 2: a third peer in "a" is refused.
+    let o = rdv(
+        dir.path(),
+        &[
+            "register",
+            "--point",
+            p,
+            "--namespace",
+            "a",
+            "--identity",
+            "three.key",
+        ],
+    );
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("E_UNAVAILABLE"), "{}", stderr(&o));
+    // --max-namespaces 2: "b" fits, "c" does not.
+    register_as(dir.path(), p, "three", "b", "standard");
+    let o = rdv(
+        dir.path(),
+        &[
+            "register",
+            "--point",
+            p,
+            "--namespace",
+            "c",
+            "--identity",
+            "three.key",
+        ],
+    );
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("E_UNAVAILABLE"), "{}", stderr(&o));
+    // --max-discover-limit 1: one registration per answer, whatever asked;
+    // --all pages through both.
+    let o = rdv(
+        dir.path(),
+        &[
+            "discover",
+            "--point",
+            p,
+            "--namespace",
+            "a",
+            "--limit",
+            "10",
+            "--json",
+        ],
+    );
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    let o = rdv(
+        dir.path(),
+        &[
+            "discover",
+            "--point",
+            p,
+            "--namespace",
+            "a",
+            "--all",
+            "--json",
+        ],
+    );
+    expect_code(&o, 0);
+    let regs: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(regs.len(), 2, "{}", stdout(&o));
+    let given = regs
+        .iter()
+        .find(|r| {
+            r["addresses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "/ip4/192.0.2.7/tcp/4242")
+        })
+        .expect("the registration with the given addresses");
+    assert_eq!(
+        given["addresses"],
+        serde_json::json!(["/ip4/192.0.2.7/tcp/4242", "/ip4/192.0.2.8/udp/4242/quic-v1"])
+    );
+}
