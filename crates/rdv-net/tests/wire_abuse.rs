@@ -201,7 +201,10 @@ async fn a_stream_stalled_mid_message_is_closed_after_the_timeout() {
     slow.write_all(&discover[2..]).await.unwrap();
     slow.close().await.unwrap();
     let answer = read_to_close(&mut slow, Duration::from_secs(10)).await;
-    assert!(answer.is_some_and(|a| !a.is_empty()), "the slow stream was not served");
+    assert!(
+        answer.is_some_and(|a| !a.is_empty()),
+        "the slow stream was not served"
+    );
 
     let mut s = stream(&node, &f).await;
     let started = Instant::now();
@@ -212,7 +215,10 @@ async fn a_stream_stalled_mid_message_is_closed_after_the_timeout() {
     // a close for some other reason.
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(800), "closed after {took:?}");
-    assert!(took < Duration::from_secs(8), "closed by the stream timeout");
+    assert!(
+        took < Duration::from_secs(8),
+        "closed by the stream timeout"
+    );
     register_ok(&node, &key, &f, "still-served").await;
 }
 

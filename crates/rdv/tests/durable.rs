@@ -33,9 +33,26 @@ fn peers_in(dir: &std::path::Path, point: &str, ns: &str) -> BTreeSet<String> {
 #[test]
 fn registrations_identity_and_cookie_secret_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let first = rdv_point(dir.path(), &[]);
+    let first = rdv_point(dir.path(), &["--min-ttl", "1"]);
     let a = register_as(dir.path(), first.tcp(), "a", "kept", "standard");
     let b = register_as(dir.path(), first.tcp(), "b", "kept", "legacy");
+    // One that expires while the point is down.
+    let o = rdv(
+        dir.path(),
+        &[
+            "register",
+            "--point",
+            first.tcp(),
+            "--namespace",
+            "kept",
+            "--identity",
+            "short.key",
+            "--ttl",
+            "1",
+        ],
+    );
+    expect_code(&o, 0);
+    let registered = Instant::now();
     let id = first.tcp().rsplit("/p2p/").next().unwrap().to_string();
     let secret = std::fs::read(dir.path().join("rdv-data/cookie.key")).unwrap();
     assert!(
@@ -43,12 +60,15 @@ fn registrations_identity_and_cookie_secret_survive_a_restart() {
         "SQLite is the default store"
     );
     drop(first);
+    // Past the short TTL before the restart (a wait, not a timing check).
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(registered.elapsed()));
     let second = rdv_point(dir.path(), &[]);
     assert!(second.tcp().ends_with(&id), "same identity");
     assert_eq!(
         std::fs::read(dir.path().join("rdv-data/cookie.key")).unwrap(),
         secret
     );
+    // Kept, and the expired one is not served.
     assert_eq!(peers_in(dir.path(), second.tcp(), "kept"), [a, b].into());
 }
 
@@ -94,8 +114,14 @@ fn every_acknowledged_register_survives_sigkill_mid_load() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let in_flight = clients
+        .iter_mut()
+        .map(|c| c.try_wait())
+        .filter(|w| matches!(w, Ok(None)))
+        .count();
     point.child.kill().unwrap();
     point.child.wait().unwrap();
+    assert!(in_flight > 0, "every client had finished: not mid-load");
     let mut acknowledged = BTreeSet::new();
     for c in clients {
         let o = c.wait_with_output().unwrap();
@@ -240,6 +266,128 @@ fn two_daemons_on_one_postgres_database_serve_as_one_point() {
     );
     assert!(!peers_in(dir.path(), one.tcp(), "shared").contains(&x));
     drop((one, two));
+    let _ = Command::new("psql")
+        .args([
+            url.as_str(),
+            "-q",
+            "-c",
+            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        ])
+        .status();
+}
+
+/// A TCP forwarder to PostgreSQL that a test can cut and restore: the
+/// database "goes away" for the daemon without touching the real server.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn to(target: String) -> Proxy {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, live2) = (up.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !up2.load(SeqCst) {
+                    continue; // dropped: refused while down
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let mut l = live2.lock().unwrap();
+                l.push(client.try_clone().unwrap());
+                l.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, live }
+    }
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_postgres_outage_is_answered_with_a_status_and_the_daemon_recovers() {
+    let Some(url) = postgres_url() else { return };
+    // postgres://user@HOST:PORT/db -> HOST:PORT, and the URL through the proxy.
+    let (head, rest) = url.split_once('@').expect("postgres://user@host:port/db");
+    let (target, tail) = rest.split_once('/').expect("postgres://user@host:port/db");
+    let proxy = Proxy::to(target.to_string());
+    let via = format!("{head}@127.0.0.1:{}/{tail}", proxy.port);
+    let schema = format!("rdv_outage_test_{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("point.toml");
+    std::fs::write(
+        &config,
+        format!("store = {via:?}\npostgres_schema = {schema:?}\n"),
+    )
+    .unwrap();
+    let mut point = rdv_point(dir.path(), &["--config", config.to_str().unwrap()]);
+    let p = point.tcp().to_string();
+    let a = register_as(dir.path(), &p, "a", "outage", "standard");
+
+    proxy.cut();
+    let register_b = || {
+        rdv(
+            dir.path(),
+            &[
+                "register",
+                "--point",
+                &p,
+                "--namespace",
+                "outage",
+                "--identity",
+                "b.key",
+            ],
+        )
+    };
+    let o = register_b();
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("E_UNAVAILABLE") || stderr(&o).contains("E_INTERNAL_ERROR"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        matches!(point.child.try_wait(), Ok(None)),
+        "the daemon exited when its database went away"
+    );
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = register_b();
+        if o.status.code() == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", stderr(&o));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let peers = peers_in(dir.path(), &p, "outage");
+    assert!(peers.contains(&a) && peers.len() == 2, "{peers:?}");
+    drop(point);
     let _ = Command::new("psql")
         .args([
             url.as_str(),
