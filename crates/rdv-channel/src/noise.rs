@@ -278,6 +278,16 @@ pub(crate) mod tests {
     ];
 
     fn vector_states(slot: u8) -> (snow::HandshakeState, snow::HandshakeState) {
+        vector_states_with(slot, true)
+    }
+
+    /// The vector's initiator and responder. With `responder_psk` false the
+    /// responder is built without a PSK, as [`crate::handshake::open_init`]
+    /// builds it; it must then get one through [`set_psk`] before message 2.
+    fn vector_states_with(
+        slot: u8,
+        responder_psk: bool,
+    ) -> (snow::HandshakeState, snow::HandshakeState) {
         let (is, rs, psk, prologue) = (
             arr(V_INIT_STATIC),
             arr(V_RESP_STATIC),
@@ -299,13 +309,84 @@ pub(crate) mod tests {
             initiator: false,
             local_private: &rs,
             remote_public: None,
-            psk: Some(&psk),
+            psk: responder_psk.then_some(&psk),
             prologue: &prologue,
             entropy: Entropy::Exact(arr(V_RESP_EPHEMERAL)),
             psk_slot: slot,
         })
         .unwrap();
         (i, r)
+    }
+
+    /// Runs the vector's two handshake messages; `before_message_2` is
+    /// called on the responder between reading message 1 and writing
+    /// message 2. Returns both splits.
+    fn run_vector_handshake(
+        mut i: snow::HandshakeState,
+        mut r: snow::HandshakeState,
+        before_message_2: impl FnOnce(&mut snow::HandshakeState),
+    ) -> (Split, Split) {
+        let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+        let mut out = vec![0u8; MAX_NOISE_MESSAGE];
+        let (p, c) = V_MESSAGES[0];
+        let n = i.write_message(&hex(p), &mut buf).unwrap();
+        assert_eq!(&buf[..n], &hex(c)[..]);
+        let m = r.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(&out[..m], &hex(p)[..]);
+        before_message_2(&mut r);
+        let (p, c) = V_MESSAGES[1];
+        let n = r.write_message(&hex(p), &mut buf).unwrap();
+        assert_eq!(&buf[..n], &hex(c)[..]);
+        let m = i.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(&out[..m], &hex(p)[..]);
+        (split(i).unwrap(), split(r).unwrap())
+    }
+
+    #[test]
+    fn cacophony_ikpsk2_vector_with_the_responder_psk_set_after_message_1() {
+        // The responder reads message 1 with no PSK (psk2 needs none there),
+        // then gets it through `set_psk`, the call `handshake::respond`
+        // makes: message 2, the hash and the transport keys are the vector's.
+        let (i, r) = vector_states_with(PSK_SLOT, false);
+        let (si, sr) = run_vector_handshake(i, r, |r| set_psk(r, &arr(V_PSK)).unwrap());
+        assert_eq!(si.handshake_hash, arr(V_HASH));
+        assert_eq!(sr.handshake_hash, arr(V_HASH));
+        for (k, (p, c)) in V_MESSAGES[2..].iter().enumerate() {
+            let counter = (k / 2) as u64;
+            let (tx, rx) = if k % 2 == 0 {
+                (&si.send, &sr.recv)
+            } else {
+                (&sr.send, &si.recv)
+            };
+            let mut b = hex(p);
+            tx.seal_in_place(counter, &mut b, 0).unwrap();
+            assert_eq!(b, hex(c), "transport message {}", k + 3);
+            let n = rx.open_in_place(counter, &mut b).unwrap();
+            assert_eq!(&b[..n], &hex(p)[..]);
+        }
+
+        // Without `set_psk` that responder cannot write message 2 at all,
+        // and with another PSK it writes something other than the vector's.
+        let (mut i, mut r) = vector_states_with(PSK_SLOT, false);
+        let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+        let mut out = vec![0u8; MAX_NOISE_MESSAGE];
+        let n = i.write_message(&hex(V_MESSAGES[0].0), &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut out).unwrap();
+        assert_eq!(
+            r.write_message(&hex(V_MESSAGES[1].0), &mut buf)
+                .unwrap_err(),
+            snow::Error::State(snow::error::StateProblem::MissingPsk)
+        );
+        let (mut i, mut r) = vector_states_with(PSK_SLOT, false);
+        let n = i.write_message(&hex(V_MESSAGES[0].0), &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut out).unwrap();
+        set_psk(&mut r, &[0x11; 32]).unwrap();
+        let n = r.write_message(&hex(V_MESSAGES[1].0), &mut buf).unwrap();
+        assert_ne!(&buf[..n], &hex(V_MESSAGES[1].1)[..]);
+        assert_eq!(
+            i.read_message(&buf[..n], &mut out).unwrap_err(),
+            snow::Error::Decrypt
+        );
     }
 
     #[test]

@@ -195,6 +195,71 @@ fn after_rotation_frames_sealed_with_old_keys_are_refused() {
     );
 }
 
+/// Alice starts a rotation to epoch 1, then seals one more message under
+/// epoch 0's keys; Bob answers, Alice switches. Returns Bob's channel
+/// (its old receive key still in place, expecting the held frame's
+/// counter next), the held epoch-0 frame and Alice's `RekeyDone`.
+fn rotation_with_a_held_old_frame() -> (SecureChannel, Vec<u8>, Vec<u8>) {
+    let (mut a, mut b) = pair();
+    let (mut ca, mut cb) = connect(&mut a, &mut b);
+    advance(&mut a, &mut b);
+    let request = ca
+        .begin_rotation(a.rekey_material(b.me()), T0 + 100)
+        .unwrap();
+    let held = ca.encrypt(b"sealed under epoch 0").unwrap();
+    assert_eq!(held[2..10], 0u64.to_be_bytes(), "an epoch-0 frame");
+    assert_eq!(
+        cb.decrypt(&request, T0 + 101).unwrap(),
+        vec![Incoming::RotationRequested { epoch: 1 }]
+    );
+    let answer = cb
+        .accept_rotation(b.rekey_material(a.me()), T0 + 102)
+        .unwrap();
+    let ev = ca.decrypt(&answer, T0 + 103).unwrap();
+    let [Incoming::Rotated { epoch: 1, send }] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    (cb, held, send.clone())
+}
+
+#[test]
+fn a_real_frame_sealed_with_the_old_keys_is_refused_after_the_switch() {
+    // Delivered before Bob's switch, the held frame is genuine: it opens.
+    let (mut cb, held, done) = rotation_with_a_held_old_frame();
+    assert_eq!(
+        cb.decrypt(&held, T0 + 104).unwrap(),
+        vec![Incoming::Message(b"sealed under epoch 0".to_vec())]
+    );
+    cb.decrypt(&done, T0 + 105).unwrap();
+    assert_eq!(cb.epoch(), 1);
+
+    // The same bytes (the handshakes are deterministic here) delivered after
+    // Bob switched to epoch 1: the old receive key is gone, so the frame is
+    // refused and the channel fails.
+    let (mut cb, held_again, done) = rotation_with_a_held_old_frame();
+    assert_eq!(held_again, held);
+    assert_eq!(
+        cb.decrypt(&done, T0 + 104).unwrap(),
+        vec![Incoming::Rotated {
+            epoch: 1,
+            send: vec![]
+        }]
+    );
+    assert_eq!(cb.keys_held(), 2, "the old receive key was dropped");
+    assert_eq!(
+        cb.decrypt(&held, T0 + 105).unwrap_err(),
+        ChannelError::StaleEpoch {
+            current: 1,
+            found: 0
+        }
+    );
+    assert!(matches!(
+        cb.state(),
+        ChannelState::Error(ChannelError::StaleEpoch { .. })
+    ));
+    assert_eq!(cb.keys_held(), 0);
+}
+
 #[test]
 fn a_peer_holding_only_the_old_epoch_secret_cannot_follow_a_rotation() {
     let (mut a, mut b) = pair();

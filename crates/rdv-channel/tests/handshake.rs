@@ -40,26 +40,47 @@ fn full_handshake_gives_both_sides_one_channel_id_and_both_journals_a_fact() {
 #[test]
 fn wrong_psk_is_refused_by_the_responder_without_an_answer() {
     let (mut a, mut b) = pair();
-    let init = a.initiate(b.me(), T0 + 10).unwrap();
-    let who = b.hs.identify_initiator(&init).unwrap();
-    // Bob's service checks the PSK it is handed; a handshaker given another
-    // PSK (as a holder of another secret would have) refuses message 1.
     let ctx = b.ctx();
-    let params = HandshakeParams {
-        context_id: ctx,
-        epoch: 0,
-        local: b.me(),
-        remote: who,
-        psk: &[9; 32],
-        remote_static: None,
-        transport: None,
-    };
-    let err =
-        b.hs.at(T0 + 11)
-            .respond(&params, &init.payload)
-            .unwrap_err();
-    assert_eq!(err, HandshakeError::PskMismatch);
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    let receipts = b.fx.receipts().len();
+
+    // Handed a PSK that is not the pair's, Bob's service refuses before the
+    // handshaker runs: denied, no effect.
+    let who = b.hs.identify_initiator(&init).unwrap();
+    let snap = b.snapshot();
+    let out = b.service.prepare_handle_handshake(
+        &snap,
+        ctx,
+        who,
+        init.clone(),
+        &[9; 32],
+        &mut b.hs.at(T0 + 11),
+    );
+    assert!(
+        matches!(
+            out.decision,
+            Decision::Denied(DenyReason::HandshakeRejected(_))
+        ),
+        "{:?}",
+        out.decision
+    );
+    assert!(out.effects.is_empty());
+
+    // Bob's service holds the keys of another secret for this context and
+    // epoch, as a holder of another secret would: its PSK for the pair is
+    // not Alice's, so the service passes it on and Noise refuses message 1.
+    b.service
+        .install_keys(EpochKeys::derive(
+            ctx,
+            0,
+            &EpochSecret::from_bytes([0x5a; 32]),
+        ))
+        .unwrap();
+    let err = b.answer(&init, T0 + 11).unwrap_err();
+    assert!(err.contains("initiator does not hold"), "{err}");
     assert_eq!(b.channels_established(), 0);
+    assert!(b.fx.take_outbox().is_empty());
+    assert_eq!(b.fx.receipts().len(), receipts, "nothing charged");
     assert!(b.hs.take_responded(ctx, a.me()).is_none());
 }
 

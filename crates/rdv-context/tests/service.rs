@@ -872,3 +872,280 @@ fn member_invited_by_another_is_learned_from_its_descriptor_and_gets_the_next_ep
         Err(ContextError::WrongContext)
     );
 }
+
+/// A descriptor of `who` in `keys`' context, valid for an hour from `from`,
+/// with the commitment given: what `prepare_publish_descriptor` would make,
+/// but with a commitment of the caller's choosing.
+fn descriptor_with_commitment(
+    who: &Identity,
+    keys: &EpochKeys,
+    commitment: [u8; 32],
+    from: u64,
+    nonce: u8,
+) -> SealedDescriptor {
+    RendezvousDescriptor {
+        authority_id: who.authority(),
+        context_id: keys.context_id(),
+        transport_hints: direct_hints(),
+        handshake_psk_commitment: commitment,
+        valid_from: from,
+        valid_until: from + 3_600_000,
+        nonce: [nonce; 32],
+        static_key: who.static_public(),
+    }
+    .seal(who, keys, [nonce; 24])
+    .unwrap()
+}
+
+/// `member` asks to start a handshake with `peer` at `now` with the pair's
+/// true PSK.
+fn try_establish(
+    member: &mut Member,
+    peer: AuthorityId,
+    now: u64,
+) -> Result<GuardOutcome, ServiceError> {
+    let ctx = member.ctx();
+    let psk = member.service.handshake_psk(&ctx, &peer).unwrap();
+    let snap = member.snapshot();
+    member
+        .service
+        .prepare_establish_channel(&snap, ctx, peer, &psk, now, &mut member.handshaker)
+}
+
+#[test]
+fn descriptor_committing_to_another_psk_root_is_refused_before_any_send() {
+    let (_, bob, carol) = trio();
+    let ctx = bob.ctx();
+    let keys = bob.context.keys().clone();
+    // Bob's descriptor is sealed and signed by him under the context's
+    // descriptor key, so it opens and caches; only its commitment is off:
+    // made from the PSK root of another secret (same context and epoch), or
+    // from the right root but bound to another authority.
+    let stray = EpochKeys::derive(ctx, 0, &EpochSecret::from_bytes([0x5a; 32]));
+    for commitment in [
+        stray.psk_commitment(&bob.me()),
+        keys.psk_commitment(&carol.me()),
+    ] {
+        let (mut alice, _, _) = trio();
+        let sealed = descriptor_with_commitment(&bob.identity, &keys, commitment, T0, 1);
+        assert_eq!(alice.service.cache_descriptor(&sealed, T0), Ok(bob.me()));
+        assert_eq!(
+            try_establish(&mut alice, bob.me(), T0 + 1).unwrap_err(),
+            ServiceError::CommitmentMismatch
+        );
+        assert_eq!(alice.handshaker.initiated, 0, "no message 1 was built");
+        assert!(alice.fx.take_outbox().is_empty());
+        assert_eq!(alice.fx.ledger().remaining(&ctx, &alice.me(), 0), BUDGET);
+
+        // The same descriptor with Bob's true commitment goes through, so the
+        // refusal above is the commitment's doing.
+        let honest = descriptor_with_commitment(
+            &bob.identity,
+            &keys,
+            keys.psk_commitment(&bob.me()),
+            T0 + 10,
+            2,
+        );
+        assert_eq!(
+            alice.service.cache_descriptor(&honest, T0 + 10),
+            Ok(bob.me())
+        );
+        let out = try_establish(&mut alice, bob.me(), T0 + 11).unwrap();
+        assert!(out.decision.is_allowed(), "{:?}", out.decision);
+        assert!(
+            out.effects.iter().any(
+                |e| matches!(e, EffectCommand::SendHandshake { peer, .. } if *peer == bob.me())
+            )
+        );
+    }
+}
+
+/// Re-seals `sealed` as a member holding the epoch's descriptor key could:
+/// the same header and body, the signature's last byte flipped. The layout
+/// is the one `SealedDescriptor` documents: plaintext `len16 | body |
+/// signature (64)`, associated data `label | version | context | epoch (BE)
+/// | authority`; the sealed bytes `version | context | epoch | authority |
+/// AEAD nonce (24) | len16 | ciphertext`. Opening with the epoch's key is
+/// asserted, so a change of layout fails loudly here.
+fn with_altered_signature(sealed: &SealedDescriptor, keys: &EpochKeys) -> SealedDescriptor {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let bytes = sealed.to_bytes();
+    let header_len = 1 + 32 + 8 + 32;
+    let nonce: [u8; 24] = bytes[header_len..header_len + 24].try_into().unwrap();
+    let ciphertext = &bytes[header_len + 24 + 2..];
+    let mut ad = b"rdv context v1 sealed-descriptor".to_vec();
+    ad.extend_from_slice(&bytes[..header_len]);
+    let cipher = XChaCha20Poly1305::new(&(*keys.descriptor_key()).into());
+    let mut plain = cipher
+        .decrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: &ad,
+            },
+        )
+        .expect("a member opens the descriptor with the epoch's key");
+    *plain.last_mut().unwrap() ^= 1;
+    let ciphertext = cipher
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: &plain,
+                aad: &ad,
+            },
+        )
+        .unwrap();
+    let mut out = bytes[..header_len + 24].to_vec();
+    out.extend_from_slice(&(ciphertext.len() as u16).to_be_bytes());
+    out.extend_from_slice(&ciphertext);
+    SealedDescriptor::from_bytes(&out).unwrap()
+}
+
+/// The peer has no usable descriptor: asking to connect errs with
+/// `NoDescriptor`, no outcome (so no `SendHandshake`), no message 1 built.
+fn assert_unreachable(member: &mut Member, peer: AuthorityId, now: u64) {
+    let before = member.handshaker.initiated;
+    match try_establish(member, peer, now) {
+        Err(e) => assert_eq!(e, ServiceError::NoDescriptor(peer)),
+        Ok(out) => panic!(
+            "a handshake to a refused peer: {:?}, {} send(s)",
+            out.decision,
+            out.sends().count()
+        ),
+    }
+    assert_eq!(member.handshaker.initiated, before);
+    assert!(
+        member
+            .service
+            .get_cached_descriptor(member.ctx(), peer)
+            .is_none()
+    );
+}
+
+#[test]
+fn refused_descriptors_leave_the_peer_unreachable() {
+    // Expired: refused when it arrives late, and no handshake at that time.
+    let (mut alice, mut bob, _) = trio();
+    let sealed = sealed_of(&bob.publish(direct_hints(), T0));
+    let late = T0 + 3_600_000;
+    assert!(matches!(
+        alice.service.cache_descriptor(&sealed, late),
+        Err(DescriptorError::Expired { .. })
+    ));
+    assert_unreachable(&mut alice, bob.me(), late);
+
+    // Not yet valid: refused 100 s early; had it been kept, it would be
+    // valid by the time Alice tries to connect.
+    let (mut alice, mut bob, _) = trio();
+    let sealed = sealed_of(&bob.publish(direct_hints(), T0 + 100_000));
+    assert!(matches!(
+        alice.service.cache_descriptor(&sealed, T0),
+        Err(DescriptorError::NotYetValid { .. })
+    ));
+    assert_unreachable(&mut alice, bob.me(), T0 + 100_000);
+
+    // Another context's descriptor.
+    let (mut alice, _, _) = trio();
+    let ctx = alice.ctx();
+    let outsider = identity(8);
+    let mut other = Member::new(
+        outsider.clone(),
+        Context::create(&outsider, &mut rng(60)),
+        61,
+    );
+    let foreign = sealed_of(&other.publish(direct_hints(), T0));
+    assert!(matches!(
+        alice
+            .service
+            .apply_fact(ctx, &RendezvousFact::Descriptor(foreign.clone()), T0),
+        Err(DescriptorError::WrongContext { .. })
+    ));
+    assert!(matches!(
+        alice.service.cache_descriptor(&foreign, T0),
+        Err(DescriptorError::UnknownContext(_))
+    ));
+    assert_unreachable(&mut alice, outsider.authority(), T0);
+
+    // Sealed under another secret of the same context id: the wrong key.
+    let (mut alice, _, _) = trio();
+    let mut imposter = Member::new(
+        outsider.clone(),
+        Context::from_parts(&outsider, ctx, 0, EpochSecret::from_bytes([3; 32])),
+        62,
+    );
+    let wrong_key = sealed_of(&imposter.publish(direct_hints(), T0));
+    assert_eq!(
+        alice.service.cache_descriptor(&wrong_key, T0),
+        Err(DescriptorError::WrongKey)
+    );
+    assert_unreachable(&mut alice, outsider.authority(), T0);
+
+    // Bad signature: Carol, a member, alters Bob's signature and re-seals.
+    let (mut alice, mut bob, carol) = trio();
+    let sealed = sealed_of(&bob.publish(direct_hints(), T0));
+    let forged = with_altered_signature(&sealed, carol.context.keys());
+    assert_ne!(forged, sealed);
+    assert_eq!(
+        alice.service.cache_descriptor(&forged, T0),
+        Err(DescriptorError::BadSignature)
+    );
+    assert_unreachable(&mut alice, bob.me(), T0);
+    // The untouched descriptor still caches: only the signature was at fault.
+    assert_eq!(alice.service.cache_descriptor(&sealed, T0), Ok(bob.me()));
+
+    // Revoked: the revocation arrives first, then the descriptor.
+    let (mut alice, mut bob, _) = trio();
+    let ctx = alice.ctx();
+    let sealed = sealed_of(&bob.publish(direct_hints(), T0));
+    let revocation = revocation_of(&mut bob, T0 + 1);
+    assert_eq!(
+        alice.service.apply_fact(ctx, &revocation, T0 + 2),
+        Ok(FactApplied::Revoked(bob.me()))
+    );
+    assert_eq!(
+        alice.service.cache_descriptor(&sealed, T0 + 3),
+        Err(DescriptorError::Revoked)
+    );
+    assert_unreachable(&mut alice, bob.me(), T0 + 3);
+
+    // Replay: Bob's newer descriptor was cached then revoked; replaying his
+    // older one (not revoked, still within its window) brings nothing back.
+    let (mut alice, mut bob, _) = trio();
+    let first = sealed_of(&bob.publish(direct_hints(), T0));
+    let second = sealed_of(&bob.publish(direct_hints(), T0 + 100));
+    assert_eq!(
+        alice.service.cache_descriptor(&first, T0 + 100),
+        Ok(bob.me())
+    );
+    assert_eq!(
+        alice.service.cache_descriptor(&second, T0 + 101),
+        Ok(bob.me())
+    );
+    let revocation = revocation_of(&mut bob, T0 + 102);
+    alice
+        .service
+        .apply_fact(ctx, &revocation, T0 + 103)
+        .unwrap();
+    assert!(alice.service.get_cached_descriptor(ctx, bob.me()).is_none());
+    assert_eq!(
+        alice.service.cache_descriptor(&first, T0 + 104),
+        Err(DescriptorError::Replayed)
+    );
+    assert_unreachable(&mut alice, bob.me(), T0 + 104);
+}
+
+/// Bob revokes his current descriptor: the signed fact his journal gets.
+fn revocation_of(bob: &mut Member, now: u64) -> RendezvousFact {
+    let snap = bob.snapshot();
+    let out = bob.service.prepare_revoke_descriptor(&snap, bob.ctx());
+    assert!(out.decision.is_allowed(), "{:?}", out.decision);
+    bob.fx.run(&out, now).unwrap();
+    out.effects
+        .iter()
+        .find_map(|e| match e {
+            EffectCommand::JournalAppend { fact, .. } => Some(fact.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
