@@ -1,5 +1,7 @@
 //! Heap bytes per registration at 1 000 000 registrations, beyond the record
-//! bytes themselves, measured with a counting allocator. Prints a table.
+//! bytes themselves, measured with a counting allocator. Prints a table. The
+//! last row alternates standard and legacy records (the store keeps a
+//! position index per format).
 //!
 //! `cargo bench -p rdv-point --bench memory`
 #![allow(missing_docs)]
@@ -46,10 +48,14 @@ fn main() {
         ..Config::default()
     };
     println!(
-        "| registrations | peers | namespaces | record bytes | heap bytes | overhead bytes/registration |"
+        "| registrations | peers | namespaces | formats | record bytes | heap bytes | overhead bytes/registration |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for (label_peers, namespaces) in [(n, 1000usize), (n / 100, 100)] {
+    println!("|---:|---:|---:|---|---:|---:|---:|");
+    for (label_peers, namespaces, mixed) in [
+        (n, 1000usize, false),
+        (n / 100, 100, false),
+        (n, 1000, true),
+    ] {
         let peers: Vec<PeerId> = (0..label_peers).map(|_| PeerId::random()).collect();
         let nss: Vec<Namespace> = (0..namespaces)
             .map(|i| Namespace::new(format!("namespace-{i}")).expect("valid"))
@@ -76,7 +82,11 @@ fn main() {
                 peer_id: peer,
                 seq: 1,
                 addresses: Vec::new(),
-                format: RecordFormat::Standard,
+                format: if mixed && i % 2 == 1 {
+                    RecordFormat::Legacy
+                } else {
+                    RecordFormat::Standard
+                },
             });
             let r = p.handle_register(peer, req, v, Timestamp::from_millis(0));
             assert_eq!(r.status, rdv_wire::ResponseStatus::Ok, "{}", r.status_text);
@@ -86,8 +96,9 @@ fn main() {
         let heap = LIVE.load(Relaxed) - before;
         // The store copies records into its own allocations; the `records`
         // vector above is the caller's and is not counted in `heap`.
+        let formats = if mixed { "both" } else { "standard" };
         println!(
-            "| {n} | {label_peers} | {namespaces} | {record_bytes} | {heap} | {:.1} |",
+            "| {n} | {label_peers} | {namespaces} | {formats} | {record_bytes} | {heap} | {:.1} |",
             (heap - record_bytes) as f64 / n as f64
         );
         drop(p);

@@ -10,10 +10,15 @@
 //!   counts, so a peer id is stored once, not per registration, and in its
 //!   byte form (at most 44 bytes) rather than as a 80-byte `PeerId`;
 //! - `by_position`, per namespace and global: B-trees from position to slot,
-//!   for paging;
+//!   one per record format, for paging: a scan for one format walks only
+//!   registrations of that format, and a scan for both merges the two trees
+//!   in position order, so a DISCOVER costs what it returns whatever the mix
+//!   of formats (each registration is in exactly one tree per scope, so this
+//!   costs no more memory than a single tree);
 //! - `by_expiry`: a B-tree set of (deadline, slot), for expiry in deadline order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
+use std::iter::Peekable;
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -47,6 +52,12 @@ fn boxed(record: &[u8], format: RecordFormat) -> Box<[u8]> {
     v.push(format_tag(format));
     v.extend_from_slice(record);
     v.into_boxed_slice()
+}
+
+/// The format tag of a stored record (as [`unboxed`] reads it), as an index
+/// into [`Positions`].
+fn tag_of(b: &[u8]) -> usize {
+    usize::from(b.first() == Some(&1))
 }
 
 /// A stored record and its format.
@@ -97,7 +108,91 @@ struct PeerRow {
 
 struct NsRow {
     name: Namespace,
-    by_position: BTreeMap<u64, Id>,
+    by_position: Positions,
+}
+
+/// Positions to slots, one B-tree per record format (indexed by
+/// [`format_tag`]), so that a scan walks only the formats it returns.
+#[derive(Default)]
+struct Positions([BTreeMap<u64, Id>; 2]);
+
+impl Positions {
+    fn insert(&mut self, tag: usize, position: u64, s: Id) {
+        self.0[tag].insert(position, s);
+    }
+
+    fn remove(&mut self, tag: usize, position: u64) {
+        self.0[tag].remove(&position);
+    }
+
+    /// Registrations of every format.
+    fn len(&self) -> usize {
+        self.0[0].len() + self.0[1].len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(BTreeMap::is_empty)
+    }
+
+    /// Which trees hold the formats in `formats`.
+    fn wanted(formats: Formats) -> [bool; 2] {
+        let mut wanted = [false; 2];
+        for format in [RecordFormat::Standard, RecordFormat::Legacy] {
+            wanted[usize::from(format_tag(format))] = formats.contains(format);
+        }
+        wanted
+    }
+
+    /// Registrations in `formats`.
+    fn len_of(&self, formats: Formats) -> usize {
+        let wanted = Self::wanted(formats);
+        (0..2).filter(|&i| wanted[i]).map(|i| self.0[i].len()).sum()
+    }
+
+    /// The highest position, of any format.
+    fn last(&self) -> Option<u64> {
+        self.0
+            .iter()
+            .filter_map(|t| t.last_key_value().map(|(&p, _)| p))
+            .max()
+    }
+
+    /// Registrations in `formats` after `after`, in position order: the
+    /// wanted trees' ranges, merged.
+    fn after(&self, after: u64, formats: Formats) -> Merged<'_> {
+        let wanted = Self::wanted(formats);
+        let lane = |i: usize| {
+            wanted[i].then(|| {
+                self.0[i]
+                    .range((Bound::Excluded(after), Bound::Unbounded))
+                    .peekable()
+            })
+        };
+        Merged([lane(0), lane(1)])
+    }
+}
+
+type Lane<'a> = Option<Peekable<btree_map::Range<'a, u64, Id>>>;
+
+/// Two position-ordered ranges merged into one (positions are unique, so
+/// no two entries tie).
+struct Merged<'a>([Lane<'a>; 2]);
+
+impl Iterator for Merged<'_> {
+    type Item = (u64, Id);
+
+    fn next(&mut self) -> Option<(u64, Id)> {
+        fn head(lane: &mut Lane<'_>) -> Option<u64> {
+            lane.as_mut()?.peek().map(|&(&p, _)| p)
+        }
+        let side = match (head(&mut self.0[0]), head(&mut self.0[1])) {
+            (Some(a), Some(b)) => usize::from(b < a),
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (None, None) => return None,
+        };
+        self.0[side].as_mut()?.next().map(|(&p, &s)| (p, s))
+    }
 }
 
 /// Registrations held in memory. Lost on restart; the default for tests and
@@ -114,10 +209,13 @@ pub struct MemoryStore {
     epoch: u64,
     free_namespaces: Vec<Id>,
     ns_index: HashMap<Namespace, Id>,
-    by_position: BTreeMap<u64, Id>,
+    by_position: Positions,
     by_expiry: BTreeSet<(u64, Id)>,
     next_position: u64,
     hasher: DefaultHashBuilder,
+    /// Index entries the scans have walked, for tests of their cost.
+    #[cfg(test)]
+    walked: std::cell::Cell<usize>,
 }
 
 impl MemoryStore {
@@ -137,10 +235,12 @@ impl MemoryStore {
             namespaces: Vec::new(),
             free_namespaces: Vec::new(),
             ns_index: HashMap::new(),
-            by_position: BTreeMap::new(),
+            by_position: Positions::default(),
             by_expiry: BTreeSet::new(),
             next_position: 1,
             hasher: DefaultHashBuilder::default(),
+            #[cfg(test)]
+            walked: std::cell::Cell::new(0),
         }
     }
 
@@ -220,7 +320,7 @@ impl MemoryStore {
         }
         let row = Some(NsRow {
             name: ns.clone(),
-            by_position: BTreeMap::new(),
+            by_position: Positions::default(),
         });
         let i = match self.free_namespaces.pop() {
             Some(i) => {
@@ -245,6 +345,7 @@ impl MemoryStore {
     fn insert_slot(&mut self, peer: Id, ns: Id, expires_at: u64, record: Box<[u8]>) -> u64 {
         let position = self.take_position();
         self.record_bytes += record.len() - 1;
+        let tag = tag_of(&record);
         let slot = Slot {
             peer,
             ns,
@@ -270,28 +371,28 @@ impl MemoryStore {
             hasher.hash_one((t.peer, t.ns))
         });
         self.peers[peer as usize].count += 1;
-        self.ns_row_mut(ns).by_position.insert(position, s);
-        self.by_position.insert(position, s);
+        self.ns_row_mut(ns).by_position.insert(tag, position, s);
+        self.by_position.insert(tag, position, s);
         self.by_expiry.insert((expires_at, s));
         position
     }
 
     fn remove_slot(&mut self, s: Id) {
-        let (peer, ns, position, expires_at) = {
+        let (peer, ns, position, expires_at, tag) = {
             let slot = &mut self.slots[s as usize];
-            if let Some(r) = slot.record.take() {
-                self.record_bytes -= r.len() - 1;
-            }
-            (slot.peer, slot.ns, slot.position, slot.expires_at)
+            let record = slot.record.take().unwrap_or_default();
+            self.record_bytes -= record.len().saturating_sub(1);
+            let tag = tag_of(&record);
+            (slot.peer, slot.ns, slot.position, slot.expires_at, tag)
         };
         let hash = self.key_hash(peer, ns);
         if let Ok(entry) = self.by_key.find_entry(hash, |&t| t == s) {
             entry.remove();
         }
-        self.by_position.remove(&position);
+        self.by_position.remove(tag, position);
         self.by_expiry.remove(&(expires_at, s));
         let row = self.ns_row_mut(ns);
-        row.by_position.remove(&position);
+        row.by_position.remove(tag, position);
         if row.by_position.is_empty() {
             if let Some(row) = self.namespaces[ns as usize].take() {
                 self.ns_index.remove(&row.name);
@@ -333,17 +434,20 @@ impl MemoryStore {
         {
             let slot = &self.slots[s as usize];
             if slot.expires_at > now.as_millis() {
-                // Supersede: same slot, new record, deadline and position.
+                // Supersede: same slot, new record, deadline and position
+                // (and perhaps format: the new one's tree).
                 let (old_expiry, old_position) = (slot.expires_at, slot.position);
                 let old_len = slot.record.as_ref().map_or(1, |r| r.len());
+                let old_tag = tag_of(slot.record.as_deref().unwrap_or_default());
+                let tag = usize::from(format_tag(reg.format));
                 let position = self.take_position();
                 self.by_expiry.remove(&(old_expiry, s));
                 self.by_expiry.insert((expires_at, s));
-                self.by_position.remove(&old_position);
-                self.by_position.insert(position, s);
+                self.by_position.remove(old_tag, old_position);
+                self.by_position.insert(tag, position, s);
                 let row = self.ns_row_mut(n);
-                row.by_position.remove(&old_position);
-                row.by_position.insert(position, s);
+                row.by_position.remove(old_tag, old_position);
+                row.by_position.insert(tag, position, s);
                 self.record_bytes = self.record_bytes + reg.record.len() + 1 - old_len;
                 let slot = &mut self.slots[s as usize];
                 slot.expires_at = expires_at;
@@ -462,22 +566,30 @@ impl Store for MemoryStore {
             },
         };
         let mut page = Page {
-            registrations: Vec::with_capacity(limit.min(index.len())),
+            registrations: Vec::with_capacity(limit.min(index.len_of(formats))),
             scanned_to: after,
         };
-        for (&position, &s) in index.range((Bound::Excluded(after), Bound::Unbounded)) {
-            if page.registrations.len() >= limit {
-                break;
-            }
+        if limit == 0 {
+            return Ok(page);
+        }
+        // Only the trees of the formats asked for are walked: records the
+        // asker cannot read cost nothing. Expired, unswept ones of those
+        // formats are passed over.
+        for (position, s) in index.after(after, formats) {
+            #[cfg(test)]
+            self.walked.set(self.walked.get() + 1);
             page.scanned_to = position;
-            let slot = &self.slots[s as usize];
-            let format = unboxed(slot.record.as_deref().unwrap_or_default()).1;
-            // Records in formats the asker cannot read are passed over (the
-            // cookie moves past them): costs a scan, never an answer it refuses.
-            if slot.expires_at > now.as_millis() && formats.contains(format) {
+            if self.slots[s as usize].expires_at > now.as_millis() {
                 page.registrations.push(self.stored(s));
+                if page.registrations.len() >= limit {
+                    // A full page: the cookie stops at its last registration.
+                    return Ok(page);
+                }
             }
         }
+        // A short page looked at everything in scope: its cookie moves past
+        // the records of other formats too (one position lookup per tree).
+        page.scanned_to = index.last().map_or(after, |last| last.max(after));
         Ok(page)
     }
 
@@ -517,5 +629,179 @@ impl Store for MemoryStore {
             namespaces: self.ns_index.len(),
             record_bytes: self.record_bytes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use rdv_wire::Ttl;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_000);
+
+    fn ns(s: &str) -> Namespace {
+        Namespace::new(s).unwrap()
+    }
+
+    fn reg(peer: PeerId, namespace: &str, format: RecordFormat) -> NewRegistration {
+        NewRegistration {
+            peer,
+            namespace: ns(namespace),
+            record: Bytes::from_static(b"record"),
+            format,
+            ttl: Ttl::from_secs(7200),
+        }
+    }
+
+    const NO_LIMITS: Limits = Limits {
+        per_peer: usize::MAX,
+        per_namespace: usize::MAX,
+        namespaces: usize::MAX,
+        total: usize::MAX,
+        total_bytes: usize::MAX,
+    };
+
+    /// A store whose namespace "big" holds `standard` standard records with
+    /// five legacy ones spread among them (one more in "other"); returns the
+    /// legacy positions in "big".
+    fn filled(standard: usize) -> (MemoryStore, Vec<u64>) {
+        let mut s = MemoryStore::new(1);
+        let mut legacy = Vec::new();
+        for i in 0..standard {
+            if i % (standard / 5) == standard / 10 {
+                let r = reg(PeerId::random(), "big", RecordFormat::Legacy);
+                match s.write(&[r], &NO_LIMITS, NOW).unwrap()[0] {
+                    WriteOutcome::Created(p) => legacy.push(p),
+                    other => panic!("{other:?}"),
+                }
+            }
+            let r = reg(PeerId::random(), "big", RecordFormat::Standard);
+            s.write(&[r], &NO_LIMITS, NOW).unwrap();
+        }
+        let r = reg(PeerId::random(), "other", RecordFormat::Standard);
+        s.write(&[r], &NO_LIMITS, NOW).unwrap();
+        assert_eq!(legacy.len(), 5);
+        (s, legacy)
+    }
+
+    /// Scans `scope` and returns the page and the index entries walked.
+    fn walk(
+        s: &MemoryStore,
+        scope: Option<&str>,
+        after: u64,
+        limit: usize,
+        formats: Formats,
+    ) -> (Page, usize) {
+        s.walked.set(0);
+        let page = s
+            .scan(scope.map(ns).as_ref(), after, limit, formats, NOW)
+            .unwrap();
+        (page, s.walked.get())
+    }
+
+    /// A scan walks the registrations it returns (plus expired ones of the
+    /// formats asked for), not those of other formats: the same count among
+    /// 100 standard records as among 20 000, in one namespace or all.
+    #[test]
+    fn scans_walk_only_the_formats_asked_for() {
+        let legacy_only = Formats::only(RecordFormat::Legacy);
+        let standard_only = Formats::only(RecordFormat::Standard);
+        for size in [100, 20_000] {
+            let (s, legacy) = filled(size);
+            for scope in [Some("big"), None] {
+                let end = match scope {
+                    Some(n) => s.ns_row(s.ns_index[&ns(n)]).by_position.last(),
+                    None => s.by_position.last(),
+                };
+                let end = end.unwrap();
+                // Legacy, two at a time, as a cookie-holding client pages.
+                let mut after = 0;
+                let mut seen = Vec::new();
+                loop {
+                    let (page, walked) = walk(&s, scope, after, 2, legacy_only);
+                    assert_eq!(walked, page.registrations.len(), "size {size}");
+                    seen.extend(page.registrations.iter().map(|r| r.position));
+                    after = page.scanned_to;
+                    if page.registrations.len() < 2 {
+                        break;
+                    }
+                }
+                assert_eq!(seen, legacy, "size {size} scope {scope:?}");
+                // The short page's cookie is past the standard records too.
+                assert_eq!(after, end);
+                // Standard, and both formats: a page walks what it returns.
+                for formats in [standard_only, Formats::ALL] {
+                    let (page, walked) = walk(&s, scope, 0, 50, formats);
+                    assert_eq!((page.registrations.len(), walked), (50, 50));
+                    let (page, walked) = walk(&s, scope, page.scanned_to, 50, formats);
+                    assert_eq!((page.registrations.len(), walked), (50, 50));
+                }
+                let (page, walked) = walk(&s, scope, 0, 0, Formats::ALL);
+                assert_eq!((page.scanned_to, walked), (0, 0));
+                let none = Formats {
+                    standard: false,
+                    legacy: false,
+                };
+                let (page, walked) = walk(&s, scope, 0, 10, none);
+                assert_eq!(
+                    (page.registrations.len(), page.scanned_to, walked),
+                    (0, end, 0)
+                );
+            }
+        }
+    }
+
+    /// Both formats come back merged in position order, and a refresh that
+    /// changes a record's format moves it to the other format's index.
+    #[test]
+    fn formats_merge_in_order_and_refresh_moves_between_them() {
+        let mut s = MemoryStore::new(1);
+        let peers: Vec<PeerId> = (0..6).map(|_| PeerId::random()).collect();
+        let formats = [RecordFormat::Standard, RecordFormat::Legacy];
+        for (i, p) in peers.iter().enumerate() {
+            s.write(&[reg(*p, "a", formats[i % 2])], &NO_LIMITS, NOW)
+                .unwrap();
+        }
+        let positions = |s: &MemoryStore, f: Formats| -> Vec<(u64, RecordFormat)> {
+            s.scan(Some(&ns("a")), 0, 100, f, NOW)
+                .unwrap()
+                .registrations
+                .iter()
+                .map(|r| (r.position, r.format))
+                .collect()
+        };
+        assert_eq!(
+            positions(&s, Formats::ALL),
+            (1..=6)
+                .map(|p| (p, formats[(p as usize - 1) % 2]))
+                .collect::<Vec<_>>()
+        );
+        // Peer 0's standard record becomes legacy, at position 7.
+        let out = s.write(&[reg(peers[0], "a", RecordFormat::Legacy)], &NO_LIMITS, NOW);
+        assert_eq!(out.unwrap(), vec![WriteOutcome::Refreshed(7)]);
+        let standard = positions(&s, Formats::only(RecordFormat::Standard));
+        let legacy = positions(&s, Formats::only(RecordFormat::Legacy));
+        assert_eq!(standard.iter().map(|r| r.0).collect::<Vec<_>>(), vec![3, 5]);
+        assert_eq!(
+            legacy.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![2, 4, 6, 7]
+        );
+        let all = positions(&s, Formats::ALL);
+        assert_eq!(
+            all.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6, 7]
+        );
+        assert_eq!(s.stats().registrations, 6);
+        // Removal and expiry take entries out of the right index.
+        assert!(s.remove(&peers[0], &ns("a")).unwrap());
+        assert!(s.remove(&peers[2], &ns("a")).unwrap());
+        assert_eq!(positions(&s, Formats::ALL).len(), 4);
+        assert_eq!(s.by_position.0.each_ref().map(|t| t.len()), [1, 3]);
+        let later = Timestamp::from_millis(NOW.as_millis() + 7_200_000);
+        assert_eq!(s.expire(later, usize::MAX).unwrap().len(), 4);
+        assert!(s.by_position.is_empty());
+        assert_eq!(s.stats().namespaces, 0);
     }
 }

@@ -28,8 +28,12 @@
 //!   its count of registrations, so per-peer and per-namespace limits are one
 //!   row read, and a peer id is stored once rather than per registration;
 //! - `registrations`: keyed by position; unique (peer, namespace); indexed by
-//!   (namespace, position) for DISCOVER in a namespace, and by (deadline,
-//!   position) for expiry. DISCOVER of all namespaces walks the primary key.
+//!   (namespace, format, position) and (format, position) for DISCOVER in a
+//!   namespace and in all, and by (deadline, position) for expiry. DISCOVER
+//!   for one record format reads only that format's range, so its cost does
+//!   not grow with the registrations of the other; DISCOVER of both formats
+//!   merges a namespace's two ranges, and walks the primary key across all
+//!   namespaces.
 //!
 //! Peer ids and namespaces are stored as bytes (a namespace may hold a NUL,
 //! which PostgreSQL's `text` refuses).
@@ -45,7 +49,7 @@ pub use sqlite::SqliteStore;
 
 /// The schema version this build writes and reads. A database with a higher
 /// one was written by a newer rdv and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 #[cfg(test)]
 mod tests {

@@ -300,6 +300,19 @@ BEGIN
 END;
 $$;
 "#,
+    // Version 2: position indexes per record format, so that a DISCOVER for
+    // one format (rust-libp2p reads only legacy records, js and go only
+    // standard ones) reads only registrations of that format, in one
+    // namespace or in all. The (namespace, position) index becomes
+    // (namespace, format, position): a scan of both formats merges its two
+    // ranges, so writes maintain one index more than before, not two.
+    // The index for all namespaces is on `format::integer`, not `format`,
+    // so that it cannot serve a scan of one namespace (see `SCAN_NS`).
+    r#"
+DROP INDEX {s}.registrations_ns;
+CREATE INDEX registrations_ns_format ON {s}.registrations (ns, format, position);
+CREATE INDEX registrations_format ON {s}.registrations ((format::integer), position);
+"#,
 ];
 
 // The statements a running store uses, prepared once per connection.
@@ -315,20 +328,60 @@ const RECORD: &str = "SELECT r.record, r.format FROM {s}.registrations r \
 /// A page of one namespace and, in a last row with a NULL peer, the
 /// highest position in it: one statement, so one snapshot (a registration
 /// committed between two statements could otherwise be skipped).
+///
+/// The page merges one range of the (namespace, format, position) index
+/// per format asked for (`$4`, `$5`: codes, -1 for none), so other formats
+/// are never read; the highest position is the last entry of each format's
+/// range (the codes of `format_code`). Each range is written `format
+/// BETWEEN c AND c ... ORDER BY format, position`, not `format = c ...
+/// ORDER BY position`: given the latter, the planner may walk the primary
+/// key (or another index) in position order and filter, estimating the rows
+/// it wants to be spread evenly when they may all lie past every row of the
+/// other format or namespace. As written, only this index yields the rows
+/// in order (the index for all namespaces is on `format::integer`, which
+/// this query does not mention), and the scan starts and stops exactly at
+/// the ends of the range, however many rows lie outside it.
 const SCAN_NS: &str = "WITH nsid AS (SELECT n.id FROM {s}.namespaces n WHERE n.name = $1), \
-     page AS (SELECT r.position, r.peer, r.expires_at, r.format, r.record FROM {s}.registrations r \
-              WHERE r.ns = (SELECT id FROM nsid) AND r.position > $2 AND r.expires_at > $3 \
-                AND r.format = ANY($4) ORDER BY r.position LIMIT $5) \
+     page AS ((SELECT r.position, r.peer, r.expires_at, r.format, r.record FROM {s}.registrations r \
+               WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN $4 AND $4 \
+                 AND r.position > $2 AND r.expires_at > $3 \
+               ORDER BY r.format, r.position LIMIT $6) \
+              UNION ALL \
+              (SELECT r.position, r.peer, r.expires_at, r.format, r.record FROM {s}.registrations r \
+               WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN $5 AND $5 \
+                 AND r.position > $2 AND r.expires_at > $3 \
+               ORDER BY r.format, r.position LIMIT $6) \
+              ORDER BY position LIMIT $6) \
      SELECT page.position, p.peer, page.expires_at, page.format, page.record, NULL::bytea \
        FROM page JOIN {s}.peers p ON p.id = page.peer \
      UNION ALL \
-     SELECT max(r.position), NULL, NULL, NULL, NULL, NULL FROM {s}.registrations r \
-      WHERE r.ns = (SELECT id FROM nsid)";
-/// A page of all namespaces, and the highest position, likewise.
+     SELECT greatest( \
+       (SELECT r.position FROM {s}.registrations r \
+         WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN 0 AND 0 \
+         ORDER BY r.format DESC, r.position DESC LIMIT 1), \
+       (SELECT r.position FROM {s}.registrations r \
+         WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN 1 AND 1 \
+         ORDER BY r.format DESC, r.position DESC LIMIT 1)), \
+       NULL, NULL, NULL, NULL, NULL";
+/// A page of all namespaces in every format (the primary key, in position
+/// order; no condition on the format, which would tempt the planner to the
+/// format index), and the highest position, likewise.
 const SCAN_ALL: &str = "WITH page AS (SELECT r.position, r.peer, r.ns, r.expires_at, r.format, r.record \
               FROM {s}.registrations r \
-              WHERE r.position > $1 AND r.expires_at > $2 AND r.format = ANY($3) \
-              ORDER BY r.position LIMIT $4) \
+              WHERE r.position > $1 AND r.expires_at > $2 \
+              ORDER BY r.position LIMIT $3) \
+     SELECT page.position, p.peer, page.expires_at, page.format, page.record, n.name \
+       FROM page JOIN {s}.peers p ON p.id = page.peer JOIN {s}.namespaces n ON n.id = page.ns \
+     UNION ALL \
+     SELECT max(r.position), NULL, NULL, NULL, NULL, NULL FROM {s}.registrations r";
+/// A page of all namespaces in one format (`$3`, an `integer`; -1 for
+/// none): a range of the (format, position) index, so other formats are
+/// never read (written as a range for the reason given at [`SCAN_NS`]), and
+/// the highest position, likewise.
+const SCAN_ALL_FORMAT: &str = "WITH page AS (SELECT r.position, r.peer, r.ns, r.expires_at, r.format, r.record \
+              FROM {s}.registrations r \
+              WHERE r.format::integer BETWEEN $3 AND $3 AND r.position > $1 AND r.expires_at > $2 \
+              ORDER BY r.format::integer, r.position LIMIT $4) \
      SELECT page.position, p.peer, page.expires_at, page.format, page.record, n.name \
        FROM page JOIN {s}.peers p ON p.id = page.peer JOIN {s}.namespaces n ON n.id = page.ns \
      UNION ALL \
@@ -394,6 +447,7 @@ struct Statements {
     record: Statement,
     scan_ns: Statement,
     scan_all: Statement,
+    scan_all_format: Statement,
     next_expiry: Statement,
     stats: Statement,
 }
@@ -408,6 +462,7 @@ impl Statements {
             record: p(RECORD)?,
             scan_ns: p(SCAN_NS)?,
             scan_all: p(SCAN_ALL)?,
+            scan_all_format: p(SCAN_ALL_FORMAT)?,
             next_expiry: p(NEXT_EXPIRY)?,
             stats: p(STATS)?,
         })
@@ -863,16 +918,23 @@ impl Store for PostgresStore {
         );
         let after_sql = sql_int(after);
         let limit_sql = sql_limit(limit);
-        let codes = format_codes(formats);
-        let codes = &codes[..];
+        let [c0, c1] = format_codes(formats);
         let now = sql_int(now.as_millis());
         let rows: Vec<Row> = self.run(|client, st| {
-            let rows = match scope {
-                Some(ns) => {
+            let rows = match (scope, [c0, c1]) {
+                (Some(ns), _) => {
                     let name = ns.as_str().as_bytes();
-                    client.query(&st.scan_ns, &[&name, &after_sql, &now, &codes, &limit_sql])?
+                    client.query(
+                        &st.scan_ns,
+                        &[&name, &after_sql, &now, &c0, &c1, &limit_sql],
+                    )?
                 }
-                None => client.query(&st.scan_all, &[&after_sql, &now, &codes, &limit_sql])?,
+                (None, [0, 1]) => client.query(&st.scan_all, &[&after_sql, &now, &limit_sql])?,
+                // One format (or none): only its rows are read.
+                (None, _) => {
+                    let code = i32::from(c0.max(c1));
+                    client.query(&st.scan_all_format, &[&after_sql, &now, &code, &limit_sql])?
+                }
             };
             rows.iter()
                 .map(|r| {
@@ -997,6 +1059,293 @@ mod tests {
             redact("postgres://postgres@127.0.0.1/test"),
             "postgres://postgres@127.0.0.1/test"
         );
+    }
+
+    /// Drops a test schema when done, passed or not.
+    struct DropSchema(String, String);
+
+    impl Drop for DropSchema {
+        fn drop(&mut self) {
+            if let Ok(mut c) = Client::connect(&self.0, NoTls) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.1));
+            }
+        }
+    }
+
+    /// The number after `key` in an EXPLAIN line.
+    fn number(line: &str, key: &str) -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// What a plan read from `registrations`, from EXPLAIN (ANALYZE,
+    /// BUFFERS) text: the rows its scan nodes returned plus those their
+    /// filters removed, and the buffers those nodes touched (which also
+    /// count index entries walked and rejected inside the index).
+    fn registrations_read(plan: &[String]) -> (u64, u64) {
+        let (mut rows, mut buffers) = (0, 0);
+        let mut in_registrations = false;
+        for line in plan {
+            if line.starts_with("Planning") {
+                break;
+            }
+            if line.contains("->") {
+                in_registrations = line.contains(" on registrations");
+                if in_registrations {
+                    rows +=
+                        number(line, " rows=").unwrap_or(0) * number(line, " loops=").unwrap_or(1);
+                }
+            } else if in_registrations && line.contains("Rows Removed by Filter") {
+                rows += number(line, "Filter: ").unwrap_or(0);
+            } else if in_registrations && line.contains("Buffers:") {
+                buffers += number(line, "hit=").unwrap_or(0) + number(line, "read=").unwrap_or(0);
+            }
+        }
+        (rows, buffers)
+    }
+
+    /// Every scan reads about what it returns, from the exact range it
+    /// wants, as a custom plan and as a generic one, among rows laid out to
+    /// trap a plan that walks positions in order and filters: the other
+    /// format and other namespaces before, between and after the rows
+    /// wanted. Counts the rows each plan read from `registrations` and the
+    /// buffers it touched (which also catch index entries walked and
+    /// rejected inside the index).
+    #[test]
+    fn scans_read_what_they_return() {
+        let Some(url) = std::env::var("RDV_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            return;
+        };
+        let schema = format!("rdv_unit_plans_{}", std::process::id());
+        let _guard = DropSchema(url.clone(), schema.clone());
+        let mut store = PostgresStore::connect(&url, &schema, 1).unwrap();
+        let limits = Limits {
+            per_peer: usize::MAX,
+            per_namespace: usize::MAX,
+            namespaces: usize::MAX,
+            total: usize::MAX,
+            total_bytes: usize::MAX,
+        };
+        let write = |store: &mut PostgresStore, regs: &[(&str, RecordFormat)]| {
+            let batch: Vec<NewRegistration> = regs
+                .iter()
+                .map(|&(namespace, format)| NewRegistration {
+                    peer: PeerId::random(),
+                    namespace: Namespace::new(namespace).unwrap(),
+                    record: bytes::Bytes::from_static(&[7; 200]),
+                    format,
+                    ttl: rdv_wire::Ttl::from_secs(7200),
+                })
+                .collect();
+            store
+                .write(&batch, &limits, Timestamp::from_millis(0))
+                .unwrap();
+        };
+        let (standard, legacy) = (RecordFormat::Standard, RecordFormat::Legacy);
+        // Positions 1-5: "small", standard.
+        write(&mut store, &[("small", standard); 5]);
+        // 6-8: "heavy", standard; 9-12 008: "heavy", legacy.
+        write(&mut store, &[("heavy", standard); 3]);
+        write(&mut store, &[("heavy", legacy); 12_000]);
+        // 12 009-21 008: "many" and "rest" interleaved, standard but three
+        // legacy in "many" (13 509, 16 509, 19 509).
+        let mixed: Vec<(&str, RecordFormat)> = (0..9000)
+            .map(|i| match (i % 3, i % 3000) {
+                (2, _) => ("rest", standard),
+                (_, 1500) => ("many", legacy),
+                _ => ("many", standard),
+            })
+            .collect();
+        write(&mut store, &mixed);
+        drop(store);
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        let quoted = format!("\"{schema}\"");
+        // As autovacuum would, after a bulk load (the namespace rows' counts
+        // were updated 21 000 times in a few transactions).
+        c.batch_execute(&format!(
+            "VACUUM ANALYZE {quoted}.registrations, {quoted}.namespaces, {quoted}.peers"
+        ))
+        .unwrap();
+        let sql = |t: &str| t.replace("{s}", &quoted);
+        c.batch_execute(&format!(
+            "PREPARE scan_ns (bytea, bigint, bigint, smallint, smallint, bigint) AS {}; \
+             PREPARE scan_all (bigint, bigint, bigint) AS {}; \
+             PREPARE scan_all_format (bigint, bigint, integer, bigint) AS {}",
+            sql(SCAN_NS),
+            sql(SCAN_ALL),
+            sql(SCAN_ALL_FORMAT)
+        ))
+        .unwrap();
+        let ns = |name: &str| format!("convert_to('{name}', 'UTF8')");
+        // Namespace, after, formats (standard and legacy codes), limit:
+        // rows returned.
+        let mut cases: Vec<(String, u64, u64)> = [
+            ("many", 0, "-1, 1", 2, 2),
+            ("many", 0, "-1, 1", 10, 3),
+            ("many", 15_000, "-1, 1", 10, 2),
+            ("many", 0, "0, -1", 10, 10),
+            ("many", 15_000, "0, -1", 10, 10),
+            ("many", 0, "0, 1", 10, 10),
+            ("many", 19_000, "0, 1", 10, 10),
+            ("small", 0, "0, -1", 10, 5),
+            ("small", 5, "0, -1", 10, 0),
+            ("small", 0, "-1, 1", 10, 0),
+            ("heavy", 0, "0, -1", 10, 3),
+            ("heavy", 8, "0, -1", 10, 0),
+            ("heavy", 0, "-1, 1", 10, 10),
+            ("heavy", 0, "0, 1", 10, 10),
+            ("nowhere", 0, "0, 1", 10, 0),
+        ]
+        .into_iter()
+        .map(|(name, after, codes, limit, n)| {
+            let call = format!("scan_ns({}, {after}, 0, {codes}, {limit})", ns(name));
+            (call, limit, n)
+        })
+        .collect();
+        for (after, code, limit, n) in [
+            (0, 1, 10, 10),
+            (12_008, 1, 10, 3),
+            (0, 0, 10, 10),
+            (8, 0, 10, 10),
+            (20_000, 0, 10, 10),
+            (0, -1, 10, 0),
+        ] {
+            cases.push((
+                format!("scan_all_format({after}, 0, {code}, {limit})"),
+                limit,
+                n,
+            ));
+        }
+        for (after, limit, n) in [(0, 10, 10), (21_000, 10, 8)] {
+            cases.push((format!("scan_all({after}, 0, {limit})"), limit, n));
+        }
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            c.batch_execute(&format!("SET plan_cache_mode = {mode}"))
+                .unwrap();
+            for (call, limit, returned) in &cases {
+                let plan: Vec<String> = c
+                    .simple_query(&format!(
+                        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY OFF) \
+                         EXECUTE {call}"
+                    ))
+                    .unwrap()
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                        _ => None,
+                    })
+                    .collect();
+                let what = format!("{mode} {call}: {}", plan.join("\n"));
+                // Returned: one more row than the page, the closing row.
+                assert_eq!(number(&plan[0], " rows="), Some(returned + 1), "{what}");
+                // Read: each format's range up to the limit, and the last
+                // entry of each (the end of the namespace).
+                let (rows, buffers) = registrations_read(&plan);
+
+                assert!(rows <= 2 * limit + 2, "read {rows} rows: {what}");
+
+                assert!(buffers <= 20 + limit, "{buffers} buffers: {what}");
+            }
+        }
+    }
+
+    /// A version 1 store (one position index for all formats) is brought
+    /// to version 2 on connect, and what it held is served as before.
+    #[test]
+    fn migrates_version_1() {
+        let Some(url) = std::env::var("RDV_TEST_POSTGRES")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            return;
+        };
+        let schema = format!("rdv_unit_migrate_{}", std::process::id());
+        let _guard = DropSchema(url.clone(), schema.clone());
+        let quoted = format!("\"{schema}\"");
+        let mut c = Client::connect(&url, NoTls).unwrap();
+        c.batch_execute(&format!("CREATE SCHEMA {quoted}")).unwrap();
+        c.batch_execute(&MIGRATIONS[0].replace("{s}", &quoted))
+            .unwrap();
+        c.execute(
+            &format!(
+                "INSERT INTO {quoted}.meta (id, application, schema_version, epoch, next_position, \
+                 registrations, namespaces, record_bytes) VALUES (1, $1, 1, 99, 1, 0, 0, 0)"
+            ),
+            &[&APPLICATION],
+        )
+        .unwrap();
+        // Positions 1-4: "a" standard, "a" legacy, "b" legacy, "a" standard.
+        let peers: Vec<Vec<u8>> = (0..4).map(|_| PeerId::random().to_bytes()).collect();
+        let names: Vec<&[u8]> = vec![b"a", b"a", b"b", b"a"];
+        let records: Vec<&[u8]> = vec![b"r"; 4];
+        let formats: Vec<i16> = vec![0, 1, 1, 0];
+        let expires: Vec<i64> = vec![1_000_000; 4];
+        let max = i64::MAX;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT o_kind, o_position FROM {quoted}.write_batch($1, $2, $3, $4, $5, 0, \
+                     $6, $6, $6, $6, $6)"
+                ),
+                &[&peers, &names, &records, &formats, &expires, &max],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 4);
+        let store = PostgresStore::connect(&url, &schema, 1).unwrap();
+        assert_eq!(store.epoch(), 99);
+        let version: i32 = c
+            .query_one(&format!("SELECT schema_version FROM {quoted}.meta"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(i64::from(version), crate::SCHEMA_VERSION);
+        let indexes: Vec<String> = c
+            .query(
+                "SELECT indexname::text FROM pg_indexes \
+                 WHERE schemaname = $1 AND tablename = 'registrations' ORDER BY indexname",
+                &[&schema],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            indexes,
+            [
+                "registrations_expiry",
+                "registrations_format",
+                "registrations_key",
+                "registrations_ns_format",
+                "registrations_pkey"
+            ]
+        );
+        let now = Timestamp::from_millis(0);
+        let a = Namespace::new("a").unwrap();
+        let scan = |scope: Option<&Namespace>, limit, formats| {
+            let page = store.scan(scope, 0, limit, formats, now).unwrap();
+            let positions: Vec<u64> = page.registrations.iter().map(|r| r.position).collect();
+            (positions, page.scanned_to)
+        };
+        let (standard, legacy) = (
+            Formats::only(RecordFormat::Standard),
+            Formats::only(RecordFormat::Legacy),
+        );
+        assert_eq!(scan(Some(&a), 10, Formats::ALL), (vec![1, 2, 4], 4));
+        assert_eq!(scan(Some(&a), 10, legacy), (vec![2], 4));
+        assert_eq!(scan(Some(&a), 1, standard), (vec![1], 1));
+        assert_eq!(scan(None, 10, Formats::ALL), (vec![1, 2, 3, 4], 4));
+        assert_eq!(scan(None, 10, legacy), (vec![2, 3], 4));
+        assert_eq!(scan(None, 10, standard), (vec![1, 4], 4));
+        assert_eq!(store.stats().registrations, 4);
+        drop(store);
+        // Connecting again changes nothing.
+        let store = PostgresStore::connect(&url, &schema, 1).unwrap();
+        assert_eq!(store.epoch(), 99);
     }
 
     #[test]

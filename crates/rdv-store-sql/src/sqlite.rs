@@ -72,6 +72,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX registrations_ns ON registrations (ns, position);
     CREATE INDEX registrations_expiry ON registrations (expires_at, position);
     ",
+    // Version 2: position indexes per record format, so that a DISCOVER for
+    // one format (rust-libp2p reads only legacy records, js and go only
+    // standard ones) walks only registrations of that format, in one
+    // namespace or in all. The (namespace, position) index becomes
+    // (namespace, format, position): a scan of both formats merges its two
+    // ranges, so writes maintain one index more than before, not two.
+    "
+    DROP INDEX registrations_ns;
+    CREATE INDEX registrations_ns_format ON registrations (ns, format, position);
+    CREATE INDEX registrations_format ON registrations (format, position);
+    ",
 ];
 
 /// How long a statement waits for another connection's lock before failing
@@ -111,20 +122,37 @@ const REG_REFRESH: &str = "UPDATE registrations SET position = ?1, expires_at = 
 const REG_DELETE: &str = "DELETE FROM registrations WHERE position = ?1";
 const RECORD: &str = "SELECT r.record, r.format FROM peers p CROSS JOIN registrations r ON r.peer = p.id \
      WHERE p.peer = ?1 AND r.ns = (SELECT id FROM namespaces WHERE name = ?2) AND r.expires_at > ?3";
-/// A page of one namespace: the (namespace, position) index from the
-/// cookie's position on; expired rows and other formats are passed over.
+/// A page of one namespace: the (namespace, format, position) index from
+/// the cookie's position on, one range per format asked for (`?4`, `?5`:
+/// codes, -1 for none), merged in position order; expired rows are passed
+/// over, other formats never read.
 const SCAN_NS: &str = "SELECT r.position, p.peer, r.expires_at, r.format, r.record \
      FROM registrations r CROSS JOIN peers p ON p.id = r.peer \
-     WHERE r.ns = ?1 AND r.position > ?2 AND r.expires_at > ?3 AND r.format IN (?4, ?5) \
-     ORDER BY r.position LIMIT ?6";
-/// The highest position in a namespace (where a short page's scan ended).
-const SCAN_NS_END: &str =
-    "SELECT position FROM registrations WHERE ns = ?1 ORDER BY position DESC LIMIT 1";
-/// A page of all namespaces: the table itself, in rowid (position) order.
+     WHERE r.ns = ?1 AND r.format = ?4 AND r.position > ?2 AND r.expires_at > ?3 \
+     UNION ALL \
+     SELECT r.position, p.peer, r.expires_at, r.format, r.record \
+     FROM registrations r CROSS JOIN peers p ON p.id = r.peer \
+     WHERE r.ns = ?1 AND r.format = ?5 AND r.position > ?2 AND r.expires_at > ?3 \
+     ORDER BY 1 LIMIT ?6";
+/// The highest position in a namespace, of any format (where a short
+/// page's scan ended; 0 if none): the last entry of each format's range
+/// (the codes of `format_code`).
+const SCAN_NS_END: &str = "SELECT max(\
+     coalesce((SELECT max(position) FROM registrations WHERE ns = ?1 AND format = 0), 0), \
+     coalesce((SELECT max(position) FROM registrations WHERE ns = ?1 AND format = 1), 0))";
+/// A page of all namespaces in every format: the table itself, in rowid
+/// (position) order. (No condition on the format: one would tempt the
+/// planner to read both ranges of the format index and sort them.)
 const SCAN_ALL: &str = "SELECT r.position, p.peer, r.expires_at, r.format, r.record, n.name \
      FROM registrations r CROSS JOIN peers p ON p.id = r.peer CROSS JOIN namespaces n ON n.id = r.ns \
-     WHERE r.position > ?1 AND r.expires_at > ?2 AND r.format IN (?3, ?4) \
-     ORDER BY r.position LIMIT ?5";
+     WHERE r.position > ?1 AND r.expires_at > ?2 \
+     ORDER BY r.position LIMIT ?3";
+/// A page of all namespaces in one format (`?3`; -1 for none): the
+/// (format, position) index, so other formats are never read.
+const SCAN_ALL_FORMAT: &str = "SELECT r.position, p.peer, r.expires_at, r.format, r.record, n.name \
+     FROM registrations r CROSS JOIN peers p ON p.id = r.peer CROSS JOIN namespaces n ON n.id = r.ns \
+     WHERE r.format = ?3 AND r.position > ?1 AND r.expires_at > ?2 \
+     ORDER BY r.position LIMIT ?4";
 const SCAN_ALL_END: &str = "SELECT max(position) FROM registrations";
 const NEXT_EXPIRY: &str = "SELECT min(expires_at) FROM registrations";
 const ANY_EXPIRED: &str = "SELECT 1 FROM registrations WHERE expires_at <= ?1 LIMIT 1";
@@ -614,26 +642,33 @@ impl SqliteStore {
                         },
                     )?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                let end: Option<i64> = tx
+                let end: i64 = tx
                     .prepare_cached(SCAN_NS_END)?
-                    .query_row([ns_id], |r| r.get(0))
-                    .optional()?;
-                (rows, end.unwrap_or(0))
+                    .query_row([ns_id], |r| r.get(0))?;
+                (rows, end)
             }
             None => {
-                let rows = tx
-                    .prepare_cached(SCAN_ALL)?
-                    .query_map(params![after, now, formats[0], formats[1], limit], |r| {
-                        Ok(ScannedRow {
-                            position: r.get(0)?,
-                            peer: r.get(1)?,
-                            expires_at: r.get(2)?,
-                            format: r.get(3)?,
-                            record: r.get(4)?,
-                            namespace: Some(r.get(5)?),
-                        })
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let row = |r: &rusqlite::Row<'_>| {
+                    Ok(ScannedRow {
+                        position: r.get(0)?,
+                        peer: r.get(1)?,
+                        expires_at: r.get(2)?,
+                        format: r.get(3)?,
+                        record: r.get(4)?,
+                        namespace: Some(r.get(5)?),
+                    })
+                };
+                let rows = match formats {
+                    [0, 1] => tx
+                        .prepare_cached(SCAN_ALL)?
+                        .query_map(params![after, now, limit], row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                    // One format (or none): only its rows are read.
+                    [a, b] => tx
+                        .prepare_cached(SCAN_ALL_FORMAT)?
+                        .query_map(params![after, now, a.max(b), limit], row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                };
                 let end: Option<i64> = tx
                     .prepare_cached(SCAN_ALL_END)?
                     .query_row([], |r| r.get(0))?;
@@ -929,24 +964,66 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rdv-store-sql-plan-{}", std::process::id()));
         let path = dir.join("plan.db");
         let _ = std::fs::remove_dir_all(&dir);
-        let store = SqliteStore::open(&path, 7).unwrap();
-        let c = &store.conn;
+        let mut store = SqliteStore::open(&path, 7).unwrap();
+        check_plans(&store.conn);
+        // The same once ANALYZE has told the planner how few legacy records
+        // there are, and how two namespaces share the positions.
+        let limits = Limits {
+            per_peer: usize::MAX,
+            per_namespace: usize::MAX,
+            namespaces: usize::MAX,
+            total: usize::MAX,
+            total_bytes: usize::MAX,
+        };
+        let batch: Vec<NewRegistration> = (0..3000)
+            .map(|i| NewRegistration {
+                peer: PeerId::random(),
+                namespace: Namespace::new(if i % 3 == 2 { "b" } else { "a" }).unwrap(),
+                record: bytes::Bytes::from_static(b"r"),
+                format: if i % 1000 == 500 {
+                    RecordFormat::Legacy
+                } else {
+                    RecordFormat::Standard
+                },
+                ttl: rdv_wire::Ttl::from_secs(7200),
+            })
+            .collect();
+        store
+            .write(&batch, &limits, Timestamp::from_millis(0))
+            .unwrap();
+        store.conn.execute_batch("ANALYZE").unwrap();
+        check_plans(&store.conn);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn check_plans(c: &Connection) {
         let b: &[u8] = b"x";
         let cases: Vec<(&str, String, &str)> = vec![
             (
                 "scan one namespace",
                 plan(c, SCAN_NS, &[&1, &0, &0, &0, &1, &10]),
-                "SEARCH r USING INDEX registrations_ns (ns=? AND position>?)",
+                "SEARCH r USING INDEX registrations_ns_format (ns=? AND format=? AND position>?)",
+            ),
+            (
+                "scan one namespace, merging the formats",
+                plan(c, SCAN_NS, &[&1, &0, &0, &0, &1, &10]),
+                "MERGE (UNION ALL)",
             ),
             (
                 "end of a namespace",
                 plan(c, SCAN_NS_END, &[&1]),
-                "SEARCH registrations USING COVERING INDEX registrations_ns (ns=?)",
+                "SEARCH registrations USING COVERING INDEX registrations_ns_format (ns=? AND format=?)",
             ),
             (
                 "scan all",
-                plan(c, SCAN_ALL, &[&0, &0, &0, &1, &10]),
+                plan(c, SCAN_ALL, &[&0, &0, &10]),
                 "SEARCH r USING INTEGER PRIMARY KEY (rowid>?)",
+            ),
+            (
+                "scan all, one format",
+                plan(c, SCAN_ALL_FORMAT, &[&0, &0, &1, &10]),
+                "SEARCH r USING INDEX registrations_format (format=? AND position>?)",
             ),
             (
                 "end of all",
@@ -989,11 +1066,99 @@ mod tests {
                 plan.contains(expected),
                 "{what}: plan {plan:?} lacks {expected:?}"
             );
+            // A SELECT of scalar subqueries reads its one constant row.
+            let walks = plan.replace("SCAN CONSTANT ROW", "");
             assert!(
-                !plan.contains("SCAN ") && !plan.contains("TEMP B-TREE"),
+                !walks.contains("SCAN ") && !walks.contains("TEMP B-TREE"),
                 "{what}: plan {plan:?} scans or sorts"
             );
         }
+    }
+
+    /// A version 1 file (one position index for all formats) is brought to
+    /// version 2 on open: the per-format indexes replace the namespace
+    /// index, and what it held is served as before.
+    #[test]
+    fn migrates_version_1() {
+        let dir =
+            std::env::temp_dir().join(format!("rdv-store-sql-migrate-{}", std::process::id()));
+        let path = dir.join("v1.db");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let peers: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "application_id", SqliteStore::APPLICATION_ID)
+            .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute("INSERT INTO meta VALUES (1, 99, 11, 4, 2, 4)", [])
+            .unwrap();
+        c.execute_batch("INSERT INTO namespaces VALUES (1, x'61', 3), (2, x'62', 1)")
+            .unwrap();
+        // Positions 2, 5, 7 in "a" (standard, legacy, standard), 10 in "b".
+        for (i, (position, ns, format)) in [(2, 1, 0), (5, 1, 1), (7, 1, 0), (10, 2, 1)]
+            .into_iter()
+            .enumerate()
+        {
+            c.execute(
+                "INSERT INTO peers VALUES (?1, ?2, 1)",
+                params![i as i64 + 1, peers[i].to_bytes()],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO registrations VALUES (?1, ?2, ?3, 1000000, ?4, x'72')",
+                params![position, i as i64 + 1, ns, format],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let store = SqliteStore::open(&path, 1).unwrap();
+        assert_eq!(store.epoch(), 99);
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        let mut indexes: Vec<String> = store
+            .conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'registrations' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            [
+                "registrations_expiry",
+                "registrations_format",
+                "registrations_key",
+                "registrations_ns_format"
+            ]
+        );
+        let now = Timestamp::from_millis(0);
+        let a = Namespace::new("a").unwrap();
+        let scan = |scope: Option<&Namespace>, limit, formats| {
+            let page = store.scan(scope, 0, limit, formats, now).unwrap();
+            let positions: Vec<u64> = page.registrations.iter().map(|r| r.position).collect();
+            (positions, page.scanned_to)
+        };
+        let (standard, legacy) = (
+            Formats::only(RecordFormat::Standard),
+            Formats::only(RecordFormat::Legacy),
+        );
+        assert_eq!(scan(Some(&a), 10, Formats::ALL), (vec![2, 5, 7], 7));
+        assert_eq!(scan(Some(&a), 10, legacy), (vec![5], 7));
+        assert_eq!(scan(Some(&a), 1, standard), (vec![2], 2));
+        assert_eq!(scan(None, 10, Formats::ALL), (vec![2, 5, 7, 10], 10));
+        assert_eq!(scan(None, 10, legacy), (vec![5, 10], 10));
+        assert_eq!(scan(None, 10, standard), (vec![2, 7], 10));
+        assert_eq!(store.stats().registrations, 4);
+        drop(store);
+        // Opening it again changes nothing.
+        let store = SqliteStore::open(&path, 1).unwrap();
+        assert_eq!(store.epoch(), 99);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

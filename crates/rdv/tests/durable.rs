@@ -267,6 +267,7 @@ fn two_daemons_on_one_postgres_database_serve_as_one_point() {
     assert!(!peers_in(dir.path(), one.tcp(), "shared").contains(&x));
     drop((one, two));
     let _ = Command::new("psql")
+        .env("PGOPTIONS", "-c client_min_messages=warning")
         .args([
             url.as_str(),
             "-q",
@@ -389,6 +390,7 @@ fn a_postgres_outage_is_answered_with_a_status_and_the_daemon_recovers() {
     assert!(peers.contains(&a) && peers.len() == 2, "{peers:?}");
     drop(point);
     let _ = Command::new("psql")
+        .env("PGOPTIONS", "-c client_min_messages=warning")
         .args([
             url.as_str(),
             "-q",

@@ -582,6 +582,165 @@ pub fn paging<H: Harness>(h: &mut H) {
     assert!(first.iter().all(|r| r.position <= cookie));
 }
 
+/// A namespace of many records of one format and a few of the other (and
+/// another namespace around it): a scan for one format returns exactly the
+/// live records of that format, in position order, with the usual cookies
+/// (a full page's stops at its last registration, a short page's moves past
+/// everything in scope, other formats and expired records included); a scan
+/// of both formats interleaves them in position order. Refreshes that change
+/// a record's format move it from one format's answers to the other's.
+pub fn format_filtered_paging<H: Harness>(h: &mut H) {
+    struct Entry {
+        position: u64,
+        peer: PeerId,
+        namespace: &'static str,
+        format: RecordFormat,
+        record: Bytes,
+        expires_at: u64,
+    }
+    let mut s = h.fresh(1);
+    let now = at(0);
+    let mut batch = Vec::new();
+    let other = |i: u32, format| {
+        let mut r = reg(peer(50_000 + i), "other", format!("o{i}").as_bytes(), 7200);
+        r.format = format;
+        r
+    };
+    batch.push(other(0, RecordFormat::Legacy));
+    batch.push(other(1, RecordFormat::Standard));
+    // 1 000 in "many": standard but every hundredth, one of which expires.
+    for i in 0..1000u32 {
+        let ttl = if i == 537 { 5 } else { 7200 };
+        let mut r = reg(peer(i), "many", format!("m{i}").as_bytes(), ttl);
+        if i % 100 == 37 {
+            r.format = RecordFormat::Legacy;
+        }
+        batch.push(r);
+    }
+    batch.push(other(2, RecordFormat::Legacy));
+    let out = s.write(&batch, &NO_LIMITS, now).unwrap();
+    let mut model: Vec<Entry> = batch
+        .iter()
+        .zip(out)
+        .map(|(r, o)| Entry {
+            position: created(o),
+            peer: r.peer,
+            namespace: if r.namespace == ns("many") {
+                "many"
+            } else {
+                "other"
+            },
+            format: r.format,
+            record: r.record.clone(),
+            expires_at: T0 + r.ttl.as_millis(),
+        })
+        .collect();
+    // Refreshes: a standard record turns legacy, a legacy one standard.
+    for (i, format) in [(5u32, RecordFormat::Legacy), (237, RecordFormat::Standard)] {
+        let mut r = reg(peer(i), "many", b"refreshed", 7200);
+        r.format = format;
+        let position = refreshed(write1(&mut s, r.clone(), &NO_LIMITS, at(1)));
+        model.retain(|e| !(e.peer == r.peer && e.namespace == "many"));
+        model.push(Entry {
+            position,
+            peer: r.peer,
+            namespace: "many",
+            format,
+            record: r.record,
+            expires_at: T0 + 1 + 7_200_000,
+        });
+    }
+    model.sort_by_key(|e| e.position);
+    let later = at(10_000); // peer 537's legacy record has expired, unswept
+    let legacy_live = model
+        .iter()
+        .filter(|e| e.namespace == "many" && e.format == RecordFormat::Legacy)
+        .filter(|e| e.expires_at > T0 + 10_000)
+        .count();
+    assert_eq!(legacy_live, 9, "10 written, one expired, one out, one in");
+    for scope in [Some("many"), None] {
+        let in_scope = |e: &&Entry| scope.is_none_or(|n| n == e.namespace);
+        let end = model.iter().filter(in_scope).map(|e| e.position).max();
+        let end = end.unwrap();
+        for (formats, limits) in [
+            (Formats::only(RecordFormat::Legacy), &[1, 2, 3, 1000][..]),
+            (Formats::only(RecordFormat::Standard), &[7, 1000][..]),
+            (Formats::ALL, &[7, 1000][..]),
+        ] {
+            let expected: Vec<(u64, PeerId, &str, RecordFormat, Bytes)> = model
+                .iter()
+                .filter(in_scope)
+                .filter(|e| formats.contains(e.format) && e.expires_at > T0 + 10_000)
+                .map(|e| (e.position, e.peer, e.namespace, e.format, e.record.clone()))
+                .collect();
+            for &limit in limits {
+                let what = format!("scope {scope:?} formats {formats:?} limit {limit}");
+                let mut after = 0;
+                let mut got = Vec::new();
+                loop {
+                    let page = s
+                        .scan(scope.map(ns).as_ref(), after, limit, formats, later)
+                        .unwrap();
+                    let n = page.registrations.len();
+                    assert!(n <= limit, "{what}");
+                    got.extend(page.registrations.iter().map(|r| {
+                        (
+                            r.position,
+                            r.peer,
+                            if r.namespace == ns("many") {
+                                "many"
+                            } else {
+                                "other"
+                            },
+                            r.format,
+                            r.record.clone(),
+                        )
+                    }));
+                    if n == limit {
+                        assert_eq!(
+                            page.scanned_to,
+                            page.registrations[n - 1].position,
+                            "{what}: a full page's cookie is its last registration"
+                        );
+                        after = page.scanned_to;
+                    } else {
+                        assert_eq!(
+                            page.scanned_to, end,
+                            "{what}: a short page's cookie is past everything in scope"
+                        );
+                        break;
+                    }
+                }
+                assert_eq!(got, expected, "{what}");
+            }
+        }
+    }
+    // From a cookie at the last legacy record, nothing more in that format,
+    // and the cookie still moves to the end of the namespace.
+    let last_legacy = model
+        .iter()
+        .filter(|e| e.namespace == "many" && e.format == RecordFormat::Legacy)
+        .map(|e| e.position)
+        .max()
+        .unwrap();
+    let many_end = model
+        .iter()
+        .filter(|e| e.namespace == "many")
+        .map(|e| e.position)
+        .max()
+        .unwrap();
+    let page = s
+        .scan(
+            Some(&ns("many")),
+            last_legacy,
+            5,
+            Formats::only(RecordFormat::Legacy),
+            later,
+        )
+        .unwrap();
+    assert_eq!((page.registrations.len(), page.scanned_to), (0, many_end));
+}
+
 pub fn record_liveness<H: Harness>(h: &mut H) {
     let mut s = h.fresh(1);
     created(write1(
@@ -1078,7 +1237,8 @@ macro_rules! conformance {
             use $crate::suite;
             $crate::conformance!(@cases $make;
                 registration refresh batch_in_order limit_per_peer limit_per_namespace
-                limit_namespaces limit_total limit_bytes remove paging record_liveness
+                limit_namespaces limit_total limit_bytes remove paging format_filtered_paging
+                record_liveness
                 expiry expiry_cost epoch positions_monotonic restart differential
                 point_end_to_end);
         }
