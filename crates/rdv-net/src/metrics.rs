@@ -43,6 +43,9 @@ pub struct Metrics {
     record_bytes: AtomicU64,
     streams_active: AtomicU64,
     streams_refused: AtomicU64,
+    point_queue: AtomicU64,
+    write_batches: AtomicU64,
+    batched_registers: AtomicU64,
 }
 
 impl Metrics {
@@ -103,6 +106,21 @@ impl Metrics {
         self.streams_refused.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn job_queued(&self) {
+        self.point_queue.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn jobs_taken(&self, n: usize) {
+        self.point_queue.fetch_sub(n as u64, Relaxed);
+    }
+
+    /// Records one store write of `n` REGISTERs (one transaction on a
+    /// durable store).
+    pub(crate) fn write_batch(&self, n: usize) {
+        self.write_batches.fetch_add(1, Relaxed);
+        self.batched_registers.fetch_add(n as u64, Relaxed);
+    }
+
     /// Requests counted so far of `kind` with `status`.
     pub fn requests(&self, kind: MessageKind, status: ResponseStatus) -> u64 {
         let k = KINDS.iter().position(|(_, k)| *k == kind);
@@ -144,6 +162,11 @@ impl Metrics {
             "Rendezvous streams being served.",
             self.streams_active.load(Relaxed),
         );
+        gauge(
+            "rdv_point_queue",
+            "Requests waiting for the point thread.",
+            self.point_queue.load(Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP rdv_requests_total Requests by type and the status answered (OK for UNREGISTER)."
@@ -174,6 +197,16 @@ impl Metrics {
                 "rdv_verification_skipped_total",
                 "Refreshes whose record was already stored and verified.",
                 &self.verify_skipped,
+            ),
+            (
+                "rdv_store_write_batches_total",
+                "Store writes of REGISTERs (one transaction each on a durable store).",
+                &self.write_batches,
+            ),
+            (
+                "rdv_store_batched_registers_total",
+                "REGISTERs written through those batches (group commit: more than batches).",
+                &self.batched_registers,
             ),
         ];
         for (name, help, v) in counters {

@@ -396,7 +396,11 @@ impl<S: Store + Send + 'static> PointServer<S> {
             // request over, or has ended; bounded by its stream timeout.
             let _ = previous.await;
         }
-        self.shared.jobs.send(job(tx)).ok()?;
+        self.shared.metrics.job_queued();
+        if self.shared.jobs.send(job(tx)).is_err() {
+            self.shared.metrics.jobs_taken(1);
+            return None;
+        }
         turn.done.take();
         // A store that hangs (a half-open database link) must not hold the
         // stream forever: give up and close it.
@@ -567,6 +571,9 @@ fn point_thread<S: Store>(
                 Err(_) => break,
             }
         }
+        // `With` jobs (inspection) are not counted as queued requests.
+        let requests = queue.iter().filter(|j| !matches!(j, Job::With(_))).count();
+        metrics.jobs_taken(requests);
         let now = Timestamp::now();
         let mut registers = Vec::new();
         let mut replies = Vec::new();
@@ -577,7 +584,7 @@ fn point_thread<S: Store>(
                 continue;
             }
             // Keep order: REGISTERs queued before this job are written first.
-            flush_registers(&mut point, &mut registers, &mut replies, now);
+            flush_registers(&mut point, &mut registers, &mut replies, now, &metrics);
             match job {
                 Job::Discover(peer, req, formats, reply) => {
                     let _ = reply.send(point.handle_discover_for(peer, req, formats, now));
@@ -592,7 +599,7 @@ fn point_thread<S: Store>(
                 Job::Register(..) => {}
             }
         }
-        flush_registers(&mut point, &mut registers, &mut replies, now);
+        flush_registers(&mut point, &mut registers, &mut replies, now, &metrics);
         drain_events(&mut point);
         dirty = true;
         count(&point, false, &mut dirty);
@@ -604,10 +611,12 @@ fn flush_registers<S: Store>(
     registers: &mut Vec<(PeerId, Register, Verification)>,
     replies: &mut Vec<oneshot::Sender<RegisterResponse>>,
     now: Timestamp,
+    metrics: &Metrics,
 ) {
     if registers.is_empty() {
         return;
     }
+    metrics.write_batch(registers.len());
     let answers = point.handle_register_batch(std::mem::take(registers), now);
     for (reply, answer) in replies.drain(..).zip(answers) {
         let _ = reply.send(answer);

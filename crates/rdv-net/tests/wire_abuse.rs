@@ -517,3 +517,59 @@ async fn connections_beyond_the_configured_bound_are_refused() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+fn metric(f: &Fixture, name: &str) -> u64 {
+    let text = f.server.render_metrics();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_arriving_on_many_connections_are_written_in_one_batch() {
+    let f = point(ServerConfig::default()).await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(client(&f).await);
+    }
+    // Hold the point thread while the REGISTERs arrive.
+    let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let server = f.server.clone();
+    let held = tokio::spawn(async move {
+        server
+            .with_point(move |_| {
+                let _ = entered_tx.send(());
+                let _ = released.recv();
+            })
+            .await
+    });
+    entered.await.unwrap();
+    let (batches, written) = (
+        metric(&f, "rdv_store_write_batches_total"),
+        metric(&f, "rdv_store_batched_registers_total"),
+    );
+    let registers = futures::future::join_all(
+        clients
+            .iter()
+            .map(|(node, key)| register_ok(node, key, &f, "batched")),
+    );
+    let open_the_gate = async {
+        // Every REGISTER (each from its own connection) waits in the queue.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(&f, "rdv_point_queue") < 8 {
+            assert!(Instant::now() < deadline, "the REGISTERs never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        release.send(()).unwrap();
+    };
+    tokio::join!(registers, open_the_gate);
+    held.await.unwrap();
+    assert_eq!(metric(&f, "rdv_store_batched_registers_total") - written, 8);
+    assert_eq!(
+        metric(&f, "rdv_store_write_batches_total") - batches,
+        1,
+        "eight REGISTERs from eight connections, one store write"
+    );
+    assert_eq!(metric(&f, "rdv_point_queue"), 0);
+}
