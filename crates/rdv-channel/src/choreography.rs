@@ -19,6 +19,10 @@
 //! Receiving costs nothing and checks the message belongs to the session's
 //! context.
 //!
+//! The responder's `HandshakeComplete` step takes the [`SecureChannel`] of
+//! the finished handshake, not an id: the `ChannelEstablished` fact it
+//! records names a channel that a handshake between this pair produced.
+//!
 //! # Departure from the seed
 //!
 //! The seed's relayed choreography annotates `RelayRequest` and
@@ -36,6 +40,8 @@ use rdv_context::{
     AuthorityId, Capability, ContextId, Decision, Epoch, FactKind, RendezvousFact,
     RendezvousService,
 };
+
+use crate::channel::SecureChannel;
 
 /// A choreography role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -501,13 +507,27 @@ pub mod rendezvous_exchange {
     impl Responder<CompleteNext> {
         /// Sends Noise message 2 and records the channel (guarded as
         /// accepting a direct connection).
+        ///
+        /// The `ChannelEstablished` fact takes its id and epoch from
+        /// `channel`, the responder's channel of the finished handshake
+        /// (`NoiseHandshaker::take_responded`), so only a handshake can
+        /// name the channel. Refused, with no effect, unless `channel` is
+        /// active, is the responder's side of this session's pair in this
+        /// context, and is at `message`'s context and epoch.
         #[allow(clippy::result_large_err)]
         pub fn send_handshake_complete(
             self,
             guard: &Guard<'_>,
             message: rdv_context::HandshakeComplete,
-            channel_id: [u8; 32],
+            channel: &SecureChannel,
         ) -> Result<(Responder<Done>, Sent<HandshakeComplete>), Denied<Self>> {
+            if let Err(why) = self.check_channel(&message, channel) {
+                return Err(Denied {
+                    session: self,
+                    reason: DenyReason::InvalidRequest(why.into()),
+                });
+            }
+            let channel_id = channel.id();
             let actions = vec![
                 EffectCommand::SendHandshakeResponse {
                     peer: self.initiator,
@@ -519,7 +539,7 @@ pub mod rendezvous_exchange {
                         initiator: self.initiator,
                         responder: self.session.local,
                         channel_id,
-                        epoch: message.epoch,
+                        epoch: channel.epoch(),
                     },
                 },
             ];
@@ -540,6 +560,31 @@ pub mod rendezvous_exchange {
                     reason,
                 }),
             }
+        }
+
+        fn check_channel(
+            &self,
+            message: &rdv_context::HandshakeComplete,
+            channel: &SecureChannel,
+        ) -> Result<(), &'static str> {
+            if !channel.is_active() {
+                return Err("the channel's handshake is not finished");
+            }
+            if channel.is_initiator()
+                || channel.local() != self.session.local
+                || channel.remote() != self.initiator
+            {
+                return Err("the channel is not the responder's side of this pair");
+            }
+            if channel.context_id() != self.session.context_id
+                || message.context_id != self.session.context_id
+            {
+                return Err("the channel or message is for another context");
+            }
+            if channel.epoch() != message.epoch {
+                return Err("the channel and message are for different epochs");
+            }
+            Ok(())
         }
     }
 }
