@@ -411,11 +411,7 @@ impl<S: Store> Point<S> {
             Verification::Failed(e) => Err(e),
         };
         match verified {
-            Err(e) => Err(self.refuse_register(
-                remote,
-                ResponseStatus::InvalidSignedPeerRecord,
-                e.to_string(),
-            )),
+            Err(e) => Err(self.refuse_register(remote, e.status(), e.to_string())),
             Ok((signer, _)) if signer != remote => Err(self.refuse_register(
                 remote,
                 ResponseStatus::NotAuthorized,
@@ -675,18 +671,11 @@ impl<S: Store> Point<S> {
 /// The checks of a REGISTER that need nothing but the configuration: TTL
 /// bounds and record size. Gives the TTL to grant, or the refusal.
 pub fn precheck(config: &Config, req: &Register) -> Result<Ttl, (ResponseStatus, String)> {
-    let ttl = req.ttl.unwrap_or(config.default_ttl);
-    if ttl < config.min_ttl || ttl > config.max_ttl {
-        return Err((
-            ResponseStatus::InvalidTtl,
-            format!(
-                "ttl {}s is outside the allowed range {}s..={}s",
-                ttl.as_secs(),
-                config.min_ttl.as_secs(),
-                config.max_ttl.as_secs()
-            ),
-        ));
-    }
+    let ttl = req
+        .ttl
+        .unwrap_or(config.default_ttl)
+        .within(config.min_ttl, config.max_ttl)
+        .map_err(|e| (e.status(), e.to_string()))?;
     if req.signed_peer_record.len() > config.max_record_size {
         return Err((
             ResponseStatus::InvalidSignedPeerRecord,

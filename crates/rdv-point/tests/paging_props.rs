@@ -8,11 +8,13 @@ use std::collections::{HashMap, HashSet};
 
 use common::*;
 use proptest::prelude::*;
-use rdv_point::{Config, Store};
+use rdv_point::{Config, Formats, MemoryStore, Point, Store};
 use rdv_wire::*;
 
 const PEERS: u8 = 6;
-const NAMESPACES: [&str; 3] = ["a", "b", "c"];
+/// One more namespace than `max_namespaces`, so that limit binds, and the
+/// per-peer limit is below the namespaces a peer can use, so it binds too.
+const NAMESPACES: [&str; 4] = ["a", "b", "c", "d"];
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -41,6 +43,44 @@ struct Known {
     since: u64,
 }
 
+/// Every limit holds over what the store holds, swept or not (a scan at
+/// time zero counts every held registration as live).
+fn assert_within_limits(p: &Point<MemoryStore>, config: &Config) -> Result<(), TestCaseError> {
+    let stats = p.store().stats();
+    prop_assert!(stats.registrations <= config.max_registrations);
+    prop_assert!(stats.namespaces <= config.max_namespaces);
+    let held = p
+        .store()
+        .scan(None, 0, usize::MAX, Formats::ALL, Timestamp::from_millis(0))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .registrations;
+    prop_assert_eq!(held.len(), stats.registrations, "the scan saw everything");
+    let mut per_peer: HashMap<PeerId, usize> = HashMap::new();
+    let mut per_ns: HashMap<String, usize> = HashMap::new();
+    for r in &held {
+        *per_peer.entry(r.peer).or_default() += 1;
+        *per_ns.entry(r.namespace.to_string()).or_default() += 1;
+    }
+    prop_assert!(
+        per_peer
+            .values()
+            .all(|&n| n <= config.max_registrations_per_peer),
+        "a peer holds more than {}: {:?}",
+        config.max_registrations_per_peer,
+        per_peer
+    );
+    prop_assert!(
+        per_ns
+            .values()
+            .all(|&n| n <= config.max_registrations_per_namespace),
+        "a namespace holds more than {}: {:?}",
+        config.max_registrations_per_namespace,
+        per_ns
+    );
+    prop_assert_eq!(per_ns.len(), stats.namespaces);
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -52,8 +92,8 @@ proptest! {
     ) {
         let config = Config {
             max_registrations_per_peer: 2,
-            max_registrations_per_namespace: 4,
-            max_namespaces: 2,
+            max_registrations_per_namespace: 3,
+            max_namespaces: 3,
             max_registrations: 6,
             ..Config::default()
         };
@@ -64,7 +104,7 @@ proptest! {
         let mut generation = 0u64;
         let mut now = 0u64; // ms
 
-        let mut apply_register = |p: &mut rdv_point::Point<rdv_point::MemoryStore>, known: &mut HashMap<(PeerId, String), Known>, now: u64, peer: &Peer, ns: &str, long: bool| {
+        let mut apply_register = |p: &mut Point<MemoryStore>, known: &mut HashMap<(PeerId, String), Known>, now: u64, peer: &Peer, ns: &str, long: bool| {
             let ttl = if long { 3 * H } else { 2 * H };
             let live_before = known.get(&(peer.id, ns.to_string())).filter(|k| k.expires_at > now).copied();
             let r = register_response(p.handle_request(peer.id, peer.register(ns, Some(ttl)), Timestamp::from_millis(now)));
@@ -95,6 +135,7 @@ proptest! {
 
         for (peer, ns) in setup {
             apply_register(&mut p, &mut known, now, &peers[peer as usize], NAMESPACES[ns], false)?;
+            assert_within_limits(&p, &config)?;
         }
         let scope_ns = scope.map(|i| NAMESPACES[i]);
         let in_scope = |n: &str| scope_ns.is_none_or(|s| s == n);
@@ -104,7 +145,7 @@ proptest! {
         let mut returned: HashSet<((PeerId, String), u64)> = HashSet::new();
         let mut cookie = None;
 
-        let mut page = |p: &mut rdv_point::Point<rdv_point::MemoryStore>, known: &HashMap<(PeerId, String), Known>, now: u64, limit: Option<u64>, cookie: &mut Option<Cookie>| -> Result<usize, TestCaseError> {
+        let mut page = |p: &mut Point<MemoryStore>, known: &HashMap<(PeerId, String), Known>, now: u64, limit: Option<u64>, cookie: &mut Option<Cookie>| -> Result<usize, TestCaseError> {
             let d = discover_response(p.handle_request(peers[0].id, discover(scope_ns, limit, cookie.clone()), Timestamp::from_millis(now)));
             prop_assert_eq!(d.status, ResponseStatus::Ok);
             prop_assert!(d.cookie.is_some());
@@ -136,9 +177,7 @@ proptest! {
                 }
                 Op::Page { limit } => { page(&mut p, &known, now, Some(limit), &mut cookie)?; }
             }
-            let stats = p.store().stats();
-            prop_assert!(stats.registrations <= config.max_registrations);
-            prop_assert!(stats.namespaces <= config.max_namespaces);
+            assert_within_limits(&p, &config)?;
         }
         // Finish the walk.
         while page(&mut p, &known, now, Some(2), &mut cookie)? > 0 {}

@@ -59,19 +59,54 @@ fn ttl_bounds_are_inclusive_and_outside_is_invalid_ttl() {
     }
 }
 
+/// Registers `peer` in "chat" for 3 h at time zero and gives what the store
+/// holds for it, so a test can check a refused request left it as it was.
+fn registered_for_3h(
+    p: &mut Point<MemoryStore>,
+    peer: &Peer,
+) -> rdv_point::store::StoredRegistration {
+    ok_ttl(&register_response(p.handle_request(
+        peer.id,
+        peer.register("chat", Some(3 * H)),
+        at(0),
+    )));
+    let held = held(p, &peer.id, "chat").expect("registered");
+    assert_eq!(held.record, peer.record);
+    assert_eq!(held.expires_at, at(3 * H));
+    held
+}
+
+/// The registration of `peer` in "chat" is still `before`: same record
+/// bytes, same expiry, same position (not superseded).
+fn assert_unchanged(
+    p: &Point<MemoryStore>,
+    peer: &Peer,
+    before: &rdv_point::store::StoredRegistration,
+) {
+    let now = held(p, &peer.id, "chat").expect("still registered");
+    assert_eq!(now.record, before.record, "record bytes changed");
+    assert_eq!(now.expires_at, before.expires_at, "expiry changed");
+    assert_eq!(now, *before);
+}
+
 #[test]
 fn registering_someone_elses_record_is_not_authorized_and_changes_nothing() {
     let mut p = point(Config::default());
     let (a, b) = (Peer::new(1), Peer::new(2));
-    let r = register_response(p.handle_request(b.id, a.register("chat", None), at(0)));
+    let before = registered_for_3h(&mut p, &b);
+    // b presents a's (valid) record, in a namespace b is registered in.
+    let r = register_response(p.handle_request(b.id, a.register("chat", None), at(10)));
     assert_eq!(r.status, ResponseStatus::NotAuthorized);
-    assert_eq!(p.store().stats().registrations, 0);
+    assert_unchanged(&p, &b, &before);
+    assert_eq!(held(&p, &a.id, "chat"), None);
+    assert_eq!(p.store().stats().registrations, 1);
 }
 
 #[test]
 fn garbage_record_is_invalid_signed_peer_record_and_changes_nothing() {
     let mut p = point(Config::default());
     let a = Peer::new(1);
+    let before = registered_for_3h(&mut p, &a);
     let mut tampered = a.record.to_vec();
     let last = tampered.len() - 1;
     tampered[last] ^= 1; // inside the signature
@@ -81,10 +116,11 @@ fn garbage_record_is_invalid_signed_peer_record_and_changes_nothing() {
             signed_peer_record: bad.into(),
             ttl: None,
         });
-        let r = register_response(p.handle_request(a.id, msg, at(0)));
+        let r = register_response(p.handle_request(a.id, msg, at(10)));
         assert_eq!(r.status, ResponseStatus::InvalidSignedPeerRecord);
+        assert_unchanged(&p, &a, &before);
     }
-    assert_eq!(p.store().stats().registrations, 0);
+    assert_eq!(p.store().stats().registrations, 1);
 }
 
 #[test]
@@ -98,6 +134,30 @@ fn standard_and_legacy_records_are_both_accepted() {
     }
     let d = discover_response(p.handle_request(a.id, discover(Some("chat"), None, None), at(1)));
     assert_eq!(peers_of(&d), vec![a.id, b.id]);
+}
+
+#[test]
+fn record_size_limit_accepts_exactly_the_bound_and_refuses_one_byte_over() {
+    let a = Peer::new(1);
+    let len = a.record.len();
+    let mut p = limited(|c| c.max_record_size = len);
+    ok_ttl(&register_response(p.handle_request(
+        a.id,
+        a.register("chat", None),
+        at(0),
+    )));
+    let mut p = limited(|c| c.max_record_size = len - 1);
+    let r = register_response(p.handle_request(a.id, a.register("chat", None), at(0)));
+    assert_eq!(r.status, ResponseStatus::InvalidSignedPeerRecord);
+    assert!(
+        r.status_text.contains(&format!(
+            "{len} bytes; this point accepts at most {}",
+            len - 1
+        )),
+        "{}",
+        r.status_text
+    );
+    assert_eq!(p.store().stats().registrations, 0);
 }
 
 #[test]
@@ -269,6 +329,60 @@ fn namespace_limit_refuses_a_new_namespace_but_not_existing_ones() {
 }
 
 #[test]
+fn namespace_limit_allows_a_refresh_at_the_cap() {
+    let mut p = limited(|c| c.max_namespaces = 2);
+    let a = Peer::new(1);
+    for n in ["x", "y"] {
+        ok_ttl(&register_response(p.handle_request(
+            a.id,
+            a.register(n, None),
+            at(0),
+        )));
+    }
+    let r = register_response(p.handle_request(a.id, a.register("z", None), at(0)));
+    assert_eq!(r.status, ResponseStatus::Unavailable, "at the cap");
+    assert_eq!(
+        ok_ttl(&register_response(p.handle_request(
+            a.id,
+            a.register("x", Some(3 * H)),
+            at(1),
+        ))),
+        3 * H
+    );
+    assert_eq!(held(&p, &a.id, "x").unwrap().expires_at, at(1 + 3 * H));
+    let stats = p.store().stats();
+    assert_eq!((stats.namespaces, stats.registrations), (2, 2));
+}
+
+#[test]
+fn total_limit_allows_a_refresh_at_the_cap() {
+    let mut p = limited(|c| c.max_registrations = 2);
+    let peers: Vec<_> = (1..=3).map(Peer::new).collect();
+    for (i, x) in peers[..2].iter().enumerate() {
+        ok_ttl(&register_response(p.handle_request(
+            x.id,
+            x.register(&format!("n{i}"), None),
+            at(0),
+        )));
+    }
+    let r = register_response(p.handle_request(peers[2].id, peers[2].register("n0", None), at(0)));
+    assert_eq!(r.status, ResponseStatus::Unavailable, "at the cap");
+    assert_eq!(
+        ok_ttl(&register_response(p.handle_request(
+            peers[1].id,
+            peers[1].register("n1", Some(3 * H)),
+            at(1),
+        ))),
+        3 * H
+    );
+    assert_eq!(
+        held(&p, &peers[1].id, "n1").unwrap().expires_at,
+        at(1 + 3 * H)
+    );
+    assert_eq!(p.store().stats().registrations, 2);
+}
+
+#[test]
 fn total_limit_refuses_one_more() {
     let mut p = limited(|c| c.max_registrations = 2);
     let peers: Vec<_> = (1..=3).map(Peer::new).collect();
@@ -340,6 +454,32 @@ fn discover_without_namespace_returns_all_namespaces() {
         .map(|r| r.namespace.to_string())
         .collect();
     assert_eq!(got, ["x", "y"]);
+}
+
+#[test]
+fn discover_limit_at_the_cap_above_it_or_absent_returns_the_cap() {
+    let mut p = limited(|c| c.max_discover_limit = 3);
+    let peers: Vec<_> = (1..=5).map(Peer::new).collect();
+    for x in &peers {
+        ok_ttl(&register_response(p.handle_request(
+            x.id,
+            x.register("chat", None),
+            at(0),
+        )));
+    }
+    for limit in [Some(3), Some(4), None] {
+        let d = discover_response(p.handle_request(
+            peers[0].id,
+            discover(Some("chat"), limit, None),
+            at(0),
+        ));
+        assert_eq!(d.status, ResponseStatus::Ok);
+        assert_eq!(
+            peers_of(&d),
+            peers[..3].iter().map(|x| x.id).collect::<Vec<_>>(),
+            "limit {limit:?}"
+        );
+    }
 }
 
 #[test]
@@ -426,11 +566,13 @@ fn invalid_cookies_are_refused_and_change_nothing() {
         (Some("chat"), Cookie::new(forged).unwrap()),
         (Some("chat"), Cookie::new(truncated).unwrap()),
     ];
+    let before = held(&p, &a.id, "chat").expect("registered");
     for (scope, cookie) in cases {
         let d =
             discover_response(p.handle_request(a.id, discover(scope, None, Some(cookie)), at(1)));
         assert_eq!(d.status, ResponseStatus::InvalidCookie, "scope {scope:?}");
         assert!(d.registrations.is_empty());
+        assert_unchanged(&p, &a, &before);
     }
     assert_eq!(p.store().stats().registrations, 1);
 }
@@ -526,17 +668,60 @@ fn discover_response_stays_inside_the_message_size_and_pages_on() {
     assert_eq!(seen, peers.iter().map(|x| x.id).collect::<Vec<_>>());
 }
 
+/// A protobuf length-delimited field: key, length, bytes.
+fn len_field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![(tag << 3) | 2];
+    let mut n = bytes.len();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend(bytes);
+    out
+}
+
+/// A REGISTER message (type 0) with `body` as its sub-message.
+fn register_bytes(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x08, 0x00];
+    out.extend(len_field(2, body));
+    out
+}
+
 #[test]
 fn malformed_requests_get_their_status_and_change_nothing() {
     let mut p = point(Config::default());
     let a = Peer::new(1);
+    let before = registered_for_3h(&mut p, &a);
     // REGISTER (type 0) whose ns is 256 bytes.
     let mut body = vec![0x0a, 0x80, 0x02];
     body.extend([b'x'; 256]);
     let mut reg = vec![0x08, 0x00, 0x12, 0x83, 0x02];
     reg.extend(&body);
-    let r = register_response(p.handle_bytes(a.id, &reg, at(0)).unwrap());
+    let r = register_response(p.handle_bytes(a.id, &reg, at(10)).unwrap());
     assert_eq!(r.status, ResponseStatus::InvalidNamespace);
+    assert_unchanged(&p, &a, &before);
+    // REGISTERs for the namespace a is registered in, with a's own record:
+    // `ttl` (field 3) sent length-delimited instead of as a varint ...
+    let body = [
+        len_field(1, b"chat"),
+        len_field(2, &a.record),
+        len_field(3, &[]),
+    ]
+    .concat();
+    let r = register_response(
+        p.handle_bytes(a.id, &register_bytes(&body), at(10))
+            .unwrap(),
+    );
+    assert_eq!(r.status, ResponseStatus::InvalidTtl, "{}", r.status_text);
+    assert_unchanged(&p, &a, &before);
+    // ... and no signedPeerRecord at all.
+    let r = register_response(
+        p.handle_bytes(a.id, &register_bytes(&len_field(1, b"chat")), at(10))
+            .unwrap(),
+    );
+    assert_eq!(r.status, ResponseStatus::InvalidSignedPeerRecord);
+    assert_unchanged(&p, &a, &before);
     // DISCOVER (type 3) with a 2000-byte cookie.
     let mut disc = vec![0x08, 0x03, 0x2a, 0xd3, 0x0f, 0x1a, 0xd0, 0x0f];
     disc.extend([7u8; 2000]);
@@ -549,7 +734,8 @@ fn malformed_requests_get_their_status_and_change_nothing() {
     );
     // Bytes that are not protobuf: nothing to answer, the stream should close.
     assert!(p.handle_bytes(a.id, &[0xff, 0xff, 0xff], at(0)).is_err());
-    assert_eq!(p.store().stats().registrations, 0);
+    assert_unchanged(&p, &a, &before);
+    assert_eq!(p.store().stats().registrations, 1);
 }
 
 #[test]
@@ -668,6 +854,40 @@ fn stored_bytes_limit_refuses_one_more_record() {
         "{}",
         r.status_text
     );
+    assert_eq!(p.store().stats().record_bytes, 2 * a.record.len());
+    // One byte short of two records: the second is refused.
+    let mut p = limited(|c| c.max_stored_bytes = 2 * a.record.len() - 1);
+    ok_ttl(&register_response(p.handle_request(
+        a.id,
+        a.register("x", None),
+        at(0),
+    )));
+    let r = register_response(p.handle_request(a.id, a.register("y", None), at(0)));
+    assert_eq!(r.status, ResponseStatus::Unavailable);
+}
+
+#[test]
+fn stored_bytes_limit_allows_a_refresh_at_the_cap() {
+    let a = Peer::new(1);
+    let mut p = limited(|c| c.max_stored_bytes = 2 * a.record.len());
+    for n in ["x", "y"] {
+        ok_ttl(&register_response(p.handle_request(
+            a.id,
+            a.register(n, None),
+            at(0),
+        )));
+    }
+    let r = register_response(p.handle_request(a.id, a.register("z", None), at(0)));
+    assert_eq!(r.status, ResponseStatus::Unavailable, "at the cap");
+    assert_eq!(
+        ok_ttl(&register_response(p.handle_request(
+            a.id,
+            a.register("x", Some(3 * H)),
+            at(1),
+        ))),
+        3 * H
+    );
+    assert_eq!(held(&p, &a.id, "x").unwrap().expires_at, at(1 + 3 * H));
     assert_eq!(p.store().stats().record_bytes, 2 * a.record.len());
 }
 

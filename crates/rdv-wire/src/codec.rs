@@ -402,7 +402,7 @@ fn decode_register(body: &[u8]) -> Result<Register, DecodeError> {
     let kind = MessageKind::Register;
     let raw = walk_register(kind, body)?;
     let namespace = Namespace::from_bytes(raw.ns.unwrap_or_default())
-        .map_err(|e| invalid(kind, ResponseStatus::InvalidNamespace, e.to_string()))?;
+        .map_err(|e| invalid(kind, e.status(), e.to_string()))?;
     let spr = raw.spr.filter(|s| !s.is_empty()).ok_or_else(|| {
         invalid(
             kind,
@@ -440,7 +440,7 @@ fn decode_unregister(body: &[u8]) -> Result<Unregister, DecodeError> {
         },
     )?;
     let namespace = Namespace::from_bytes(ns.unwrap_or_default())
-        .map_err(|e| invalid(kind, ResponseStatus::InvalidNamespace, e.to_string()))?;
+        .map_err(|e| invalid(kind, e.status(), e.to_string()))?;
     Ok(Unregister { namespace })
 }
 
@@ -467,16 +467,15 @@ fn decode_discover(body: &[u8]) -> Result<Discover, DecodeError> {
     })?;
     // An empty namespace is what a proto3-style encoder sends for "none".
     let namespace = match ns.filter(|n| !n.is_empty()) {
-        Some(n) => Some(
-            Namespace::from_bytes(n)
-                .map_err(|e| invalid(kind, ResponseStatus::InvalidNamespace, e.to_string()))?,
-        ),
+        Some(n) => {
+            Some(Namespace::from_bytes(n).map_err(|e| invalid(kind, e.status(), e.to_string()))?)
+        }
         None => None,
     };
     let cookie = match cookie.filter(|c| !c.is_empty()) {
         Some(c) => Some(
             Cookie::new(Bytes::copy_from_slice(c))
-                .map_err(|e| invalid(kind, ResponseStatus::InvalidCookie, e.to_string()))?,
+                .map_err(|e| invalid(kind, e.status(), e.to_string()))?,
         ),
         None => None,
     };
@@ -520,7 +519,7 @@ fn decode_discover_response(body: &[u8]) -> Result<DiscoverResponse, DecodeError
             (2, Value::Len(b)) => {
                 out.cookie = Some(
                     Cookie::new(Bytes::copy_from_slice(b))
-                        .map_err(|e| invalid(kind, ResponseStatus::InvalidCookie, e.to_string()))?,
+                        .map_err(|e| invalid(kind, e.status(), e.to_string()))?,
                 )
             }
             (3, Value::Varint(v)) => out.status = ResponseStatus::from_code(v as i32),

@@ -17,6 +17,7 @@ use prost::Message as _;
 pub use libp2p_core::Multiaddr;
 
 use crate::proto;
+use crate::types::ResponseStatus;
 
 /// Domain of standard peer records (RFC 0003).
 pub const STANDARD_DOMAIN: &str = "libp2p-peer-record";
@@ -77,6 +78,14 @@ pub enum RecordError {
     /// The payload is not a valid peer record.
     #[error("peer record payload is malformed: {0}")]
     Malformed(String),
+}
+
+impl RecordError {
+    /// The status a point answers with: `E_INVALID_SIGNED_PEER_RECORD`,
+    /// whatever was wrong with the record.
+    pub const fn status(&self) -> ResponseStatus {
+        ResponseStatus::InvalidSignedPeerRecord
+    }
 }
 
 /// Signs a peer record for `key` with `addresses` in `format`, returning the

@@ -32,6 +32,13 @@ pub enum NamespaceError {
     NotUtf8,
 }
 
+impl NamespaceError {
+    /// The status a point answers with: `E_INVALID_NAMESPACE`.
+    pub const fn status(&self) -> ResponseStatus {
+        ResponseStatus::InvalidNamespace
+    }
+}
+
 impl Namespace {
     /// Validates a namespace given as a string.
     pub fn new(ns: impl Into<String>) -> Result<Self, NamespaceError> {
@@ -94,6 +101,42 @@ impl Ttl {
     pub const fn as_millis(self) -> u64 {
         self.0.saturating_mul(1000)
     }
+    /// This TTL, if it lies within `min..=max` (a point's bounds, both
+    /// inclusive). The wire allows any `u64`; the bounds are a point's choice.
+    pub const fn within(self, min: Ttl, max: Ttl) -> Result<Self, TtlOutOfRange> {
+        if self.0 < min.0 || self.0 > max.0 {
+            return Err(TtlOutOfRange {
+                ttl: self,
+                min,
+                max,
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// A TTL outside the bounds a point accepts. Maps to `E_INVALID_TTL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ttl {}s is outside the allowed range {}s..={}s",
+    .ttl.as_secs(),
+    .min.as_secs(),
+    .max.as_secs()
+)]
+pub struct TtlOutOfRange {
+    /// The TTL asked for.
+    pub ttl: Ttl,
+    /// The shortest TTL accepted.
+    pub min: Ttl,
+    /// The longest TTL accepted.
+    pub max: Ttl,
+}
+
+impl TtlOutOfRange {
+    /// The status a point answers with: `E_INVALID_TTL`.
+    pub const fn status(&self) -> ResponseStatus {
+        ResponseStatus::InvalidTtl
+    }
 }
 
 /// An opaque discovery cookie: at most [`MAX_COOKIE_LEN`] bytes.
@@ -106,6 +149,13 @@ pub struct Cookie(Bytes);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cookie is {0} bytes long; the limit is 1024")]
 pub struct CookieTooLong(pub usize);
+
+impl CookieTooLong {
+    /// The status a point answers with: `E_INVALID_COOKIE`.
+    pub const fn status(&self) -> ResponseStatus {
+        ResponseStatus::InvalidCookie
+    }
+}
 
 impl Cookie {
     /// Wraps cookie bytes, refusing oversized ones.

@@ -10,7 +10,10 @@ use prost::Message as _;
 use rdv_wire::record::{
     LEGACY_DOMAIN, LEGACY_PAYLOAD_TYPE, STANDARD_DOMAIN, STANDARD_PAYLOAD_TYPE,
 };
-use rdv_wire::{Keypair, Multiaddr, RecordError, RecordFormat, proto, sign_record, verify_record};
+use rdv_wire::{
+    Keypair, Multiaddr, RecordError, RecordFormat, ResponseStatus, proto, sign_record,
+    verify_record,
+};
 
 const FORMATS: [RecordFormat; 2] = [RecordFormat::Standard, RecordFormat::Legacy];
 
@@ -304,4 +307,48 @@ fn unparseable_addresses_are_left_out_not_fatal() {
     assert_eq!(v.addresses, vec![good]);
     assert_eq!(v.seq, 9);
     assert_eq!(v.format, RecordFormat::Standard);
+}
+
+#[test]
+fn every_record_error_maps_to_invalid_signed_peer_record() {
+    let key = Keypair::generate_ed25519();
+    let signed = |domain: &str, payload_type: &[u8], payload: Vec<u8>| {
+        SignedEnvelope::new(&key, domain.to_owned(), payload_type.to_vec(), payload)
+            .unwrap()
+            .into_protobuf_encoding()
+    };
+    let mut bad_signature =
+        Envelope::decode(&sign_record(&key, &addrs(), 1, RecordFormat::Standard).unwrap()[..])
+            .unwrap();
+    bad_signature.signature[0] ^= 0x01;
+    let errors = [
+        verify_record(b"not an envelope").unwrap_err(),
+        verify_record(&signed("other", b"/other", payload_naming(&key, 1))).unwrap_err(),
+        verify_record(&bad_signature.encode_to_vec()).unwrap_err(),
+        verify_record(&signed(STANDARD_DOMAIN, STANDARD_PAYLOAD_TYPE, vec![0xff])).unwrap_err(),
+    ];
+    assert!(
+        matches!(errors[0], RecordError::Envelope(_)),
+        "{:?}",
+        errors[0]
+    );
+    assert!(
+        matches!(errors[1], RecordError::NotAPeerRecord),
+        "{:?}",
+        errors[1]
+    );
+    assert!(
+        matches!(errors[2], RecordError::BadSignature),
+        "{:?}",
+        errors[2]
+    );
+    assert!(
+        matches!(errors[3], RecordError::Malformed(_)),
+        "{:?}",
+        errors[3]
+    );
+    for e in errors {
+        assert_eq!(e.status(), ResponseStatus::InvalidSignedPeerRecord, "{e:?}");
+        assert_eq!(e.status().name(), "E_INVALID_SIGNED_PEER_RECORD");
+    }
 }

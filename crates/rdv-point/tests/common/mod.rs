@@ -2,7 +2,8 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use bytes::Bytes;
-use rdv_point::{Config, CookieKey, MemoryStore, Point};
+use rdv_point::store::StoredRegistration;
+use rdv_point::{Config, CookieKey, Formats, MemoryStore, Point, Store};
 use rdv_wire::*;
 
 pub const H: u64 = 3600;
@@ -78,4 +79,21 @@ pub fn peers_of(r: &DiscoverResponse) -> Vec<PeerId> {
         .iter()
         .map(|r| verify_record(&r.signed_peer_record).unwrap().peer_id)
         .collect()
+}
+
+/// What the store holds for `peer` in `namespace`, swept or not (a scan at
+/// time zero counts every held registration as live): its record, format,
+/// deadline and position.
+pub fn held(p: &Point<MemoryStore>, peer: &PeerId, namespace: &str) -> Option<StoredRegistration> {
+    let page = p
+        .store()
+        .scan(
+            Some(&ns(namespace)),
+            0,
+            usize::MAX,
+            Formats::ALL,
+            Timestamp::from_millis(0),
+        )
+        .unwrap();
+    page.registrations.into_iter().find(|r| r.peer == *peer)
 }
