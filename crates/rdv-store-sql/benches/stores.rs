@@ -5,6 +5,8 @@
 //!   registrations into a growing store; throughput in registrations/s.
 //! - `register+unregister/{memory,sqlite}/batch-64` (criterion): the same,
 //!   each registration then removed by its own UNREGISTER.
+//! - with `RDV_BENCH_DAEMON=path/to/rdv`: the same file size, but the daemon
+//!   itself restarting on it, to its first DISCOVER answer.
 //! - `open`: time to open an SQLite file of `RDV_BENCH_OPEN_N`
 //!   registrations (default 100 000; the figure is 1 000 000) and
 //!   answer the first DISCOVER, printed as a table; with
@@ -214,6 +216,84 @@ fn open_large(keys: &Keys) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The daemon itself restarting on a large file: time from starting
+/// `rdv point` (the binary at `rdv`) to the answer of its first DISCOVER,
+/// asked by the `rdv discover` command as soon as the point says it listens.
+/// The registrations are live (real time, 2 h TTL); their records are
+/// placeholders, which the asking client drops: the answer is what counts.
+fn daemon_restart(keys: &Keys, rdv: &std::path::Path) {
+    use std::io::BufRead;
+    let n: u64 = std::env::var("RDV_BENCH_OPEN_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = temp_dir("daemon");
+    let path = dir.join("point.db");
+    let now = Timestamp::now();
+    let mut s = SqliteStore::open(&path, 1).unwrap();
+    let mut next = 0;
+    while next < n {
+        let size = (n - next).min(10_000) as usize;
+        s.write(&keys.batch(next, size), &NO_LIMITS, now).unwrap();
+        next += size as u64;
+    }
+    drop(s);
+    let file_mb = std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
+    let spec = format!("sqlite:{}", path.display());
+    let t = Instant::now();
+    let mut point = std::process::Command::new(rdv)
+        .args([
+            "point",
+            "--store",
+            &spec,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rdv point");
+    let mut lines = std::io::BufReader::new(point.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("rdv point exited").unwrap();
+        if let Some(a) = line.strip_prefix("listening on ") {
+            break a.to_string();
+        }
+    };
+    let listening = t.elapsed();
+    let out = std::process::Command::new(rdv)
+        .args([
+            "discover",
+            "--point",
+            &addr,
+            "--namespace",
+            "namespace-42",
+            "--limit",
+            "100",
+        ])
+        .current_dir(&dir)
+        .output()
+        .expect("run rdv discover");
+    let answered = t.elapsed();
+    let _ = point.kill();
+    let _ = point.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!();
+    println!(
+        "daemon restart: `rdv point` on an SQLite file of {n} live registrations ({file_mb:.0} MB, in the OS page cache)"
+    );
+    println!("| step | time from start |");
+    println!("|---|---:|");
+    println!("| prints `listening on` | {listening:.2?} |");
+    println!("| first DISCOVER answered (`rdv discover`, namespace, limit 100) | {answered:.2?} |");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Registrations per second over `secs` from `stores.len()` threads, each
 /// with its own store on the same database, in batches of `batch`.
 fn pg_rate(url: &str, schema: &str, writers: u32, batch: usize, secs: u64) -> f64 {
@@ -278,6 +358,9 @@ fn main() {
     c.final_summary();
     if wanted("open") {
         open_large(&keys);
+    }
+    if let Some(rdv) = std::env::var_os("RDV_BENCH_DAEMON") {
+        daemon_restart(&keys, std::path::Path::new(&rdv));
     }
     if wanted("postgres") {
         postgres();
