@@ -232,14 +232,29 @@ fn config_file_sets_limits_and_flags_override_it() {
 #[test]
 fn bad_configuration_is_refused_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    // (file, the key named, what the message says is allowed)
     let cases = [
-        ("max_discover_limit = 0\n", "max_discover_limit"),
-        ("min_ttl = 100\nmax_ttl = 50\n", "min_ttl"),
-        ("max_namespace = 5\n", "max_namespace"),
-        ("listen = [\"not an address\"]\n", "listen"),
-        ("min_ttl = \"two hours\"\n", "min_ttl"),
+        (
+            "max_discover_limit = 0\n",
+            "max_discover_limit",
+            "at least 1",
+        ),
+        (
+            "min_ttl = 100\nmax_ttl = 50\n",
+            "min_ttl",
+            "min_ttl (100) <= default_ttl (7200) <= max_ttl (50)",
+        ),
+        ("max_connections = 0\n", "max_connections", "at least 1"),
+        ("max_namespace = 5\n", "max_namespace", "unknown field"),
+        ("listen = [\"not an address\"]\n", "listen", "listen"),
+        ("min_ttl = \"two hours\"\n", "min_ttl", "expected u64"),
+        (
+            "max_discover_limit = -3\n",
+            "max_discover_limit",
+            "expected u64",
+        ),
     ];
-    for (text, key) in cases {
+    for (text, key, allowed) in cases {
         let cfg = dir.path().join("bad.toml");
         std::fs::write(&cfg, text).unwrap();
         let o = rdv(
@@ -254,6 +269,7 @@ fn bad_configuration_is_refused_at_start_naming_the_key() {
         );
         expect_code(&o, 2);
         assert!(stderr(&o).contains(key), "{text:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(allowed), "{text:?}: {}", stderr(&o));
     }
     let o = rdv(dir.path(), &["point", "--config", "/nonexistent/rdv.toml"]);
     expect_code(&o, 2);
