@@ -597,7 +597,7 @@ async fn a_responder_closes_a_channel_its_initiator_does_not_rotate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initiator_without_the_new_epochs_keys_closes_the_channel() {
     let cfg = TcpConfig {
-        handshake_timeout: Duration::from_millis(500),
+        handshake_timeout: Duration::from_secs(2),
         ..config()
     };
     let (_a, _b, mut ca, _cb) = shared_channel(cfg).await;
@@ -618,7 +618,7 @@ async fn an_initiator_without_the_new_epochs_keys_closes_the_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initiator_whose_rotation_goes_unanswered_closes_the_channel() {
     let quick = TcpConfig {
-        handshake_timeout: Duration::from_millis(500),
+        handshake_timeout: Duration::from_secs(2),
         ..config()
     };
     // Bob never has the material, and would wait a minute for it.

@@ -74,10 +74,24 @@ fn registrations_identity_and_cookie_secret_survive_a_restart() {
 
 #[test]
 fn every_acknowledged_register_survives_sigkill_mid_load() {
+    // Group commit can acknowledge many REGISTERs at once, so the kill may
+    // land after the last one; such a try proves nothing and is run again.
+    for _ in 0..3 {
+        if sigkill_mid_load() {
+            return;
+        }
+    }
+    panic!("three tries, and every time all clients had finished before the kill");
+}
+
+/// One try: 24 clients register, the point is SIGKILLed once six are
+/// acknowledged; every acknowledged one must be there after a restart.
+/// `false` when no client was still running at the kill (not mid-load).
+fn sigkill_mid_load() -> bool {
     let dir = tempfile::tempdir().unwrap();
     let mut point = rdv_point(dir.path(), &[]);
     let addr = point.tcp().to_string();
-    let clients: Vec<_> = (0..24)
+    let mut clients: Vec<_> = (0..24)
         .map(|i| {
             Command::new(RDV)
                 .args([
@@ -96,8 +110,6 @@ fn every_acknowledged_register_survives_sigkill_mid_load() {
                 .unwrap()
         })
         .collect();
-    // Kill the point while registrations are in flight: once six are acknowledged.
-    let mut clients = clients;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let acked = clients
@@ -121,7 +133,6 @@ fn every_acknowledged_register_survives_sigkill_mid_load() {
         .count();
     point.child.kill().unwrap();
     point.child.wait().unwrap();
-    assert!(in_flight > 0, "every client had finished: not mid-load");
     let mut acknowledged = BTreeSet::new();
     for c in clients {
         let o = c.wait_with_output().unwrap();
@@ -142,6 +153,7 @@ fn every_acknowledged_register_survives_sigkill_mid_load() {
         lost.is_empty(),
         "acknowledged but lost after SIGKILL: {lost:?}"
     );
+    in_flight > 0
 }
 
 #[test]
