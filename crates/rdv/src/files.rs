@@ -23,20 +23,56 @@ pub fn default_client_identity() -> PathBuf {
     Path::new(DATA_DIR).join("client.key")
 }
 
-fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+/// Creates `path` holding `bytes` (mode 0600), all or nothing: the bytes go
+/// to a temporary file in the same directory, are synced, and are then
+/// linked to `path`, which fails if `path` exists. A crash leaves either no
+/// file or the whole one (never a truncated key the next start refuses),
+/// and of two processes creating it at once, one wins and the other reads
+/// the winner's. `Ok(false)`: someone else created it first.
+fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<bool, Failure> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "secret".into(), |n| n.to_string_lossy().into_owned());
+    let nonce = random_bytes()?;
+    let tmp = dir.join(format!(
+        ".{name}.{}-{:02x}{:02x}{:02x}{:02x}.tmp",
+        std::process::id(),
+        nonce[0],
+        nonce[1],
+        nonce[2],
+        nonce[3]
+    ));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            // Make the new directory entry itself durable.
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Failure::usage(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))
 }
 
 /// Loads the identity at `path`, creating a new Ed25519 one if the file does not exist.
@@ -53,7 +89,9 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Failure> {
             let bytes = key
                 .to_protobuf_encoding()
                 .map_err(|e| Failure::usage(format!("cannot encode a new identity: {e}")))?;
-            write_new_secret(path, &bytes)?;
+            if !write_new_secret(path, &bytes)? {
+                return load_or_create_identity(path); // another process made one
+            }
             tracing::info!(path = %path.display(), peer = %key.public().to_peer_id(), "created a new identity");
             Ok(key)
         }
@@ -73,7 +111,9 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], Failure> {
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = random_bytes()?;
-            write_new_secret(path, &secret)?;
+            if !write_new_secret(path, &secret)? {
+                return load_or_create_secret(path); // another process made one
+            }
             Ok(secret)
         }
         Err(e) => Err(Failure::usage(format!("cannot read {}: {e}", path.display()))),
@@ -86,4 +126,44 @@ pub fn random_bytes() -> Result<[u8; 32], Failure> {
     getrandom::fill(&mut out)
         .map_err(|e| Failure::usage(format!("no randomness from the OS: {e}")))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn processes_creating_the_identity_at_once_all_get_the_same_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("identity.key");
+        let peers: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    load_or_create_identity(&path)
+                        .map(|k| k.public().to_peer_id())
+                        .map_err(|e| e.message)
+                })
+            })
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        assert!(peers.windows(2).all(|w| w[0] == w[1]), "{peers:?}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Nothing left behind but the key.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["identity.key"]);
+        assert_eq!(
+            load_or_create_identity(&path)
+                .map_err(|e| e.message)
+                .unwrap()
+                .public()
+                .to_peer_id(),
+            peers[0]
+        );
+    }
 }
