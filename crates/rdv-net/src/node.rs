@@ -53,6 +53,10 @@ pub struct NodeConfig {
     pub max_pending_incoming: u32,
     /// Connections with no stream open are closed after this. Default 60 s.
     pub idle_timeout: Duration,
+    /// A serving node keeps a connection up this long after its last
+    /// rendezvous stream, before the idle timeout starts (see
+    /// [`crate::inbound`]). Default [`crate::inbound::DEFAULT_LINGER`].
+    pub linger: Duration,
     /// Sent to peers in identify.
     pub agent_version: String,
     /// Serve `/rendezvous/1.0.0`: queue up to this many inbound streams for
@@ -68,6 +72,7 @@ impl Default for NodeConfig {
             max_connections_per_peer: 8,
             max_pending_incoming: 256,
             idle_timeout: Duration::from_secs(60),
+            linger: crate::inbound::DEFAULT_LINGER,
             agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
             serve_queue: None,
         }
@@ -145,7 +150,7 @@ impl Node {
         let (inbound, incoming) = match config.serve_queue {
             Some(n) => {
                 let (b, rx) = crate::inbound::Behaviour::new(n);
-                (Some(b), Some(rx))
+                (Some(b.with_linger(config.linger)), Some(rx))
             }
             None => (None, None),
         };

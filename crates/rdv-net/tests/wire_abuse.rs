@@ -573,3 +573,35 @@ async fn registers_arriving_on_many_connections_are_written_in_one_batch() {
     );
     assert_eq!(metric(&f, "rdv_point_queue"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lingers_after_its_last_stream_then_idles_out() {
+    let f = point_on(
+        NodeConfig {
+            idle_timeout: Duration::from_millis(200),
+            linger: Duration::from_secs(1),
+            ..NodeConfig::default()
+        },
+        ServerConfig::default(),
+    )
+    .await;
+    let key = Keypair::generate_ed25519();
+    let (node, mut events) = Node::start(key.clone(), NodeConfig::default()).unwrap();
+    node.add_address(f.point_id, f.addr.clone()).await;
+    node.dial(f.addr.clone()).await.unwrap();
+    register_ok(&node, &key, &f, "linger").await;
+    let done = Instant::now();
+    // The point closes the connection only after the linger and its idle
+    // timeout; timers never fire early, so not before the linger.
+    let closed_after = loop {
+        match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+            Ok(Some(NodeEvent::Connections(0))) => break done.elapsed(),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("the connection never closed"),
+        }
+    };
+    assert!(
+        closed_after >= Duration::from_millis(950),
+        "closed {closed_after:?} after the last stream, before the linger ran out"
+    );
+}
