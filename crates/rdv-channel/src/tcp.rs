@@ -623,7 +623,7 @@ impl TcpChannel {
     /// rotation, without the send and receive queues.
     pub fn handle(&self) -> TcpChannelHandle {
         TcpChannelHandle {
-            commands: self.commands.clone(),
+            commands: self.commands.downgrade(),
             epoch: self.epoch.clone(),
             due: self.due.clone(),
             id: self.id,
@@ -655,7 +655,9 @@ fn mark_due(due: &watch::Sender<Epoch>, epoch: Epoch) {
 /// [`TcpChannel::handle`]). Finished once the channel's tasks ended.
 #[derive(Clone, Debug)]
 pub struct TcpChannelHandle {
-    commands: mpsc::Sender<Command>,
+    /// Weak: a handle in a manager must not keep a channel its application
+    /// dropped from closing (the writer closes when the last sender goes).
+    commands: mpsc::WeakSender<Command>,
     epoch: watch::Receiver<Epoch>,
     due: Arc<watch::Sender<Epoch>>,
     id: [u8; 32],
@@ -686,9 +688,10 @@ impl crate::ManagedChannel for TcpChannelHandle {
         *self.epoch.borrow()
     }
     fn is_finished(&self) -> bool {
-        // The writer task owns the receiving end and drops it when the
-        // channel ends, whichever way.
-        self.commands.is_closed()
+        // Finished when the application let go of the channel (every
+        // sender gone), or when the writer task, which owns the receiving
+        // end, ended (the channel closed or failed).
+        self.commands.upgrade().is_none_or(|c| c.is_closed())
     }
     fn mark_rotation_due(&mut self, epoch: Epoch) {
         mark_due(&self.due, epoch);
@@ -764,15 +767,12 @@ fn spawn_channel(
         config: config.clone(),
     };
     tokio::spawn(reader.run());
-    tokio::spawn(writer(
-        wr,
-        shared,
+    let signals = WriterSignals {
         notify,
         kick,
-        cmd_rx,
-        in_tx,
-        config.clock,
-    ));
+        due: handle.due.clone(),
+    };
+    tokio::spawn(writer(wr, shared, signals, cmd_rx, in_tx, config.clock));
     handle
 }
 
@@ -953,21 +953,28 @@ impl Reader {
             Due::Settled => *starting = None,
             // Looked at again when the rotation in flight completes.
             Due::Busy => *starting = None,
+            // The deadline runs from the first epoch found without
+            // material: a context moving on faster than the timeout must not
+            // put it off forever.
             Due::NoMaterial(epoch) => match *starting {
-                Some((e, deadline)) if e == epoch => {
+                Some((_, deadline)) => {
                     if now >= deadline {
                         return Err(TcpError::RotationUnavailable(epoch));
                     }
+                    *starting = Some((epoch, deadline));
                 }
-                _ => *starting = Some((epoch, now + self.config.handshake_timeout)),
+                None => *starting = Some((epoch, now + self.config.handshake_timeout)),
             },
         }
         let due = *self.due.borrow();
         let g = lock(&self.shared);
         if !g.channel.is_initiator() && due > g.channel.epoch() {
-            if overdue.is_none_or(|(e, _)| e < due) {
-                *overdue = Some((due, now + self.config.rotation_grace));
-            }
+            // Likewise the grace runs from the first mark the peer has not
+            // followed.
+            *overdue = Some(match *overdue {
+                Some((_, deadline)) => (due, deadline),
+                None => (due, now + self.config.rotation_grace),
+            });
         } else {
             *overdue = None;
         }
@@ -992,6 +999,14 @@ impl Reader {
         };
         let now = (self.config.clock)();
         let mut g = lock(&self.shared);
+        // The writer may have started a rotation (`TcpChannel::rotate`)
+        // while the provider ran.
+        if due <= g.channel.epoch() {
+            return Ok(Due::Settled);
+        }
+        if !matches!(g.channel.state(), crate::ChannelState::Active) {
+            return Ok(Due::Busy);
+        }
         let frame = g.channel.begin_rotation(material, now)?;
         g.out.extend_from_slice(&frame);
         g.rotation_started = Some(tokio::time::Instant::now());
@@ -1015,11 +1030,20 @@ impl Reader {
     }
 }
 
+/// How the writer wakes and tells the reader.
+struct WriterSignals {
+    /// Wakes the writer: the reader queued frames.
+    notify: Arc<Notify>,
+    /// Wakes the reader: the writer started a rotation.
+    kick: Arc<Notify>,
+    /// The due epoch, for a rotation asked while another is in flight.
+    due: Arc<watch::Sender<Epoch>>,
+}
+
 async fn writer(
     mut wr: OwnedWriteHalf,
     shared: Locked,
-    notify: Arc<Notify>,
-    kick: Arc<Notify>,
+    signals: WriterSignals,
     mut commands: mpsc::Receiver<Command>,
     incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
     clock: fn() -> u64,
@@ -1028,7 +1052,7 @@ async fn writer(
         loop {
             let first = tokio::select! {
                 c = commands.recv() => Some(c.unwrap_or(Command::Close)),
-                _ = notify.notified() => None,
+                _ = signals.notify.notified() => None,
             };
             let (bytes, finish) = {
                 let mut g = lock(&shared);
@@ -1047,12 +1071,19 @@ async fn writer(
                                 _ => g.channel.epoch(),
                             };
                             // Already there or on the way (the manager may
-                            // have started it): nothing to do.
+                            // have started it): nothing to do. Behind a
+                            // rotation in flight to an older epoch: mark it
+                            // due, and the reader rotates on when that one
+                            // completes (with its provider's material).
                             if material.epoch > target {
-                                let now = clock();
-                                out.extend(g.channel.begin_rotation(material, now)?);
-                                g.rotation_started = Some(tokio::time::Instant::now());
-                                kick.notify_one();
+                                if matches!(g.channel.state(), crate::ChannelState::Active) {
+                                    let now = clock();
+                                    out.extend(g.channel.begin_rotation(material, now)?);
+                                    g.rotation_started = Some(tokio::time::Instant::now());
+                                    signals.kick.notify_one();
+                                } else {
+                                    mark_due(&signals.due, material.epoch);
+                                }
                             }
                         }
                         Command::Close => {

@@ -640,3 +640,21 @@ async fn an_initiator_whose_rotation_goes_unanswered_closes_the_channel() {
     .await;
     assert!(matches!(end, TcpError::RotationTimedOut(1)), "{end:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_dropped_by_its_application_closes_though_a_manager_holds_it() {
+    let (_a, _b, ca, mut cb) = shared_channel(config()).await;
+    let mut ma: ChannelManager<tcp::TcpChannelHandle> = ChannelManager::new();
+    ma.register(ca.handle()).unwrap();
+    drop(ca);
+    // The manager's handle does not keep it open: Bob sees a clean close...
+    assert!(matches!(within(cb.recv()).await, Err(TcpError::Closed)));
+    // ...and the manager can let it go.
+    within(async {
+        while !ma.is_empty() {
+            ma.prune();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

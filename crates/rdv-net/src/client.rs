@@ -153,28 +153,20 @@ pub fn spawn(control: Control, config: ClientConfig, records: Vec<Bytes>) -> Cli
     let mut service = Service::new(config.service.clone(), config.seed);
     service.set_signed_records(records);
     // Announce (through identify's protocol list) that we read both record
-    // formats. Nothing is ever served on it: streams are dropped. A second
-    // client on the same swarm finds it registered already, which is fine.
-    let marker = control
+    // formats. Nothing is ever served on it: streams are dropped. The
+    // listener lives as long as the swarm (its stream ends with it), not as
+    // long as this client, so a second client on the same swarm, which finds
+    // it registered already, keeps the announcement after the first stops.
+    if let Ok(mut marker) = control
         .clone()
         .accept(StreamProtocol::new(crate::READS_ALL_RECORD_FORMATS))
-        .ok();
-    tokio::spawn(async move {
-        let driven = drive(control, config, service, command_rx, event_tx);
-        match marker {
-            Some(mut incoming) => {
-                use futures::StreamExt;
-                tokio::pin!(driven);
-                loop {
-                    tokio::select! {
-                        () = &mut driven => break,
-                        s = incoming.next() => if s.is_none() { driven.await; break },
-                    }
-                }
-            }
-            None => driven.await,
-        }
-    });
+    {
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            while marker.next().await.is_some() {}
+        });
+    }
+    tokio::spawn(drive(control, config, service, command_rx, event_tx));
     Client { commands, events }
 }
 

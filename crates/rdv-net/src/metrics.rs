@@ -200,12 +200,12 @@ impl Metrics {
             ),
             (
                 "rdv_store_write_batches_total",
-                "Store writes of REGISTERs (one transaction each on a durable store).",
+                "Batches of REGISTERs handed to the store (one transaction each on a durable store).",
                 &self.write_batches,
             ),
             (
                 "rdv_store_batched_registers_total",
-                "REGISTERs written through those batches (group commit: more than batches).",
+                "REGISTERs in those batches, refused ones included (their ratio is the group-commit size).",
                 &self.batched_registers,
             ),
         ];

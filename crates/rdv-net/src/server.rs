@@ -295,6 +295,14 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 _ = &mut shutdown => break,
                 next = incoming.recv() => {
                     let Some((peer, stream)) = next else { break };
+                    // A global permit first: a stream refused here must
+                    // not take a place in its peer's order.
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        self.shared.metrics.stream_refused();
+                        tracing::debug!(%peer, "too many rendezvous streams; closing a new one");
+                        drop(stream);
+                        continue;
+                    };
                     let turn = {
                         let mut counts = lock(&per_peer);
                         let streams = counts.entry(peer).or_default();
@@ -311,34 +319,23 @@ impl<S: Store + Send + 'static> PointServer<S> {
                             None
                         }
                     };
-                    let peer_has_room = turn.is_some();
-                    let permit = if peer_has_room { permits.clone().try_acquire_owned().ok() } else { None };
-                    match (permit, turn) {
-                        (Some(permit), Some(mut turn)) => {
-                            let this = self.clone();
-                            let per_peer = per_peer.clone();
-                            tasks.spawn(async move {
-                                this.shared.metrics.stream_opened();
-                                this.serve_stream(peer, stream, &mut turn).await;
-                                drop(turn);
-                                this.shared.metrics.stream_closed();
-                                drop(permit);
-                                release_peer_slot(&per_peer, &peer);
-                            });
-                        }
-                        (None, Some(_)) => {
-                            // Global limit hit: give the peer its slot back.
-                            release_peer_slot(&per_peer, &peer);
-                            self.shared.metrics.stream_refused();
-                            tracing::debug!(%peer, "too many rendezvous streams; closing a new one");
-                            drop(stream);
-                        }
-                        _ => {
-                            self.shared.metrics.stream_refused();
-                            tracing::debug!(%peer, "too many rendezvous streams from one peer; closing a new one");
-                            drop(stream);
-                        }
-                    }
+                    let Some(mut turn) = turn else {
+                        drop(permit);
+                        self.shared.metrics.stream_refused();
+                        tracing::debug!(%peer, "too many rendezvous streams from one peer; closing a new one");
+                        drop(stream);
+                        continue;
+                    };
+                    let this = self.clone();
+                    let per_peer = per_peer.clone();
+                    tasks.spawn(async move {
+                        this.shared.metrics.stream_opened();
+                        this.serve_stream(peer, stream, &mut turn).await;
+                        drop(turn);
+                        this.shared.metrics.stream_closed();
+                        drop(permit);
+                        release_peer_slot(&per_peer, &peer);
+                    });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }

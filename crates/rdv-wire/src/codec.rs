@@ -293,6 +293,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         }
     };
     if bad_type_field || bad_subs[kind_code(kind) as usize] {
+        if !matches!(kind, MessageKind::Register | MessageKind::Discover) {
+            // Nothing is answered to these: as before, a malformed message.
+            return Err(DecodeError::Malformed(
+                "known field has the wrong wire type",
+            ));
+        }
         // The request is known, its encoding is not: say so in an answer.
         return Err(invalid(
             kind,

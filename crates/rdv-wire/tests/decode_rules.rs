@@ -513,6 +513,9 @@ fn a_known_request_with_a_field_of_the_wrong_wire_type_is_answered() {
         }
         other => panic!("expected a DISCOVER_RESPONSE refusal, got {other:?}"),
     }
+    // UNREGISTER gets no answer: still simply malformed.
+    let bytes = cat(&[&varint_field(1, 2), &varint_field(4, 1)]);
+    assert!(matches!(decode(&bytes), Err(DecodeError::Malformed(_))));
     // A wrong-typed field of another kind's sub-message does not matter.
     let bytes = cat(&[&varint_field(1, 3), &len_field(5, &[]), &varint_field(2, 1)]);
     assert!(matches!(decode(&bytes), Ok(Message::Discover(_))));

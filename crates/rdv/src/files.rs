@@ -68,15 +68,46 @@ fn write_new_secret(path: &Path, bytes: &[u8]) -> Result<bool, Failure> {
             Ok(true)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(Failure::usage(format!(
-            "cannot create {}: {e}",
-            path.display()
-        ))),
+        // A filesystem without hard links (FAT, some network mounts): an
+        // exclusive create, not atomic against a crash, but never clobbers.
+        Err(_) => {
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            match created {
+                Ok(mut f) => f
+                    .write_all(bytes)
+                    .and_then(|()| f.sync_all())
+                    .map(|()| true)
+                    .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display()))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Failure::usage(format!(
+                    "cannot create {}: {e}",
+                    path.display()
+                ))),
+            }
+        }
     }
+}
+
+/// After another process won the race to create `path`, it must be
+/// readable; a path that exists but reads as missing (a dangling symlink)
+/// is reported instead of retried forever.
+fn created_elsewhere(path: &Path) -> Failure {
+    Failure::usage(format!(
+        "{} exists but cannot be read (a dangling symlink?); fix or remove it",
+        path.display()
+    ))
 }
 
 /// Loads the identity at `path`, creating a new Ed25519 one if the file does not exist.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Failure> {
+    load_or_create_identity_tries(path, 3)
+}
+
+fn load_or_create_identity_tries(path: &Path, tries: u32) -> Result<Keypair, Failure> {
     match std::fs::read(path) {
         Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
             Failure::usage(format!(
@@ -90,7 +121,11 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Failure> {
                 .to_protobuf_encoding()
                 .map_err(|e| Failure::usage(format!("cannot encode a new identity: {e}")))?;
             if !write_new_secret(path, &bytes)? {
-                return load_or_create_identity(path); // another process made one
+                // Another process made one: read it.
+                if tries == 0 {
+                    return Err(created_elsewhere(path));
+                }
+                return load_or_create_identity_tries(path, tries - 1);
             }
             tracing::info!(path = %path.display(), peer = %key.public().to_peer_id(), "created a new identity");
             Ok(key)
@@ -101,6 +136,10 @@ pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Failure> {
 
 /// Loads the 32-byte secret at `path`, creating a random one if missing.
 pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], Failure> {
+    load_or_create_secret_tries(path, 3)
+}
+
+fn load_or_create_secret_tries(path: &Path, tries: u32) -> Result<[u8; 32], Failure> {
     match std::fs::read(path) {
         Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
             Failure::usage(format!(
@@ -112,7 +151,11 @@ pub fn load_or_create_secret(path: &Path) -> Result<[u8; 32], Failure> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = random_bytes()?;
             if !write_new_secret(path, &secret)? {
-                return load_or_create_secret(path); // another process made one
+                // Another process made one: read it.
+                if tries == 0 {
+                    return Err(created_elsewhere(path));
+                }
+                return load_or_create_secret_tries(path, tries - 1);
             }
             Ok(secret)
         }
@@ -165,5 +208,21 @@ mod tests {
                 .to_peer_id(),
             peers[0]
         );
+    }
+}
+
+#[cfg(test)]
+mod dangling {
+    use super::*;
+
+    #[test]
+    fn a_dangling_symlink_at_the_key_path_is_reported_not_retried_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.key");
+        std::os::unix::fs::symlink(dir.path().join("gone"), &path).unwrap();
+        let err = load_or_create_identity(&path).map(|_| ()).unwrap_err();
+        assert!(err.message.contains("cannot be read"), "{}", err.message);
+        let err = load_or_create_secret(&path).map(|_| ()).unwrap_err();
+        assert!(err.message.contains("cannot be read"), "{}", err.message);
     }
 }
