@@ -13,6 +13,7 @@
 pub mod client;
 pub mod inbound;
 pub mod io;
+pub mod ip_limits;
 pub mod metrics;
 pub mod node;
 mod server;

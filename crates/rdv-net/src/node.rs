@@ -37,6 +37,8 @@ mod behaviour {
         pub ping: ping::Behaviour,
         /// Bounds connections.
         pub limits: connection_limits::Behaviour,
+        /// Bounds inbound connections per remote IP address.
+        pub ip_limits: crate::ip_limits::Behaviour,
     }
 }
 
@@ -51,6 +53,11 @@ pub struct NodeConfig {
     pub max_connections_per_peer: u32,
     /// Incoming connections still in their handshake at most. Default 256.
     pub max_pending_incoming: u32,
+    /// Established inbound connections from one IP address at most
+    /// (peer ids are free to make; addresses are not). Default 256: room
+    /// for many peers behind one NAT, while a single host cannot take
+    /// all of `max_connections`.
+    pub max_connections_per_ip: usize,
     /// Connections with no stream open are closed after this. Default 60 s.
     pub idle_timeout: Duration,
     /// A serving node keeps a connection up this long after its last
@@ -71,6 +78,7 @@ impl Default for NodeConfig {
             max_connections: 4096,
             max_connections_per_peer: 8,
             max_pending_incoming: 256,
+            max_connections_per_ip: 256,
             idle_timeout: Duration::from_secs(60),
             linger: crate::inbound::DEFAULT_LINGER,
             agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
@@ -173,6 +181,7 @@ impl Node {
                 ),
                 ping: ping::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(limits),
+                ip_limits: crate::ip_limits::Behaviour::new(config.max_connections_per_ip),
             })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))

@@ -605,3 +605,43 @@ async fn a_connection_lingers_after_its_last_stream_then_idles_out() {
         "closed {closed_after:?} after the last stream, before the linger ran out"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_peer_ids_from_one_address_cannot_take_every_connection() {
+    // Each client is a new peer id, all from 127.0.0.1: the per-peer bound
+    // does not see them, the per-address one does.
+    let f = point_on(
+        NodeConfig {
+            max_connections_per_ip: 2,
+            ..NodeConfig::default()
+        },
+        ServerConfig::default(),
+    )
+    .await;
+    let (one, one_key) = client(&f).await;
+    let (two, two_key) = client(&f).await;
+    assert!(served(&one, &one_key, &f).await);
+    assert!(served(&two, &two_key, &f).await);
+    let key = Keypair::generate_ed25519();
+    let (third, _events) = Node::start(key.clone(), NodeConfig::default()).unwrap();
+    third.add_address(f.point_id, f.addr.clone()).await;
+    let _ = third.dial(f.addr.clone()).await;
+    assert!(
+        !served(&third, &key, &f).await,
+        "a third connection from 127.0.0.1 was served"
+    );
+    // When one leaves, the address has room again.
+    drop(one);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = third.dial(f.addr.clone()).await;
+        if served(&third, &key, &f).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never served after a connection left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

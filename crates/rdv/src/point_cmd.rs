@@ -39,6 +39,8 @@ struct FileConfig {
     max_connections_per_peer: Option<u32>,
     /// Not a flag: incoming connections in their handshake at most. Default 256.
     max_pending_connections: Option<u32>,
+    /// Not a flag: established inbound connections from one IP address at most. Default 256.
+    max_connections_per_ip: Option<usize>,
     /// Not a flag: rendezvous streams served at once. Default 1024.
     max_streams: Option<usize>,
     /// Not a flag: rendezvous streams one peer may have served at once. Default 16.
@@ -62,6 +64,7 @@ struct Settings {
     max_connections: u32,
     max_connections_per_peer: u32,
     max_pending_connections: u32,
+    max_connections_per_ip: usize,
     server: ServerConfig,
 }
 
@@ -161,6 +164,11 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
             "max_pending_connections",
             file.max_pending_connections,
             NodeConfig::default().max_pending_incoming,
+        )?,
+        max_connections_per_ip: positive(
+            "max_connections_per_ip",
+            file.max_connections_per_ip,
+            NodeConfig::default().max_connections_per_ip,
         )?,
         server: ServerConfig {
             max_streams: positive(
@@ -292,6 +300,7 @@ async fn serve<S: Store + Send + 'static>(
         max_connections: settings.max_connections,
         max_connections_per_peer: settings.max_connections_per_peer,
         max_pending_incoming: settings.max_pending_connections,
+        max_connections_per_ip: settings.max_connections_per_ip,
         ..NodeConfig::default()
     };
     let (mut node, mut events) = Node::start(keypair, node_config)
