@@ -491,6 +491,19 @@ async fn advance_shared(a: &Mutex<Member>, b: &Mutex<Member>) {
     advance(&mut a, &mut b);
 }
 
+/// The error that ends `ch` (messages before it are skipped), within the
+/// test's bound.
+async fn first_error(ch: &mut TcpChannel) -> TcpError {
+    within(async {
+        loop {
+            if let Err(e) = ch.recv().await {
+                break e;
+            }
+        }
+    })
+    .await
+}
+
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), f)
         .await
@@ -583,14 +596,7 @@ async fn a_responder_closes_a_channel_its_initiator_does_not_rotate() {
         "{closed:?}"
     );
     // Alice's side ends too: the socket is gone.
-    let end = within(async {
-        loop {
-            if let Err(e) = ca.recv().await {
-                break e;
-            }
-        }
-    })
-    .await;
+    let end = first_error(&mut ca).await;
     assert!(!matches!(end, TcpError::RotationOverdue(_)), "{end:?}");
 }
 
@@ -604,14 +610,7 @@ async fn an_initiator_without_the_new_epochs_keys_closes_the_channel() {
     // Marked due for epoch 1, but the context never got there: the
     // provider has no material, so the channel must not stay on old keys.
     ca.mark_rotation_due(1);
-    let end = within(async {
-        loop {
-            if let Err(e) = ca.recv().await {
-                break e;
-            }
-        }
-    })
-    .await;
+    let end = first_error(&mut ca).await;
     assert!(matches!(end, TcpError::RotationUnavailable(1)), "{end:?}");
 }
 
@@ -630,14 +629,7 @@ async fn an_initiator_whose_rotation_goes_unanswered_closes_the_channel() {
     advance_shared(&a, &b).await;
     let material = a.lock().await.rekey_material(b.lock().await.me());
     ca.rotate(material).await.unwrap();
-    let end = within(async {
-        loop {
-            if let Err(e) = ca.recv().await {
-                break e;
-            }
-        }
-    })
-    .await;
+    let end = first_error(&mut ca).await;
     assert!(matches!(end, TcpError::RotationTimedOut(1)), "{end:?}");
 }
 

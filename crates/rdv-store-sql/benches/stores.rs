@@ -220,7 +220,7 @@ fn open_large(keys: &Keys) {
 /// `rdv point` (the binary at `rdv`) to the answer of its first DISCOVER,
 /// asked by the `rdv discover` command as soon as the point says it listens.
 /// The registrations are live (real time, 2 h TTL); their records are
-/// placeholders, which the asking client drops: the answer is what counts.
+/// 240 filler bytes, which the asking client drops: the answer is what counts.
 fn daemon_restart(keys: &Keys, rdv: &std::path::Path) {
     use std::io::BufRead;
     let n: u64 = std::env::var("RDV_BENCH_OPEN_N")

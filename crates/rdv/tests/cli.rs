@@ -432,37 +432,27 @@ fn limit_flags_and_addresses_given_on_the_command_line_take_effect() {
     );
     expect_code(&o, 0);
     register_as(dir.path(), p, "two", "a", "standard");
+    let refused_unavailable = |ns: &str| {
+        let o = rdv(
+            dir.path(),
+            &[
+                "register",
+                "--point",
+                p,
+                "--namespace",
+                ns,
+                "--identity",
+                "three.key",
+            ],
+        );
+        expect_code(&o, 1);
+        assert!(stderr(&o).contains("E_UNAVAILABLE"), "{ns}: {}", stderr(&o));
+    };
     // --max-registrations-per-namespace 2: a third peer in "a" is refused.
-    let o = rdv(
-        dir.path(),
-        &[
-            "register",
-            "--point",
-            p,
-            "--namespace",
-            "a",
-            "--identity",
-            "three.key",
-        ],
-    );
-    expect_code(&o, 1);
-    assert!(stderr(&o).contains("E_UNAVAILABLE"), "{}", stderr(&o));
+    refused_unavailable("a");
     // --max-namespaces 2: "b" fits, "c" does not.
     register_as(dir.path(), p, "three", "b", "standard");
-    let o = rdv(
-        dir.path(),
-        &[
-            "register",
-            "--point",
-            p,
-            "--namespace",
-            "c",
-            "--identity",
-            "three.key",
-        ],
-    );
-    expect_code(&o, 1);
-    assert!(stderr(&o).contains("E_UNAVAILABLE"), "{}", stderr(&o));
+    refused_unavailable("c");
     // --max-discover-limit 1: one registration per answer, whatever asked;
     // --all pages through both.
     let o = rdv(

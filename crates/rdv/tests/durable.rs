@@ -278,15 +278,7 @@ fn two_daemons_on_one_postgres_database_serve_as_one_point() {
     );
     assert!(!peers_in(dir.path(), one.tcp(), "shared").contains(&x));
     drop((one, two));
-    let _ = Command::new("psql")
-        .env("PGOPTIONS", "-c client_min_messages=warning")
-        .args([
-            url.as_str(),
-            "-q",
-            "-c",
-            &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-        ])
-        .status();
+    drop_schema(&url, &schema);
 }
 
 /// A TCP forwarder to PostgreSQL that a test can cut and restore: the
@@ -401,10 +393,15 @@ fn a_postgres_outage_is_answered_with_a_status_and_the_daemon_recovers() {
     let peers = peers_in(dir.path(), &p, "outage");
     assert!(peers.contains(&a) && peers.len() == 2, "{peers:?}");
     drop(point);
+    drop_schema(&url, &schema);
+}
+
+/// Drops a test's PostgreSQL schema (best effort: a leftover is harmless).
+fn drop_schema(url: &str, schema: &str) {
     let _ = Command::new("psql")
         .env("PGOPTIONS", "-c client_min_messages=warning")
         .args([
-            url.as_str(),
+            url,
             "-q",
             "-c",
             &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
