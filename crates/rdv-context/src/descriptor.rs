@@ -489,14 +489,14 @@ impl SealedDescriptor {
         Ok(s)
     }
 
-    /// Opens and verifies with `keys` at `now_ms`: context, epoch, AEAD,
-    /// structure, header/body agreement, signature, validity window. Cheap
-    /// checks come first; the signature is checked before the window so
-    /// that a forger learns nothing about timing rules.
-    pub fn open(
+    /// Opens and verifies with `keys` as [`SealedDescriptor::open`] does
+    /// (context, epoch, AEAD, structure, header/body agreement, signature,
+    /// window length) but at no particular time: journal sync keeps an
+    /// expired descriptor (it is history every replica must agree on),
+    /// while only [`SealedDescriptor::open`] decides what may be cached.
+    pub fn open_any_time(
         &self,
         keys: &EpochKeys,
-        now_ms: u64,
         policy: &DescriptorPolicy,
     ) -> Result<RendezvousDescriptor, DescriptorError> {
         if self.header.context_id != keys.context_id() {
@@ -539,6 +539,20 @@ impl SealedDescriptor {
                 max_lifetime_ms: policy.max_lifetime_ms,
             });
         }
+        Ok(d)
+    }
+
+    /// Opens and verifies with `keys` at `now_ms`: context, epoch, AEAD,
+    /// structure, header/body agreement, signature, validity window. Cheap
+    /// checks come first; the signature is checked before the window so
+    /// that a forger learns nothing about timing rules.
+    pub fn open(
+        &self,
+        keys: &EpochKeys,
+        now_ms: u64,
+        policy: &DescriptorPolicy,
+    ) -> Result<RendezvousDescriptor, DescriptorError> {
+        let d = self.open_any_time(keys, policy)?;
         if now_ms.saturating_add(policy.max_clock_skew_ms) < d.valid_from {
             return Err(DescriptorError::NotYetValid {
                 valid_from: d.valid_from,

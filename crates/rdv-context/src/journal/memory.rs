@@ -153,4 +153,25 @@ impl JournalStore for MemoryJournal {
     fn max_timestamp(&self) -> Result<Option<HlcTimestamp>, StoreError> {
         Ok(self.order.last().map(|k| k.timestamp))
     }
+
+    fn timestamp_of(&self, id: &FactId) -> Result<Option<HlcTimestamp>, StoreError> {
+        Ok(self.entries.get(id).map(|(t, _)| *t))
+    }
+
+    fn scan_keys(
+        &self,
+        after: Option<OrderKey>,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, StoreError> {
+        let lower = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Unbounded,
+        };
+        Ok(self
+            .order
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .copied()
+            .collect())
+    }
 }

@@ -171,6 +171,25 @@ pub trait JournalStore {
     ) -> Result<Vec<JournalEntry>, StoreError>;
     /// The largest timestamp stored (to restore the clock after a restart).
     fn max_timestamp(&self) -> Result<Option<HlcTimestamp>, StoreError>;
+    /// The timestamp of the entry with this id. The default reads the
+    /// entry; stores that keep ids in memory answer without I/O.
+    fn timestamp_of(&self, id: &FactId) -> Result<Option<HlcTimestamp>, StoreError> {
+        Ok(self.get(id)?.map(|e| e.timestamp))
+    }
+    /// Up to `limit` positions strictly after `after`, in journal order,
+    /// without the facts (what journal sync indexes). The default pages
+    /// through [`JournalStore::scan`]; stores override it to skip decoding.
+    fn scan_keys(
+        &self,
+        after: Option<OrderKey>,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, StoreError> {
+        Ok(self
+            .scan(Filter::All, after, limit)?
+            .iter()
+            .map(JournalEntry::order_key)
+            .collect())
+    }
 }
 
 /// Why a journal operation was refused. Nothing was written.
@@ -269,6 +288,16 @@ impl<S: JournalStore> Journal<S> {
         Ok(())
     }
 
+    /// Checks a remote entry as [`Journal::receive`] would at physical
+    /// time `now_ms` (context, revocation signature, clock drift), without
+    /// writing anything: journal sync drops a bad fact alone instead of
+    /// refusing its whole batch.
+    pub fn check_remote(&self, entry: &JournalEntry, now_ms: u64) -> Result<(), JournalError> {
+        self.check_fact(&entry.fact)?;
+        self.clock.check(entry.timestamp, now_ms)?;
+        Ok(())
+    }
+
     /// Appends a local fact at physical time `now_ms`. A duplicate is a
     /// no-op that reports the existing entry.
     pub fn append(&mut self, fact: RendezvousFact, now_ms: u64) -> Result<Appended, JournalError> {
@@ -358,6 +387,10 @@ impl<S: JournalStore> Journal<S> {
         }
     }
 
+    /// The timestamp of the fact with this id, if present.
+    pub fn timestamp_of(&self, id: &FactId) -> Result<Option<HlcTimestamp>, JournalError> {
+        Ok(self.store.timestamp_of(id)?)
+    }
     /// Whether the fact is present. O(1).
     pub fn contains(&self, id: &FactId) -> bool {
         self.store.contains(id)

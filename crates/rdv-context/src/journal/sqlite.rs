@@ -374,6 +374,53 @@ impl JournalStore for SqliteJournal {
             .collect()
     }
 
+    fn timestamp_of(&self, id: &FactId) -> Result<Option<HlcTimestamp>, StoreError> {
+        Ok(self.ids.get(id).copied())
+    }
+
+    fn scan_keys(
+        &self,
+        after: Option<OrderKey>,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, StoreError> {
+        // Served by the primary key alone (journal order), no fact decoded.
+        let (wall, counter, id) = match after {
+            Some(k) => (
+                k.timestamp.wall_ms as i64,
+                k.timestamp.counter as i64,
+                k.id.0.to_vec(),
+            ),
+            None => (-1, -1, Vec::new()),
+        };
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT wall, counter, id FROM facts WHERE (wall, counter, id) > (?1, ?2, ?3)
+                 ORDER BY wall, counter, id LIMIT ?4",
+            )
+            .map_err(backend)?;
+        let rows: Vec<(i64, i64, Vec<u8>)> = stmt
+            .query_map(params![wall, counter, id, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(backend)?
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        rows.into_iter()
+            .map(|(w, c, id)| {
+                let id: [u8; 32] = id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("fact id is not 32 bytes".into()))?;
+                Ok(OrderKey {
+                    timestamp: ts_from(w, c),
+                    id: FactId(id),
+                })
+            })
+            .collect()
+    }
+
     fn max_timestamp(&self) -> Result<Option<HlcTimestamp>, StoreError> {
         self.conn
             .query_row(

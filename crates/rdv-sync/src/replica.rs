@@ -1,0 +1,198 @@
+//! The [`SyncStore`] of a member: its journal, its fingerprint cache and
+//! its rendezvous service, with every received fact checked before it is
+//! written.
+//!
+//! Checks, per fact (a bad fact is dropped and counted, the others of the
+//! batch still go in):
+//!
+//! * the journal's own receive checks ([`Journal::check_remote`]): a
+//!   descriptor of this context, a revocation signed by the revoked
+//!   descriptor's authority, a timestamp not beyond the allowed drift;
+//! * the fact's authorities are members of the context (a
+//!   `ChannelEstablished` names two members);
+//! * a descriptor opens under the current epoch's key and its signature
+//!   verifies ([`SealedDescriptor::open_any_time`]: an expired descriptor is
+//!   history and is kept), and is not valid only in the future beyond the
+//!   policy's skew. A descriptor sealed under another epoch cannot be
+//!   checked here: it is left out without blame (deferred).
+//!
+//! Then the good facts are written in one batch, the index follows the
+//! journal, and each fact is applied to the service
+//! ([`RendezvousService::apply_fact`]), so descriptors go through
+//! `cache_descriptor` and revocations are recorded.
+//!
+//! [`SealedDescriptor::open_any_time`]: rdv_context::SealedDescriptor::open_any_time
+
+use hashbrown::HashMap;
+use rdv_context::hlc::HlcTimestamp;
+use rdv_context::journal::{Journal, JournalStore};
+use rdv_context::{AuthorityId, FactId, JournalEntry, RendezvousFact, RendezvousService};
+
+use crate::fingerprint::Key;
+use crate::index::SyncIndex;
+use crate::session::{Accepted, SyncError, SyncStore};
+
+/// Why a received fact was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FactRejected {
+    /// The journal's receive checks refused it.
+    #[error(transparent)]
+    Journal(#[from] rdv_context::JournalError),
+    /// It names an authority that is not a member.
+    #[error("{0:?} is not a member of the context")]
+    NotMember(AuthorityId),
+    /// The descriptor does not open or verify.
+    #[error(transparent)]
+    Descriptor(#[from] rdv_context::DescriptorError),
+    /// No keys for the context.
+    #[error("no keys for the context")]
+    NoKeys,
+}
+
+/// A member's journal, index and service, as sync sees them.
+pub struct JournalReplica<'a, S> {
+    /// The journal.
+    pub journal: &'a mut Journal<S>,
+    /// Its fingerprint cache (kept in step with the journal).
+    pub index: &'a mut SyncIndex,
+    /// The service that caches descriptors and records revocations.
+    pub service: &'a mut RendezvousService,
+    /// Membership of the journal's context.
+    pub is_member: &'a dyn Fn(&AuthorityId) -> bool,
+}
+
+impl<S: JournalStore> std::fmt::Debug for JournalReplica<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalReplica")
+            .field("context", &self.journal.context_id())
+            .field("indexed", &self.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcome of checking one fact.
+enum Checked {
+    Good,
+    Deferred,
+}
+
+impl<S: JournalStore> JournalReplica<'_, S> {
+    /// Checks one received entry at `now_ms` without writing anything.
+    pub fn check(&self, entry: &JournalEntry, now_ms: u64) -> Result<(), FactRejected> {
+        self.check_inner(entry, now_ms).map(|_| ())
+    }
+
+    fn check_inner(&self, entry: &JournalEntry, now_ms: u64) -> Result<Checked, FactRejected> {
+        self.journal.check_remote(entry, now_ms)?;
+        let fact = entry.fact();
+        for a in std::iter::once(fact.authority()).chain(fact.peer()) {
+            if !(self.is_member)(&a) {
+                return Err(FactRejected::NotMember(a));
+            }
+        }
+        if let RendezvousFact::Descriptor(sealed) = fact {
+            let keys = self
+                .service
+                .keys(&self.journal.context_id())
+                .ok_or(FactRejected::NoKeys)?;
+            if sealed.epoch() != keys.epoch() {
+                return Ok(Checked::Deferred);
+            }
+            let policy = self.service.config().policy;
+            let d = sealed.open_any_time(keys, &policy)?;
+            if now_ms.saturating_add(policy.max_clock_skew_ms) < d.valid_from {
+                return Err(rdv_context::DescriptorError::NotYetValid {
+                    valid_from: d.valid_from,
+                    now_ms,
+                }
+                .into());
+            }
+        }
+        Ok(Checked::Good)
+    }
+
+    /// Indexes a fact the journal just took (a local append): call after
+    /// every append so the index follows the journal.
+    pub fn note_appended(&mut self, id: &FactId) -> Result<(), SyncError> {
+        if let Some(ts) = self.journal.timestamp_of(id).map_err(store_err)? {
+            self.index.insert(key(ts, id));
+        }
+        Ok(())
+    }
+}
+
+fn key(ts: HlcTimestamp, id: &FactId) -> Key {
+    Key {
+        wall_ms: ts.wall_ms,
+        counter: ts.counter,
+        id: id.0,
+    }
+}
+
+fn store_err(e: impl std::fmt::Display) -> SyncError {
+    SyncError::Store(e.to_string())
+}
+
+impl<S: JournalStore> SyncStore for JournalReplica<'_, S> {
+    fn index(&mut self) -> &mut SyncIndex {
+        self.index
+    }
+
+    fn timestamp_of(&self, id: &FactId) -> Result<Option<HlcTimestamp>, SyncError> {
+        self.journal.timestamp_of(id).map_err(store_err)
+    }
+
+    fn entry(&self, id: &FactId) -> Result<Option<JournalEntry>, SyncError> {
+        self.journal.get(id).map_err(store_err)
+    }
+
+    fn accept(&mut self, entries: Vec<JournalEntry>, now_ms: u64) -> Result<Accepted, SyncError> {
+        let mut out = Accepted::default();
+        let mut good: Vec<JournalEntry> = Vec::with_capacity(entries.len());
+        // Timestamps before the write, to move index keys that the merge
+        // lowers.
+        let mut before: HashMap<FactId, Option<HlcTimestamp>> = HashMap::new();
+        for e in entries {
+            let held = self.timestamp_of(&e.id())?;
+            if held.is_some_and(|t| t <= e.timestamp) {
+                continue; // Nothing would change.
+            }
+            match self.check_inner(&e, now_ms) {
+                Ok(Checked::Good) => {
+                    before.entry(e.id()).or_insert(held);
+                    good.push(e);
+                }
+                Ok(Checked::Deferred) => out.deferred += 1,
+                Err(_) => out.rejected += 1,
+            }
+        }
+        if good.is_empty() {
+            return Ok(out);
+        }
+        out.written = self.journal.receive(&good, now_ms).map_err(store_err)?;
+        for (id, old) in &before {
+            let now_ts = self.timestamp_of(id)?;
+            if now_ts == *old {
+                continue;
+            }
+            if let Some(old) = old {
+                self.index.remove(&key(*old, id));
+                out.written += 1;
+            }
+            if let Some(t) = now_ts {
+                self.index.insert(key(t, id));
+            }
+        }
+        // Revocations first, so a descriptor revoked in the same batch is
+        // never cached.
+        let ctx = self.journal.context_id();
+        good.sort_by_key(|e| !matches!(e.fact(), RendezvousFact::DescriptorRevoked { .. }));
+        for e in &good {
+            // A refusal here (revoked, expired, superseded, replayed) keeps
+            // the fact in the journal and out of the cache.
+            let _ = self.service.apply_fact(ctx, e.fact(), now_ms);
+        }
+        Ok(out)
+    }
+}
