@@ -111,6 +111,15 @@ impl Member {
         self.append(fact.clone(), now);
         fact
     }
+    /// A channel record with the first other member, not appended.
+    pub fn channel_fact_for_test(&self) -> RendezvousFact {
+        RendezvousFact::ChannelEstablished {
+            initiator: identity(1).authority(),
+            responder: self.me(),
+            channel_id: [0xee; 32],
+            epoch: self.context.epoch(),
+        }
+    }
     /// Every (id, timestamp) in journal order.
     pub fn snapshot(&self) -> Vec<(FactId, hlc::HlcTimestamp)> {
         self.journal.store().snapshot()

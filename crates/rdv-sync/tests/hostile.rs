@@ -1,0 +1,227 @@
+#![allow(missing_docs, clippy::unwrap_used)]
+//! A hostile peer is cut off without writing anything and without making
+//! us allocate beyond the limits.
+
+mod common;
+
+use common::*;
+use rdv_context::*;
+use rdv_sync::*;
+use rdv_sync::DecodeError;
+
+fn entry(fact: RendezvousFact, wall: u64) -> JournalEntry {
+    JournalEntry::new(
+        fact,
+        hlc::HlcTimestamp {
+            wall_ms: wall,
+            counter: 0,
+        },
+    )
+}
+
+fn facts_message(facts: Vec<JournalEntry>) -> Vec<u8> {
+    Message {
+        facts,
+        ..Message::default()
+    }
+    .encode()
+}
+
+/// Feeds one message to a fresh responder session of `victim`.
+fn feed(victim: &mut Member, limits: Limits, bytes: &[u8], now: u64) -> Result<Step, SyncError> {
+    let mut s = Session::respond(limits, now);
+    victim.with_replica(|r| s.receive(bytes, r, now))
+}
+
+fn stranger_fact(n: u8) -> RendezvousFact {
+    let mallory = identity(66);
+    RendezvousFact::ChannelEstablished {
+        initiator: mallory.authority(),
+        responder: identity(2).authority(),
+        channel_id: [n; 32],
+        epoch: 0,
+    }
+}
+
+#[test]
+fn an_oversized_message_is_refused_before_decoding_and_writes_nothing() {
+    let (mut a, mut b, _) = trio();
+    let good = entry(a.publish(T0 + 10), T0 + 10);
+    let limits = Limits {
+        max_message_len: 4096,
+        ..Limits::default()
+    };
+    let mut big = vec![good; 40];
+    big.dedup();
+    let mut bytes = facts_message(vec![big[0].clone()]);
+    bytes.resize(5000, 0);
+    let err = feed(&mut b, limits, &bytes, T0 + 11).unwrap_err();
+    assert!(matches!(err, SyncError::Decode(DecodeError::TooLong { .. })), "{err}");
+    assert_eq!(b.journal.len(), 0);
+}
+
+#[test]
+fn a_malformed_message_writes_none_of_its_good_facts() {
+    let (mut a, mut b, _) = trio();
+    let good = entry(a.publish(T0 + 10), T0 + 10);
+    let mut bytes = facts_message(vec![good]);
+    bytes.push(0x42);
+    let err = feed(&mut b, Limits::default(), &bytes, T0 + 11).unwrap_err();
+    assert_eq!(err, SyncError::Decode(DecodeError::Trailing(1)));
+    assert_eq!(b.journal.len(), 0);
+    assert!(b.service.get_cached_descriptor(b.ctx(), a.me()).is_none());
+}
+
+#[test]
+fn huge_counts_are_refused_without_allocating_for_them() {
+    let (_, mut b, _) = trio();
+    // version, then 2^62 ranges: refused on the count, nothing reserved.
+    let bytes = [1u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+    let err = feed(&mut b, Limits::default(), &bytes, T0).unwrap_err();
+    assert!(matches!(
+        err,
+        SyncError::Decode(DecodeError::TooMany { what: "ranges", .. })
+    ));
+    // 2^62 facts after no range and no want.
+    let bytes = [1u8, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+    let err = feed(&mut b, Limits::default(), &bytes, T0).unwrap_err();
+    assert!(matches!(
+        err,
+        SyncError::Decode(DecodeError::TooMany { what: "facts", .. })
+    ));
+}
+
+#[test]
+fn endless_rounds_end_at_the_round_limit() {
+    let (_, mut b, _) = trio();
+    let pa = identity(1).authority();
+    for n in 0..50u8 {
+        b.channel(pa, n, T0 + 10 + u64::from(n));
+    }
+    let limits = Limits {
+        max_rounds: 12,
+        ..Limits::default()
+    };
+    let mut s = Session::respond(limits, T0 + 100);
+    let mut ended = None;
+    // The hostile peer never agrees: a fresh fingerprint every round.
+    for round in 0..1000u32 {
+        let msg = Message {
+            ranges: vec![Range {
+                upper: Key::MAX,
+                mode: Mode::Fingerprint(Fingerprint([round as u8; 16])),
+            }],
+            ..Message::default()
+        }
+        .encode();
+        match b.with_replica(|r| s.receive(&msg, r, T0 + 100)) {
+            Ok(Step::Send(_)) => {}
+            other => {
+                ended = Some((round, other));
+                break;
+            }
+        }
+    }
+    let (round, outcome) = ended.unwrap();
+    assert_eq!(round, 12);
+    assert_eq!(outcome, Err(SyncError::TooManyRounds(12)));
+    assert_eq!(b.journal.len(), 50);
+}
+
+#[test]
+fn a_session_past_its_time_ends() {
+    let (mut a, mut b, _) = trio();
+    a.publish(T0 + 10);
+    let limits = Limits {
+        max_session_ms: 1000,
+        ..Limits::default()
+    };
+    let (_, first) = a.with_replica(|r| Session::initiate(r, limits, T0 + 10));
+    let mut s = Session::respond(limits, T0 + 10);
+    let late = b.with_replica(|r| s.receive(&first, r, T0 + 1011));
+    assert_eq!(late, Err(SyncError::TimedOut(1000)));
+    assert!(s.is_finished());
+    assert_eq!(
+        b.with_replica(|r| s.receive(&first, r, T0 + 12)),
+        Err(SyncError::Ended)
+    );
+}
+
+#[test]
+fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
+    let (mut a, mut b, _) = trio();
+    let ctx = a.ctx();
+    // A descriptor sealed in another context (Mallory's own).
+    let mallory = identity(66);
+    let mut m = Member::new(
+        mallory.clone(),
+        Context::create(&mallory, &mut rng(67)),
+        68,
+    );
+    let foreign = entry(m.publish(T0 + 10), T0 + 10);
+    // A revocation of Alice's descriptor not signed by Alice.
+    let d = a.publish(T0 + 10);
+    let nonce = a.service.own_descriptor(ctx).unwrap().nonce;
+    let forged_revocation = entry(
+        RendezvousFact::DescriptorRevoked {
+            authority_id: a.me(),
+            nonce,
+            signature: [7; 64],
+        },
+        T0 + 11,
+    );
+    // A revocation Mallory signs for herself in our context: a stranger.
+    let stranger_revocation = entry(RendezvousFact::revoke(&mallory, &ctx, [1; 32]), T0 + 11);
+    // Alice's descriptor with one ciphertext byte flipped.
+    let mut sealed = match &d {
+        RendezvousFact::Descriptor(s) => s.to_bytes(),
+        _ => unreachable!(),
+    };
+    let last = sealed.len() - 1;
+    sealed[last] ^= 1;
+    let altered = entry(
+        RendezvousFact::Descriptor(SealedDescriptor::from_bytes(&sealed).unwrap()),
+        T0 + 10,
+    );
+    // A timestamp an hour ahead.
+    let future = entry(b.channel_fact_for_test(), T0 + 3_600_000);
+    let bad = vec![
+        foreign,
+        forged_revocation,
+        stranger_revocation,
+        altered,
+        future,
+        entry(stranger_fact(1), T0 + 12),
+    ];
+    let limits = Limits {
+        max_bad_facts: 5,
+        ..Limits::default()
+    };
+    // Each one alone is dropped and counted; nothing is written.
+    for e in &bad {
+        let mut s = Session::respond(limits, T0 + 20);
+        let step = b
+            .with_replica(|r| s.receive(&facts_message(vec![e.clone()]), r, T0 + 20))
+            .unwrap();
+        assert_eq!(step, Step::Finished);
+        assert_eq!(s.stats().facts_rejected, 1, "{:?}", e.fact().kind());
+        assert_eq!(b.journal.len(), 0);
+    }
+    // Together they pass the threshold: the session ends with an error.
+    let err = feed(&mut b, limits, &facts_message(bad), T0 + 20).unwrap_err();
+    assert_eq!(err, SyncError::TooManyBadFacts(6));
+    assert_eq!(b.journal.len(), 0);
+    assert!(b.service.get_cached_descriptor(ctx, a.me()).is_none());
+}
+
+#[test]
+fn good_facts_alongside_a_few_bad_ones_are_written() {
+    let (mut a, mut b, _) = trio();
+    let good = entry(a.publish(T0 + 10), T0 + 10);
+    let bytes = facts_message(vec![good, entry(stranger_fact(2), T0 + 11)]);
+    let mut s = Session::respond(Limits::default(), T0 + 20);
+    b.with_replica(|r| s.receive(&bytes, r, T0 + 20)).unwrap();
+    assert_eq!(s.stats().facts_rejected, 1);
+    assert_eq!(b.journal.len(), 1);
+    assert!(b.service.get_cached_descriptor(b.ctx(), a.me()).is_some());
+}
