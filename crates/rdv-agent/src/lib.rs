@@ -1,1 +1,10 @@
-//! stub
+//! The member agent of rdv (tokio). Today: journal sync over secure
+//! channels ([`sync`], issue 9); it grows into the member agent of issue 12.
+//!
+//! The protocol and every check live in the sans-IO crate `rdv-sync`; this
+//! crate only moves its messages over `rdv-channel`'s TCP channel, keeps
+//! time, and decides when to sync.
+
+pub mod sync;
+
+pub use sync::{AgentConfig, AgentError, Books, Node, SyncAgent};

@@ -129,6 +129,9 @@ struct Builder<'l> {
     msg: Message,
     ids: usize,
     bytes: usize,
+    /// Ranges of the incoming message not handled yet: each may need one
+    /// range in the answer, so splits leave room for them.
+    reserve: usize,
 }
 
 /// Rough bytes of a range with its bound.
@@ -153,8 +156,19 @@ impl Builder<'_> {
     }
     fn room_for_ranges(&self, n: usize) -> bool {
         // One more range kept for the final skip/defer.
-        self.msg.ranges.len() + n < self.limits.max_ranges
+        self.msg.ranges.len() + n + self.reserve <= self.limits.max_ranges
             && self.bytes + n * RANGE_BYTES < self.limits.max_message_len
+    }
+    /// Room to handle one more range whatever it needs: a full split, a
+    /// leaf's items, a leaf's facts.
+    fn room_for_work(&self) -> bool {
+        let l = self.limits;
+        self.room_for_ranges(l.branching.max(2))
+            && self.ids + l.leaf_items <= l.max_ids
+            && self.msg.facts.len() < l.max_facts
+            && self.msg.wants.len() + l.leaf_items <= l.max_facts
+            && self.bytes + l.branching.max(2) * RANGE_BYTES + l.leaf_items * ITEM_BYTES
+                < l.max_message_len
     }
     fn room_for_ids(&self, n: usize) -> bool {
         self.ids + n <= self.limits.max_ids && self.bytes + n * ITEM_BYTES < self.limits.max_message_len
@@ -297,6 +311,7 @@ impl Session {
             msg: Message::default(),
             ids: 0,
             bytes: 8,
+            reserve: 0,
         };
         // Wants first: the peer asked in an earlier round.
         for id in &msg.wants {
@@ -311,8 +326,20 @@ impl Session {
             out.add_fact(e, len);
         }
         let mut lower = Key::MIN;
+        // The tail of the answer is one range: the budget check below
+        // keeps room for it.
+        out.reserve = 1;
         for range in msg.ranges {
             let upper = range.upper;
+            if range.mode != Mode::Skip && !out.room_for_work() {
+                // Out of budget: the rest of the key space becomes one
+                // range with our fingerprint, which the peer will split
+                // again. The first range always fits, so every round
+                // progresses.
+                let (_, fp) = store.index().fingerprint(&lower, &Key::MAX);
+                out.push(Key::MAX, Mode::Fingerprint(fp));
+                break;
+            }
             match range.mode {
                 Mode::Skip => out.push(upper, Mode::Skip),
                 Mode::Fingerprint(theirs) => {

@@ -196,3 +196,30 @@ fn a_revoked_descriptor_stays_revoked_when_it_arrives_after_its_revocation() {
     assert!(b.journal.contains(&d.id()) && b.journal.contains(&r.id()));
     assert!(b.service.get_cached_descriptor(ctx, pa).is_none());
 }
+
+#[test]
+fn tight_limits_still_converge_and_every_message_respects_them() {
+    let (mut a, mut b, _) = trio();
+    let (pa, pb) = (a.me(), b.me());
+    for n in 0..=255u8 {
+        a.channel(pb, n, T0 + 20 + u64::from(n));
+        if n % 3 == 0 {
+            b.channel(pa, n, T0 + 25 + u64::from(n));
+        }
+    }
+    // The receiving side decodes with the same limits: a message over any
+    // of them would end the session with an error (and `unwrap` fails).
+    let limits = rdv_sync::Limits {
+        max_ranges: 12,
+        max_ids: 40,
+        max_facts: 10,
+        branching: 4,
+        leaf_items: 3,
+        ..rdv_sync::Limits::default()
+    };
+    let o = a
+        .with_replica(|ra| b.with_replica(|rb| run(ra, rb, limits, T0 + 2000)))
+        .unwrap();
+    assert!(o.round_trips > 10, "{o:?}");
+    assert_eq!(a.snapshot(), b.snapshot());
+}

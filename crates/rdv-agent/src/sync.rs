@@ -1,0 +1,503 @@
+//! Journal sync over secure channels: one task per connected member.
+//!
+//! * **Push.** A fact this member inserts (any `JournalAppend` effect run
+//!   through [`SyncAgent::run_outcome`], or a `ChannelEstablished` the TCP
+//!   handshake records through [`Books`]) is sent at once to every
+//!   connected member, as a sync message holding only facts. The receiver
+//!   checks it like any synced fact. Push queues are bounded; a push that
+//!   does not fit is dropped (counted) and the next reconciliation brings
+//!   the fact instead. Facts learnt by sync are not pushed on: propagation
+//!   beyond direct peers is reconciliation's job, not flooding.
+//! * **Reconciliation** (`rdv-sync`'s session) on connect (by the channel's
+//!   initiator, so the two sides do not both start) and periodically, every
+//!   [`AgentConfig::interval`] plus a random jitter of up to
+//!   [`AgentConfig::jitter`], peers whose descriptors need a refresh
+//!   ([`RendezvousAdapter::peers_needing_refresh`]) first.
+//! * **Hostile peers.** Any session error (malformed or oversized message,
+//!   too many rounds, too many bad facts, time out) and too many bad pushed
+//!   facts close the channel.
+//!
+//! Envelope of a channel message: one byte, then a sync message.
+//! `0` push; `1` to the receiver's responder session (from an initiator);
+//! `2` to the receiver's initiator session (from a responder).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashbrown::HashMap;
+use rand::Rng;
+use rdv_channel::{NoiseHandshaker, TcpChannel, TcpError};
+use rdv_context::journal::JournalStore;
+use rdv_context::{
+    AuthorityId, Context, EffectCommand, EffectInterpreter, GuardOutcome, InterpretError,
+    JournalEntry, Outbound, RendezvousAdapter, RendezvousService, ReferenceInterpreter,
+};
+use rdv_sync::{JournalReplica, Limits, Message, Session, Step, SyncError, SyncIndex};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+
+const PUSH: u8 = 0;
+const TO_RESPONDER: u8 = 1;
+const TO_INITIATOR: u8 = 2;
+
+/// Settings of the agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Bounds of every session.
+    pub limits: Limits,
+    /// Period of reconciliation with each peer.
+    pub interval: Duration,
+    /// Most random delay added to each period.
+    pub jitter: Duration,
+    /// Pushes queued per peer before new ones are dropped.
+    pub push_queue: usize,
+    /// Facts not yet pushed that the books keep (then the oldest go; sync
+    /// brings them).
+    pub max_fresh: usize,
+    /// Bad pushed facts from one peer before its channel is closed.
+    pub max_bad_pushed: u32,
+    /// The clock, ms since the Unix epoch.
+    pub clock: fn() -> u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            interval: Duration::from_secs(60),
+            jitter: Duration::from_secs(10),
+            push_queue: 64,
+            max_fresh: 1024,
+            max_bad_pushed: 8,
+            clock: rdv_channel::tcp::system_now_ms,
+        }
+    }
+}
+
+/// Errors of the agent's own calls.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The interpreter refused the outcome.
+    #[error(transparent)]
+    Interpret(#[from] InterpretError),
+    /// Sync failed.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// The effect interpreter of a member that syncs: the reference
+/// interpreter, with every journal append indexed for sync and queued for
+/// push.
+pub struct Books<S> {
+    /// The interpreter (journal, budgets, receipts).
+    pub fx: ReferenceInterpreter<S>,
+    /// The journal's fingerprint cache.
+    pub index: SyncIndex,
+    fresh: std::collections::VecDeque<JournalEntry>,
+    max_fresh: usize,
+}
+
+impl<S: JournalStore> Books<S> {
+    /// Books over `fx`, whose journal for the served context must exist;
+    /// the index is built from it.
+    pub fn new(
+        fx: ReferenceInterpreter<S>,
+        context: &rdv_context::ContextId,
+        max_fresh: usize,
+    ) -> Result<Self, AgentError> {
+        let journal = fx.journal(context).ok_or(InterpretError::NoJournal(*context))?;
+        let index = SyncIndex::load(journal).map_err(|e| SyncError::Store(e.to_string()))?;
+        Ok(Self {
+            fx,
+            index,
+            fresh: Default::default(),
+            max_fresh,
+        })
+    }
+    fn take_fresh(&mut self) -> Vec<JournalEntry> {
+        self.fresh.drain(..).collect()
+    }
+}
+
+impl<S: JournalStore> EffectInterpreter for Books<S> {
+    type Error = InterpretError;
+
+    fn execute(&mut self, command: &EffectCommand, now_ms: u64) -> Result<(), InterpretError> {
+        self.fx.execute(command, now_ms)?;
+        if let EffectCommand::JournalAppend { context_id, fact } = command {
+            let id = fact.id();
+            if let Some(j) = self.fx.journal(context_id)
+                && let Some(e) = j.get(&id)?
+                && self.index.insert(e.order_key().into())
+            {
+                if self.fresh.len() >= self.max_fresh {
+                    self.fresh.pop_front();
+                }
+                self.fresh.push_back(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, outcome: &GuardOutcome, now_ms: u64) -> Result<usize, InterpretError> {
+        if !outcome.is_well_ordered() {
+            return Err(InterpretError::Unordered);
+        }
+        if !outcome.decision.is_allowed() {
+            return Ok(0);
+        }
+        for c in &outcome.effects {
+            self.execute(c, now_ms)?;
+        }
+        Ok(outcome.effects.len())
+    }
+}
+
+/// Everything of one member in one context that the agent shares with its
+/// caller (behind a mutex).
+pub struct Node<S> {
+    /// The rendezvous service.
+    pub service: RendezvousService,
+    /// The context (membership).
+    pub context: Context,
+    /// The Noise handshaker (for the caller's TCP handshakes).
+    pub handshaker: NoiseHandshaker,
+    /// Journal, index, budgets, receipts.
+    pub books: Books<S>,
+}
+
+impl<S: JournalStore> Node<S> {
+    /// Runs `f` over this member's sync view.
+    fn with_replica<T>(&mut self, f: impl FnOnce(&mut JournalReplica<'_, S>) -> T) -> Option<T> {
+        let ctx = self.context.id();
+        let context = &self.context;
+        let is_member = |a: &AuthorityId| context.is_member(a);
+        let journal = self.books.fx.journal_mut(&ctx)?;
+        let mut r = JournalReplica {
+            journal,
+            index: &mut self.books.index,
+            service: &mut self.service,
+            is_member: &is_member,
+        };
+        Some(f(&mut r))
+    }
+    /// Handshake messages queued by outcomes (the caller sends them).
+    pub fn take_outbox(&mut self) -> Vec<Outbound> {
+        self.books.fx.take_outbox()
+    }
+}
+
+struct Peer {
+    push: mpsc::Sender<Vec<JournalEntry>>,
+    kick: mpsc::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// The sync agent of one member: its peers' tasks and the scheduler.
+pub struct SyncAgent<S> {
+    node: Arc<Mutex<Node<S>>>,
+    peers: Arc<std::sync::Mutex<HashMap<AuthorityId, Peer>>>,
+    config: AgentConfig,
+    scheduler: Option<JoinHandle<()>>,
+    dropped_pushes: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<S> std::fmt::Debug for SyncAgent<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncAgent")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_peers(
+    p: &std::sync::Mutex<HashMap<AuthorityId, Peer>>,
+) -> std::sync::MutexGuard<'_, HashMap<AuthorityId, Peer>> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S: JournalStore + Send + 'static> SyncAgent<S> {
+    /// An agent for `node`; starts the periodic scheduler.
+    pub fn new(node: Node<S>, config: AgentConfig) -> Self {
+        let mut agent = Self {
+            node: Arc::new(Mutex::new(node)),
+            peers: Default::default(),
+            config,
+            scheduler: None,
+            dropped_pushes: Default::default(),
+        };
+        agent.scheduler = Some(tokio::spawn(schedule(
+            agent.node.clone(),
+            agent.peers.clone(),
+            agent.config.clone(),
+        )));
+        agent
+    }
+
+    /// The member's state (lock it to publish, handshake, read the cache).
+    pub fn node(&self) -> &Arc<Mutex<Node<S>>> {
+        &self.node
+    }
+
+    /// Pushes dropped because a peer's queue was full.
+    pub fn dropped_pushes(&self) -> u64 {
+        self.dropped_pushes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs a guard outcome through the books and pushes the facts it
+    /// inserted to every connected member.
+    pub async fn run_outcome(&self, outcome: &GuardOutcome) -> Result<usize, AgentError> {
+        let now = (self.config.clock)();
+        let (n, fresh) = {
+            let mut node = self.node.lock().await;
+            let n = node.books.run(outcome, now)?;
+            (n, node.books.take_fresh())
+        };
+        self.push(fresh);
+        Ok(n)
+    }
+
+    /// Pushes the facts inserted since the last push (after a handshake
+    /// recorded a channel, say).
+    pub async fn flush(&self) {
+        let fresh = self.node.lock().await.books.take_fresh();
+        self.push(fresh);
+    }
+
+    fn push(&self, fresh: Vec<JournalEntry>) {
+        if fresh.is_empty() {
+            return;
+        }
+        for p in lock_peers(&self.peers).values() {
+            if p.push.try_send(fresh.clone()).is_err() {
+                self.dropped_pushes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Serves sync over an established channel: reconciles at once if this
+    /// side initiated the channel, then on schedule and on pushes. A
+    /// second channel to the same member replaces the first.
+    pub async fn attach(&self, channel: TcpChannel) {
+        let remote = channel.remote();
+        // The handshake may have recorded a channel fact: push it.
+        self.flush().await;
+        let (push_tx, push_rx) = mpsc::channel(self.config.push_queue);
+        let (kick_tx, kick_rx) = mpsc::channel(1);
+        if channel.is_initiator() {
+            let _ = kick_tx.try_send(());
+        }
+        let task = tokio::spawn(serve(
+            channel,
+            self.node.clone(),
+            self.config.clone(),
+            push_rx,
+            kick_rx,
+        ));
+        let old = lock_peers(&self.peers).insert(
+            remote,
+            Peer {
+                push: push_tx,
+                kick: kick_tx,
+                task,
+            },
+        );
+        if let Some(old) = old {
+            old.task.abort();
+        }
+    }
+
+    /// Asks for a reconciliation with `peer` now (if connected).
+    pub fn sync_now(&self, peer: &AuthorityId) -> bool {
+        lock_peers(&self.peers)
+            .get(peer)
+            .is_some_and(|p| p.kick.try_send(()).is_ok())
+    }
+
+    /// Whether a channel task serves `peer`.
+    pub fn is_connected(&self, peer: &AuthorityId) -> bool {
+        lock_peers(&self.peers)
+            .get(peer)
+            .is_some_and(|p| !p.task.is_finished())
+    }
+}
+
+impl<S> Drop for SyncAgent<S> {
+    fn drop(&mut self) {
+        if let Some(s) = self.scheduler.take() {
+            s.abort();
+        }
+        for p in lock_peers(&self.peers).values() {
+            p.task.abort();
+        }
+    }
+}
+
+/// Kicks every peer once a period, those needing a refresh first.
+async fn schedule<S: JournalStore + Send + 'static>(
+    node: Arc<Mutex<Node<S>>>,
+    peers: Arc<std::sync::Mutex<HashMap<AuthorityId, Peer>>>,
+    config: AgentConfig,
+) {
+    loop {
+        let jitter_ms = u64::try_from(config.jitter.as_millis()).unwrap_or(u64::MAX);
+        let extra = if jitter_ms == 0 {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..=jitter_ms)
+        };
+        tokio::time::sleep(config.interval + Duration::from_millis(extra)).await;
+        let first = {
+            let n = node.lock().await;
+            RendezvousAdapter::new(&n.service)
+                .peers_needing_refresh(n.context.id(), (config.clock)())
+        };
+        let peers = lock_peers(&peers);
+        let order = first
+            .iter()
+            .filter(|a| peers.contains_key(*a))
+            .chain(peers.keys().filter(|a| !first.contains(a)));
+        for a in order {
+            if let Some(p) = peers.get(a) {
+                let _ = p.kick.try_send(());
+            }
+        }
+    }
+}
+
+/// Why a peer's task ended.
+#[derive(Debug)]
+enum End {
+    Channel(TcpError),
+    Sync(SyncError),
+    BadPushes(u32),
+}
+
+async fn serve<S: JournalStore + Send + 'static>(
+    mut channel: TcpChannel,
+    node: Arc<Mutex<Node<S>>>,
+    config: AgentConfig,
+    mut push_rx: mpsc::Receiver<Vec<JournalEntry>>,
+    mut kick_rx: mpsc::Receiver<()>,
+) {
+    let remote = channel.remote();
+    let end = run_peer(&mut channel, &node, &config, &mut push_rx, &mut kick_rx).await;
+    tracing::debug!(?remote, ?end, "sync with peer ended");
+    let _ = channel.close().await;
+}
+
+async fn run_peer<S: JournalStore + Send + 'static>(
+    channel: &mut TcpChannel,
+    node: &Mutex<Node<S>>,
+    config: &AgentConfig,
+    push_rx: &mut mpsc::Receiver<Vec<JournalEntry>>,
+    kick_rx: &mut mpsc::Receiver<()>,
+) -> End {
+    let limits = config.limits;
+    let mut initiated: Option<Session> = None;
+    let mut responding: Option<Session> = None;
+    let mut bad_pushed = 0u32;
+    let session_time = Duration::from_millis(limits.max_session_ms);
+    let mut deadline = tokio::time::Instant::now() + session_time;
+    loop {
+        let waiting = initiated.is_some() || responding.is_some();
+        tokio::select! {
+            m = channel.recv() => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => return End::Channel(e),
+                };
+                let now = (config.clock)();
+                let Some((&tag, body)) = m.split_first() else {
+                    return End::Sync(SyncError::Decode(rdv_sync::DecodeError::Truncated("envelope")));
+                };
+                let mut n = node.lock().await;
+                let (slot, reply_tag) = match tag {
+                    PUSH => {
+                        let mut s = Session::respond(limits, now);
+                        let r = n.with_replica(|r| s.receive(body, r, now));
+                        match r {
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return End::Sync(e),
+                            None => return End::Sync(SyncError::Store("no journal".into())),
+                        }
+                        bad_pushed += s.stats().facts_rejected;
+                        if bad_pushed > config.max_bad_pushed {
+                            return End::BadPushes(bad_pushed);
+                        }
+                        continue;
+                    }
+                    TO_RESPONDER => {
+                        if responding.is_none() {
+                            responding = Some(Session::respond(limits, now));
+                            deadline = tokio::time::Instant::now() + session_time;
+                        }
+                        (&mut responding, TO_INITIATOR)
+                    }
+                    TO_INITIATOR => {
+                        if initiated.is_none() {
+                            continue; // A late answer to a session we ended.
+                        }
+                        (&mut initiated, TO_RESPONDER)
+                    }
+                    _ => return End::Sync(SyncError::Decode(rdv_sync::DecodeError::Invalid("envelope"))),
+                };
+                let Some(session) = slot.as_mut() else { continue };
+                let step = match n.with_replica(|r| session.receive(body, r, now)) {
+                    Some(Ok(step)) => step,
+                    Some(Err(e)) => return End::Sync(e),
+                    None => return End::Sync(SyncError::Store("no journal".into())),
+                };
+                drop(n);
+                let reply = match step {
+                    Step::Send(b) => Some(b),
+                    Step::SendAndFinish(b) => {
+                        *slot = None;
+                        Some(b)
+                    }
+                    Step::Finished => {
+                        *slot = None;
+                        None
+                    }
+                };
+                if let Some(b) = reply
+                    && let Err(e) = channel.send(envelope(reply_tag, &b)).await
+                {
+                    return End::Channel(e);
+                }
+            }
+            Some(entries) = push_rx.recv() => {
+                let msg = Message { facts: entries, ..Message::default() }.encode();
+                if let Err(e) = channel.send(envelope(PUSH, &msg)).await {
+                    return End::Channel(e);
+                }
+            }
+            Some(()) = kick_rx.recv(), if initiated.is_none() => {
+                let now = (config.clock)();
+                let mut n = node.lock().await;
+                let Some((s, first)) = n.with_replica(|r| Session::initiate(r, limits, now)) else {
+                    return End::Sync(SyncError::Store("no journal".into()));
+                };
+                drop(n);
+                initiated = Some(s);
+                deadline = tokio::time::Instant::now() + session_time;
+                if let Err(e) = channel.send(envelope(TO_RESPONDER, &first)).await {
+                    return End::Channel(e);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if waiting => {
+                return End::Sync(SyncError::TimedOut(limits.max_session_ms));
+            }
+        }
+    }
+}
+
+fn envelope(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(body.len() + 1);
+    v.push(tag);
+    v.extend_from_slice(body);
+    v
+}

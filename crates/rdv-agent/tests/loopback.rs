@@ -1,0 +1,226 @@
+#![allow(missing_docs, clippy::unwrap_used)]
+//! Two members on loopback over the TCP channel: what one publishes, the
+//! other sees through `get_cached_descriptor`, by reconciliation on connect
+//! and by push, with no other coupling.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdv_agent::{AgentConfig, Books, Node, SyncAgent};
+use rdv_channel::tcp::{self, Endpoint};
+use rdv_channel::{NoiseHandshaker, TcpConfig};
+use rdv_context::*;
+use tokio::net::TcpListener;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    T0 + 20 + START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+fn rng(seed: u8) -> SeededRng {
+    SeededRng::from_seed([seed; 32])
+}
+
+fn identity(seed: u8) -> Identity {
+    Identity::from_secret_bytes([seed; 32], [seed.wrapping_add(100); 32])
+}
+
+fn node(identity: Identity, context: Context, seed: u8) -> Node<MemoryJournal> {
+    let mut service = RendezvousService::new(
+        identity.clone(),
+        RendezvousConfig::default(),
+        &mut rng(seed),
+    );
+    service.install_keys(context.keys().clone()).unwrap();
+    let mut fx = ReferenceInterpreter::new(identity.clone(), BudgetLedger::new(1000, 100));
+    fx.add_journal(Journal::new(context.id(), MemoryJournal::default(), 60_000).unwrap());
+    let mut handshaker = NoiseHandshaker::new(&identity, &mut rng(seed.wrapping_add(50)));
+    handshaker.learn_members(&context);
+    let books = Books::new(fx, &context.id(), 1024).unwrap();
+    Node {
+        service,
+        context,
+        handshaker,
+        books,
+    }
+}
+
+fn snapshot(n: &Node<MemoryJournal>) -> GuardSnapshot {
+    n.books.fx.ledger().snapshot(
+        n.context.id(),
+        n.service.authority(),
+        n.context.epoch(),
+        Capabilities::all(),
+    )
+}
+
+fn publish_outcome(n: &mut Node<MemoryJournal>, addr: &str, now: u64) -> GuardOutcome {
+    let snap = snapshot(n);
+    let ctx = n.context.id();
+    n.service.prepare_publish_descriptor(
+        &snap,
+        ctx,
+        vec![TransportHint::TcpDirect { addr: addr.into() }],
+        now,
+    )
+}
+
+fn config() -> AgentConfig {
+    AgentConfig {
+        clock,
+        // No periodic sync in this test: what arrives comes from the
+        // reconciliation on connect or from the push.
+        interval: Duration::from_secs(3600),
+        jitter: Duration::ZERO,
+        ..AgentConfig::default()
+    }
+}
+
+/// Waits (bounded) until `f` holds.
+async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
+    let (alice, bob) = (identity(1), identity(2));
+    let mut actx = Context::create(&alice, &mut rng(10));
+    let bctx = actx
+        .invite(&alice, T0 + 86_400_000)
+        .accept(&bob, T0)
+        .unwrap();
+    actx.add_member(&bob.static_key_binding()).unwrap();
+    let ctx = actx.id();
+    let (pa, pb) = (alice.authority(), bob.authority());
+    let a = SyncAgent::new(node(alice, actx, 20), config());
+    let b = SyncAgent::new(node(bob, bctx, 21), config());
+
+    // Bob listens and publishes his address; Alice learns it (the
+    // bootstrap a first contact needs: to dial, she needs his descriptor).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let sealed = {
+        let mut n = b.node().lock().await;
+        let out = publish_outcome(&mut n, &addr, clock());
+        drop(n);
+        b.run_outcome(&out).await.unwrap();
+        let n = b.node().lock().await;
+        let e = n.books.fx.journal(&ctx).unwrap().entries(None, 10).unwrap();
+        match e[0].fact() {
+            RendezvousFact::Descriptor(s) => s.clone(),
+            _ => unreachable!(),
+        }
+    };
+    a.node()
+        .lock()
+        .await
+        .service
+        .cache_descriptor(&sealed, clock())
+        .unwrap();
+
+    // Alice publishes before any channel exists: no push can carry it.
+    let first = {
+        let mut n = a.node().lock().await;
+        publish_outcome(&mut n, "127.0.0.1:1", clock())
+    };
+    a.run_outcome(&first).await.unwrap();
+    let first_nonce = a.node().lock().await.service.own_descriptor(ctx).unwrap().nonce;
+    assert!(b.node().lock().await.service.get_cached_descriptor(ctx, pa).is_none());
+
+    // The channel: Bob accepts, Alice dials.
+    let tcp_config = TcpConfig {
+        clock,
+        ..TcpConfig::default()
+    };
+    let bn = b.node().clone();
+    let tc = tcp_config.clone();
+    let accepting = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut guard = bn.lock().await;
+        let n = &mut *guard;
+        let snap = snapshot(n);
+        tcp::accept(
+            stream,
+            Endpoint {
+                service: &mut n.service,
+                handshaker: &mut n.handshaker,
+                interpreter: &mut n.books,
+                snapshot: snap,
+            },
+            &tc,
+            tcp::no_rekey(),
+        )
+        .await
+        .unwrap()
+    });
+    let ch_a = {
+        let mut guard = a.node().lock().await;
+        let n = &mut *guard;
+        let snap = snapshot(n);
+        tcp::connect(
+            Endpoint {
+                service: &mut n.service,
+                handshaker: &mut n.handshaker,
+                interpreter: &mut n.books,
+                snapshot: snap,
+            },
+            pb,
+            &tcp_config,
+            tcp::no_rekey(),
+        )
+        .await
+        .unwrap()
+    };
+    let ch_b = accepting.await.unwrap();
+    b.attach(ch_b).await;
+    a.attach(ch_a).await;
+
+    // Reconciliation on connect brings Alice's first descriptor.
+    let got_first = eventually(async || {
+        b.node()
+            .lock()
+            .await
+            .service
+            .get_cached_descriptor(ctx, pa)
+            .is_some_and(|d| d.nonce == first_nonce)
+    })
+    .await;
+    assert!(got_first, "Bob never saw Alice's descriptor");
+
+    // A new descriptor is pushed at once (no periodic sync runs).
+    let second = {
+        let mut n = a.node().lock().await;
+        publish_outcome(&mut n, "127.0.0.1:2", clock() + 1)
+    };
+    a.run_outcome(&second).await.unwrap();
+    let second_nonce = a.node().lock().await.service.own_descriptor(ctx).unwrap().nonce;
+    let got_second = eventually(async || {
+        b.node()
+            .lock()
+            .await
+            .service
+            .get_cached_descriptor(ctx, pa)
+            .is_some_and(|d| d.nonce == second_nonce)
+    })
+    .await;
+    assert!(got_second, "the push never arrived");
+    // The journals agree (the channel records included), after one more
+    // reconciliation.
+    assert!(a.sync_now(&pb));
+    let same = eventually(async || {
+        let ja = a.node().lock().await.books.fx.journal(&ctx).unwrap().store().snapshot();
+        let jb = b.node().lock().await.books.fx.journal(&ctx).unwrap().store().snapshot();
+        ja == jb
+    })
+    .await;
+    assert!(same, "journals differ");
+    assert!(a.is_connected(&pb) && b.is_connected(&pa));
+}
