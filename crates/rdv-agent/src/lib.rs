@@ -7,4 +7,4 @@
 
 pub mod sync;
 
-pub use sync::{AgentConfig, AgentError, Books, Node, SyncAgent};
+pub use sync::{AgentConfig, AgentError, Books, Node, PeerEnd, SyncAgent};

@@ -191,7 +191,7 @@ impl<S: JournalStore> Node<S> {
 struct Peer {
     push: mpsc::Sender<Vec<JournalEntry>>,
     kick: mpsc::Sender<()>,
-    task: JoinHandle<()>,
+    task: JoinHandle<PeerEnd>,
 }
 
 /// The sync agent of one member: its peers' tasks and the scheduler.
@@ -317,6 +317,27 @@ impl<S: JournalStore + Send + 'static> SyncAgent<S> {
             .is_some_and(|p| p.kick.try_send(()).is_ok())
     }
 
+    /// Waits (up to `timeout`) for the task serving `peer` to end, and
+    /// says why it did; `None` if there is none or it still runs.
+    pub async fn disconnected(&self, peer: &AuthorityId, timeout: Duration) -> Option<PeerEnd> {
+        let task = lock_peers(&self.peers).remove(peer)?;
+        let mut handle = task.task;
+        match tokio::time::timeout(timeout, &mut handle).await {
+            Ok(r) => Some(r.unwrap_or(PeerEnd::Stopped)),
+            Err(_) => {
+                // Still running: put it back.
+                lock_peers(&self.peers).insert(
+                    *peer,
+                    Peer {
+                        task: handle,
+                        ..task
+                    },
+                );
+                None
+            }
+        }
+    }
+
     /// Whether a channel task serves `peer`.
     pub fn is_connected(&self, peer: &AuthorityId) -> bool {
         lock_peers(&self.peers)
@@ -368,12 +389,22 @@ async fn schedule<S: JournalStore + Send + 'static>(
     }
 }
 
-/// Why a peer's task ended.
-#[derive(Debug)]
-enum End {
-    Channel(TcpError),
-    Sync(SyncError),
+/// Why a peer's task ended (and its channel was closed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerEnd {
+    /// The channel failed or closed.
+    #[error("channel: {0}")]
+    Channel(#[from] TcpError),
+    /// A session failed: malformed message, bounds, bad facts, time.
+    #[error("sync: {0}")]
+    Sync(#[from] SyncError),
+    /// Too many pushed facts failed their checks.
+    #[error("{0} bad pushed facts")]
     BadPushes(u32),
+    /// The task was stopped (replaced or the agent dropped).
+    #[error("stopped")]
+    Stopped,
 }
 
 async fn serve<S: JournalStore + Send + 'static>(
@@ -382,11 +413,12 @@ async fn serve<S: JournalStore + Send + 'static>(
     config: AgentConfig,
     mut push_rx: mpsc::Receiver<Vec<JournalEntry>>,
     mut kick_rx: mpsc::Receiver<()>,
-) {
+) -> PeerEnd {
     let remote = channel.remote();
     let end = run_peer(&mut channel, &node, &config, &mut push_rx, &mut kick_rx).await;
-    tracing::debug!(?remote, ?end, "sync with peer ended");
+    tracing::debug!(?remote, %end, "sync with peer ended");
     let _ = channel.close().await;
+    end
 }
 
 async fn run_peer<S: JournalStore + Send + 'static>(
@@ -395,7 +427,7 @@ async fn run_peer<S: JournalStore + Send + 'static>(
     config: &AgentConfig,
     push_rx: &mut mpsc::Receiver<Vec<JournalEntry>>,
     kick_rx: &mut mpsc::Receiver<()>,
-) -> End {
+) -> PeerEnd {
     let limits = config.limits;
     let mut initiated: Option<Session> = None;
     let mut responding: Option<Session> = None;
@@ -408,11 +440,11 @@ async fn run_peer<S: JournalStore + Send + 'static>(
             m = channel.recv() => {
                 let m = match m {
                     Ok(m) => m,
-                    Err(e) => return End::Channel(e),
+                    Err(e) => return PeerEnd::Channel(e),
                 };
                 let now = (config.clock)();
                 let Some((&tag, body)) = m.split_first() else {
-                    return End::Sync(SyncError::Decode(rdv_sync::DecodeError::Truncated("envelope")));
+                    return PeerEnd::Sync(SyncError::Decode(rdv_sync::DecodeError::Truncated("envelope")));
                 };
                 let mut n = node.lock().await;
                 let (slot, reply_tag) = match tag {
@@ -421,12 +453,12 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                         let r = n.with_replica(|r| s.receive(body, r, now));
                         match r {
                             Some(Ok(_)) => {}
-                            Some(Err(e)) => return End::Sync(e),
-                            None => return End::Sync(SyncError::Store("no journal".into())),
+                            Some(Err(e)) => return PeerEnd::Sync(e),
+                            None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                         }
                         bad_pushed += s.stats().facts_rejected;
                         if bad_pushed > config.max_bad_pushed {
-                            return End::BadPushes(bad_pushed);
+                            return PeerEnd::BadPushes(bad_pushed);
                         }
                         continue;
                     }
@@ -443,13 +475,13 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                         }
                         (&mut initiated, TO_RESPONDER)
                     }
-                    _ => return End::Sync(SyncError::Decode(rdv_sync::DecodeError::Invalid("envelope"))),
+                    _ => return PeerEnd::Sync(SyncError::Decode(rdv_sync::DecodeError::Invalid("envelope"))),
                 };
                 let Some(session) = slot.as_mut() else { continue };
                 let step = match n.with_replica(|r| session.receive(body, r, now)) {
                     Some(Ok(step)) => step,
-                    Some(Err(e)) => return End::Sync(e),
-                    None => return End::Sync(SyncError::Store("no journal".into())),
+                    Some(Err(e)) => return PeerEnd::Sync(e),
+                    None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                 };
                 drop(n);
                 let reply = match step {
@@ -466,30 +498,30 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                 if let Some(b) = reply
                     && let Err(e) = channel.send(envelope(reply_tag, &b)).await
                 {
-                    return End::Channel(e);
+                    return PeerEnd::Channel(e);
                 }
             }
             Some(entries) = push_rx.recv() => {
                 let msg = Message { facts: entries, ..Message::default() }.encode();
                 if let Err(e) = channel.send(envelope(PUSH, &msg)).await {
-                    return End::Channel(e);
+                    return PeerEnd::Channel(e);
                 }
             }
             Some(()) = kick_rx.recv(), if initiated.is_none() => {
                 let now = (config.clock)();
                 let mut n = node.lock().await;
                 let Some((s, first)) = n.with_replica(|r| Session::initiate(r, limits, now)) else {
-                    return End::Sync(SyncError::Store("no journal".into()));
+                    return PeerEnd::Sync(SyncError::Store("no journal".into()));
                 };
                 drop(n);
                 initiated = Some(s);
                 deadline = tokio::time::Instant::now() + session_time;
                 if let Err(e) = channel.send(envelope(TO_RESPONDER, &first)).await {
-                    return End::Channel(e);
+                    return PeerEnd::Channel(e);
                 }
             }
             _ = tokio::time::sleep_until(deadline), if waiting => {
-                return End::Sync(SyncError::TimedOut(limits.max_session_ms));
+                return PeerEnd::Sync(SyncError::TimedOut(limits.max_session_ms));
             }
         }
     }

@@ -80,7 +80,7 @@ fn config() -> AgentConfig {
 
 /// Waits (bounded) until `f` holds.
 async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if f().await {
             return true;
         }
@@ -89,8 +89,20 @@ async fn eventually(mut f: impl AsyncFnMut() -> bool) -> bool {
     false
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
+struct Setup {
+    a: SyncAgent<MemoryJournal>,
+    b: SyncAgent<MemoryJournal>,
+    ch_a: rdv_channel::TcpChannel,
+    ch_b: rdv_channel::TcpChannel,
+    ctx: ContextId,
+    pa: AuthorityId,
+    pb: AuthorityId,
+    first_nonce: [u8; 32],
+}
+
+/// Alice and Bob with their agents, Alice's first descriptor published
+/// before any channel, and a TCP channel between them (not attached yet).
+async fn setup() -> Setup {
     let (alice, bob) = (identity(1), identity(2));
     let mut actx = Context::create(&alice, &mut rng(10));
     let bctx = actx
@@ -180,6 +192,30 @@ async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
         .unwrap()
     };
     let ch_b = accepting.await.unwrap();
+    Setup {
+        a,
+        b,
+        ch_a,
+        ch_b,
+        ctx,
+        pa,
+        pb,
+        first_nonce,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
+    let Setup {
+        a,
+        b,
+        ch_a,
+        ch_b,
+        ctx,
+        pa,
+        pb,
+        first_nonce,
+    } = setup().await;
     b.attach(ch_b).await;
     a.attach(ch_a).await;
 
@@ -223,4 +259,93 @@ async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
     .await;
     assert!(same, "journals differ");
     assert!(a.is_connected(&pb) && b.is_connected(&pa));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_a_malformed_sync_message_is_disconnected_and_nothing_is_written() {
+    let Setup {
+        a,
+        b,
+        ch_a,
+        ch_b,
+        ctx,
+        pa,
+        ..
+    } = setup().await;
+    let before = b.node().lock().await.books.fx.journal(&ctx).unwrap().len();
+    b.attach(ch_b).await;
+    // A push envelope holding a good descriptor, then garbage: the whole
+    // message is refused.
+    let alice_fact: Vec<JournalEntry> = {
+        let n = a.node().lock().await;
+        let all = n.books.fx.journal(&ctx).unwrap().entries(None, 10).unwrap();
+        all.into_iter()
+            .filter(|e| e.fact().kind() == FactKind::Descriptor && e.fact().authority() == pa)
+            .collect()
+    };
+    assert_eq!(alice_fact.len(), 1);
+    let mut bytes = vec![0u8];
+    bytes.extend(
+        rdv_sync::Message {
+            facts: alice_fact,
+            ..rdv_sync::Message::default()
+        }
+        .encode(),
+    );
+    bytes.extend_from_slice(&[0xde, 0xad]);
+    ch_a.send(bytes).await.unwrap();
+    let end = b.disconnected(&pa, Duration::from_secs(20)).await;
+    assert!(
+        matches!(end, Some(rdv_agent::PeerEnd::Sync(rdv_sync::SyncError::Decode(_)))),
+        "{end:?}"
+    );
+    assert_eq!(
+        b.node().lock().await.books.fx.journal(&ctx).unwrap().len(),
+        before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_pushing_forged_facts_is_disconnected_without_writing_them() {
+    let Setup {
+        b, ch_a, ch_b, ctx, pa, ..
+    } = setup().await;
+    let before = b.node().lock().await.books.fx.journal(&ctx).unwrap().len();
+    b.attach(ch_b).await;
+    let stranger = identity(66).authority();
+    // Channel records naming a stranger, one push each.
+    for n in 0..20u8 {
+        let e = JournalEntry::new(
+            RendezvousFact::ChannelEstablished {
+                initiator: stranger,
+                responder: pa,
+                channel_id: [n; 32],
+                epoch: 0,
+            },
+            hlc::HlcTimestamp {
+                wall_ms: T0 + 30,
+                counter: 0,
+            },
+        );
+        let mut bytes = vec![0u8];
+        bytes.extend(
+            rdv_sync::Message {
+                facts: vec![e],
+                ..rdv_sync::Message::default()
+            }
+            .encode(),
+        );
+        if ch_a.send(bytes).await.is_err() {
+            break;
+        }
+    }
+    let end = b.disconnected(&pa, Duration::from_secs(20)).await;
+    assert!(
+        matches!(end, Some(rdv_agent::PeerEnd::BadPushes(9))),
+        "{end:?}"
+    );
+    assert_eq!(
+        b.node().lock().await.books.fx.journal(&ctx).unwrap().len(),
+        before
+    );
 }
