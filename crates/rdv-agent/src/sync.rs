@@ -30,7 +30,7 @@ use rdv_channel::{NoiseHandshaker, TcpChannel, TcpError};
 use rdv_context::journal::JournalStore;
 use rdv_context::{
     AuthorityId, Context, EffectCommand, EffectInterpreter, GuardOutcome, InterpretError,
-    JournalEntry, Outbound, RendezvousAdapter, RendezvousService, ReferenceInterpreter,
+    JournalEntry, Outbound, ReferenceInterpreter, RendezvousAdapter, RendezvousService,
 };
 use rdv_sync::{JournalReplica, Limits, Message, Session, Step, SyncError, SyncIndex};
 use tokio::sync::{Mutex, mpsc};
@@ -106,7 +106,9 @@ impl<S: JournalStore> Books<S> {
         context: &rdv_context::ContextId,
         max_fresh: usize,
     ) -> Result<Self, AgentError> {
-        let journal = fx.journal(context).ok_or(InterpretError::NoJournal(*context))?;
+        let journal = fx
+            .journal(context)
+            .ok_or(InterpretError::NoJournal(*context))?;
         let index = SyncIndex::load(journal).map_err(|e| SyncError::Store(e.to_string()))?;
         Ok(Self {
             fx,

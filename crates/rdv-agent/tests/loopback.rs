@@ -144,8 +144,22 @@ async fn setup() -> Setup {
         publish_outcome(&mut n, "127.0.0.1:1", clock())
     };
     a.run_outcome(&first).await.unwrap();
-    let first_nonce = a.node().lock().await.service.own_descriptor(ctx).unwrap().nonce;
-    assert!(b.node().lock().await.service.get_cached_descriptor(ctx, pa).is_none());
+    let first_nonce = a
+        .node()
+        .lock()
+        .await
+        .service
+        .own_descriptor(ctx)
+        .unwrap()
+        .nonce;
+    assert!(
+        b.node()
+            .lock()
+            .await
+            .service
+            .get_cached_descriptor(ctx, pa)
+            .is_none()
+    );
 
     // The channel: Bob accepts, Alice dials.
     let tcp_config = TcpConfig {
@@ -237,7 +251,14 @@ async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
         publish_outcome(&mut n, "127.0.0.1:2", clock() + 1)
     };
     a.run_outcome(&second).await.unwrap();
-    let second_nonce = a.node().lock().await.service.own_descriptor(ctx).unwrap().nonce;
+    let second_nonce = a
+        .node()
+        .lock()
+        .await
+        .service
+        .own_descriptor(ctx)
+        .unwrap()
+        .nonce;
     let got_second = eventually(async || {
         b.node()
             .lock()
@@ -252,8 +273,26 @@ async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
     // reconciliation.
     assert!(a.sync_now(&pb));
     let same = eventually(async || {
-        let ja = a.node().lock().await.books.fx.journal(&ctx).unwrap().store().snapshot();
-        let jb = b.node().lock().await.books.fx.journal(&ctx).unwrap().store().snapshot();
+        let ja = a
+            .node()
+            .lock()
+            .await
+            .books
+            .fx
+            .journal(&ctx)
+            .unwrap()
+            .store()
+            .snapshot();
+        let jb = b
+            .node()
+            .lock()
+            .await
+            .books
+            .fx
+            .journal(&ctx)
+            .unwrap()
+            .store()
+            .snapshot();
         ja == jb
     })
     .await;
@@ -296,7 +335,10 @@ async fn a_peer_sending_a_malformed_sync_message_is_disconnected_and_nothing_is_
     ch_a.send(bytes).await.unwrap();
     let end = b.disconnected(&pa, Duration::from_secs(20)).await;
     assert!(
-        matches!(end, Some(rdv_agent::PeerEnd::Sync(rdv_sync::SyncError::Decode(_)))),
+        matches!(
+            end,
+            Some(rdv_agent::PeerEnd::Sync(rdv_sync::SyncError::Decode(_)))
+        ),
         "{end:?}"
     );
     assert_eq!(
@@ -308,7 +350,12 @@ async fn a_peer_sending_a_malformed_sync_message_is_disconnected_and_nothing_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_pushing_forged_facts_is_disconnected_without_writing_them() {
     let Setup {
-        b, ch_a, ch_b, ctx, pa, ..
+        b,
+        ch_a,
+        ch_b,
+        ctx,
+        pa,
+        ..
     } = setup().await;
     let before = b.node().lock().await.books.fx.journal(&ctx).unwrap().len();
     b.attach(ch_b).await;

@@ -414,7 +414,10 @@ mod tests {
         }
         let mut trailing = b.clone();
         trailing.push(0);
-        assert_eq!(Message::decode(&trailing, &l), Err(DecodeError::Trailing(1)));
+        assert_eq!(
+            Message::decode(&trailing, &l),
+            Err(DecodeError::Trailing(1))
+        );
         let small = Limits {
             max_message_len: b.len() - 1,
             ..l

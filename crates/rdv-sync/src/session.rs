@@ -171,7 +171,8 @@ impl Builder<'_> {
                 < l.max_message_len
     }
     fn room_for_ids(&self, n: usize) -> bool {
-        self.ids + n <= self.limits.max_ids && self.bytes + n * ITEM_BYTES < self.limits.max_message_len
+        self.ids + n <= self.limits.max_ids
+            && self.bytes + n * ITEM_BYTES < self.limits.max_message_len
     }
     fn room_for_facts(&self, n: usize, bytes: usize) -> bool {
         self.msg.facts.len() + n <= self.limits.max_facts
@@ -213,11 +214,7 @@ fn bound_between(prev: &Key, next: &Key) -> Key {
 impl Session {
     /// Starts a session as initiator at `now_ms`: the session and the first
     /// message (the whole key space's fingerprint).
-    pub fn initiate<S: SyncStore>(
-        store: &mut S,
-        limits: Limits,
-        now_ms: u64,
-    ) -> (Self, Vec<u8>) {
+    pub fn initiate<S: SyncStore>(store: &mut S, limits: Limits, now_ms: u64) -> (Self, Vec<u8>) {
         let (_, fp) = store.index().fingerprint(&Key::MIN, &Key::MAX);
         let msg = Message {
             ranges: vec![Range {

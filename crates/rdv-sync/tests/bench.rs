@@ -30,10 +30,7 @@ struct SetStore {
 
 impl SetStore {
     fn new(facts: Arc<HashMap<FactId, RendezvousFact>>, keys: Vec<Key>) -> Self {
-        let held = keys
-            .iter()
-            .map(|k| (k.fact_id(), k.timestamp()))
-            .collect();
+        let held = keys.iter().map(|k| (k.fact_id(), k.timestamp())).collect();
         Self {
             facts,
             held,

@@ -189,8 +189,14 @@ fn a_revoked_descriptor_stays_revoked_when_it_arrives_after_its_revocation() {
     });
     assert!(c.service.get_cached_descriptor(ctx, pa).is_none());
     sync(&mut c, &mut a, T0 + 30);
-    assert!(c.journal.contains(&d.id()), "the descriptor is journal history");
-    assert!(c.service.get_cached_descriptor(ctx, pa).is_none(), "revoked stays revoked");
+    assert!(
+        c.journal.contains(&d.id()),
+        "the descriptor is journal history"
+    );
+    assert!(
+        c.service.get_cached_descriptor(ctx, pa).is_none(),
+        "revoked stays revoked"
+    );
     // And Bob, who gets both in one session.
     sync(&mut b, &mut c, T0 + 40);
     assert!(b.journal.contains(&d.id()) && b.journal.contains(&r.id()));

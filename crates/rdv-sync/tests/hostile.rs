@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use rdv_context::*;
-use rdv_sync::*;
 use rdv_sync::DecodeError;
+use rdv_sync::*;
 
 fn entry(fact: RendezvousFact, wall: u64) -> JournalEntry {
     JournalEntry::new(
@@ -56,7 +56,10 @@ fn an_oversized_message_is_refused_before_decoding_and_writes_nothing() {
     let mut bytes = facts_message(vec![big[0].clone()]);
     bytes.resize(5000, 0);
     let err = feed(&mut b, limits, &bytes, T0 + 11).unwrap_err();
-    assert!(matches!(err, SyncError::Decode(DecodeError::TooLong { .. })), "{err}");
+    assert!(
+        matches!(err, SyncError::Decode(DecodeError::TooLong { .. })),
+        "{err}"
+    );
     assert_eq!(b.journal.len(), 0);
 }
 
@@ -83,7 +86,9 @@ fn huge_counts_are_refused_without_allocating_for_them() {
         SyncError::Decode(DecodeError::TooMany { what: "ranges", .. })
     ));
     // 2^62 facts after no range and no want.
-    let bytes = [1u8, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+    let bytes = [
+        1u8, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f,
+    ];
     let err = feed(&mut b, Limits::default(), &bytes, T0).unwrap_err();
     assert!(matches!(
         err,
@@ -153,11 +158,7 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
     let ctx = a.ctx();
     // A descriptor sealed in another context (Mallory's own).
     let mallory = identity(66);
-    let mut m = Member::new(
-        mallory.clone(),
-        Context::create(&mallory, &mut rng(67)),
-        68,
-    );
+    let mut m = Member::new(mallory.clone(), Context::create(&mallory, &mut rng(67)), 68);
     let foreign = entry(m.publish(T0 + 10), T0 + 10);
     // A revocation of Alice's descriptor not signed by Alice.
     let d = a.publish(T0 + 10);

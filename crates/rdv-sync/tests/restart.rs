@@ -50,25 +50,57 @@ fn after_a_restart_the_next_session_resends_nothing() {
         RendezvousService::new(identity(9), RendezvousConfig::default(), &mut rng(9)),
     );
     {
-        let mut j = Journal::new(a.ctx(), SqliteJournal::open(&file, 1 << 20).unwrap(), 60_000)
-            .unwrap();
+        let mut j = Journal::new(
+            a.ctx(),
+            SqliteJournal::open(&file, 1 << 20).unwrap(),
+            60_000,
+        )
+        .unwrap();
         let mut index = SyncIndex::load(&j).unwrap();
-        let o = session(&mut a, &mut j, &mut index, &mut service, &b.context, T0 + 300);
+        let o = session(
+            &mut a,
+            &mut j,
+            &mut index,
+            &mut service,
+            &b.context,
+            T0 + 300,
+        );
         assert_eq!(o.initiator.facts_sent, 101);
         assert_eq!(j.len(), 101);
     }
     // Restart: reopen the file, rebuild the index.
-    let mut j =
-        Journal::new(a.ctx(), SqliteJournal::open(&file, 1 << 20).unwrap(), 60_000).unwrap();
+    let mut j = Journal::new(
+        a.ctx(),
+        SqliteJournal::open(&file, 1 << 20).unwrap(),
+        60_000,
+    )
+    .unwrap();
     let mut index = SyncIndex::load(&j).unwrap();
     assert_eq!(index.len(), 101);
-    let o = session(&mut a, &mut j, &mut index, &mut service, &b.context, T0 + 400);
+    let o = session(
+        &mut a,
+        &mut j,
+        &mut index,
+        &mut service,
+        &b.context,
+        T0 + 400,
+    );
     assert_eq!(o.round_trips, 1, "{o:?}");
     assert_eq!(o.initiator.facts_sent + o.responder.facts_sent, 0);
-    assert!(o.initiator.bytes_sent + o.responder.bytes_sent < 64, "{o:?}");
+    assert!(
+        o.initiator.bytes_sent + o.responder.bytes_sent < 64,
+        "{o:?}"
+    );
     // One new fact: exactly one travels.
     a.channel(pb, 200, T0 + 500);
-    let o = session(&mut a, &mut j, &mut index, &mut service, &b.context, T0 + 600);
+    let o = session(
+        &mut a,
+        &mut j,
+        &mut index,
+        &mut service,
+        &b.context,
+        T0 + 600,
+    );
     assert_eq!(o.initiator.facts_sent, 1);
     assert_eq!(o.responder.facts_sent, 0);
     assert_eq!(j.len(), 102);
