@@ -40,9 +40,9 @@ pub struct Limits {
     pub max_message_len: usize,
     /// Most messages one side receives in a session. Default 1024.
     pub max_rounds: u32,
-    /// Most ranges in a message. Default 512.
+    /// Most ranges in a message. Default 4096.
     pub max_ranges: usize,
-    /// Most ids in a message (range item lists plus wants). Default 8192.
+    /// Most ids in a message (range item lists plus wants). Default 16384.
     pub max_ids: usize,
     /// Most facts in a message. Default 1024.
     pub max_facts: usize,
@@ -63,8 +63,8 @@ impl Default for Limits {
         Self {
             max_message_len: 1 << 20,
             max_rounds: 1024,
-            max_ranges: 512,
-            max_ids: 8192,
+            max_ranges: 4096,
+            max_ids: 16_384,
             max_facts: 1024,
             max_session_ms: 60_000,
             max_bad_facts: 8,
