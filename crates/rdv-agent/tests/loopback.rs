@@ -103,6 +103,11 @@ struct Setup {
 /// Alice and Bob with their agents, Alice's first descriptor published
 /// before any channel, and a TCP channel between them (not attached yet).
 async fn setup() -> Setup {
+    setup_with(config()).await
+}
+
+/// As [`setup`], Bob's agent with `b_config`.
+async fn setup_with(b_config: AgentConfig) -> Setup {
     let (alice, bob) = (identity(1), identity(2));
     let mut actx = Context::create(&alice, &mut rng(10));
     let bctx = actx
@@ -113,7 +118,7 @@ async fn setup() -> Setup {
     let ctx = actx.id();
     let (pa, pb) = (alice.authority(), bob.authority());
     let a = SyncAgent::new(node(alice, actx, 20), config());
-    let b = SyncAgent::new(node(bob, bctx, 21), config());
+    let b = SyncAgent::new(node(bob, bctx, 21), b_config);
 
     // Bob listens and publishes his address; Alice learns it (the
     // bootstrap a first contact needs: to dial, she needs his descriptor).
@@ -395,4 +400,70 @@ async fn a_peer_pushing_forged_facts_is_disconnected_without_writing_them() {
         b.node().lock().await.books.fx.journal(&ctx).unwrap().len(),
         before
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_reconciliation_brings_a_fact_that_was_never_pushed() {
+    // Bob reconciles every 200 to 300 ms; Alice only answers.
+    let Setup {
+        a,
+        b,
+        ch_a,
+        ch_b,
+        ctx,
+        pa,
+        pb,
+        ..
+    } = setup_with(AgentConfig {
+        interval: Duration::from_millis(200),
+        jitter: Duration::from_millis(100),
+        ..config()
+    })
+    .await;
+    b.attach(ch_b).await;
+    a.attach(ch_a).await;
+    // The reconciliation on connect ends (Bob has all Alice had).
+    let synced = eventually(async || {
+        let ja = a.node().lock().await.books.fx.journal(&ctx).unwrap().len();
+        let jb = b.node().lock().await.books.fx.journal(&ctx).unwrap().len();
+        ja == jb
+    })
+    .await;
+    assert!(synced);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A fact written into Alice's journal behind the agent's back: no push.
+    let fact = RendezvousFact::ChannelEstablished {
+        initiator: pb,
+        responder: pa,
+        channel_id: [0x77; 32],
+        epoch: 0,
+    };
+    {
+        let mut n = a.node().lock().await;
+        let appended = n
+            .books
+            .fx
+            .journal_mut(&ctx)
+            .unwrap()
+            .append(fact.clone(), clock())
+            .unwrap();
+        n.books.index.insert(rdv_sync::Key {
+            wall_ms: appended.timestamp.wall_ms,
+            counter: appended.timestamp.counter,
+            id: appended.id.0,
+        });
+    }
+    let id = fact.id();
+    let arrived = eventually(async || {
+        b.node()
+            .lock()
+            .await
+            .books
+            .fx
+            .journal(&ctx)
+            .unwrap()
+            .contains(&id)
+    })
+    .await;
+    assert!(arrived, "periodic reconciliation never brought the fact");
 }
