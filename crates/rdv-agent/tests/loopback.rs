@@ -249,6 +249,11 @@ async fn a_descriptor_published_by_one_member_reaches_the_other_over_tcp() {
     })
     .await;
     assert!(got_first, "Bob never saw Alice's descriptor");
+    {
+        let n = b.node().lock().await;
+        let info = RendezvousAdapter::new(&n.service).get_peer_info(ctx, pa, clock());
+        assert_eq!(info.map(|i| i.authority_id), Some(pa));
+    }
 
     // A new descriptor is pushed at once (no periodic sync runs).
     let second = {

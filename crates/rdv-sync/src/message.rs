@@ -379,6 +379,24 @@ impl<'a> Reader<'a> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic_and_what_decodes_round_trips(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let l = Limits::default();
+            let mut b = bytes;
+            // Mostly version 1, so the decoder gets past the first byte.
+            if let Some(first) = b.first_mut() {
+                *first = VERSION;
+            }
+            if let Ok(m) = Message::decode(&b, &l) {
+                prop_assert_eq!(Message::decode(&m.encode(), &l), Ok(m));
+            }
+        }
+    }
 
     #[test]
     fn round_trips_and_refuses_each_malformation() {
