@@ -74,6 +74,25 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits made consistent, so that a session always progresses:
+    /// at least 2 ranges a split; a settled range, a split and the tail fit
+    /// in a message (`branching + 2 <= max_ranges`); a leaf's items and
+    /// wants fit in the id and fact budgets; a message holds a few facts of
+    /// the largest size.
+    pub fn normalized(mut self) -> Self {
+        self.max_ranges = self.max_ranges.max(4);
+        self.branching = self.branching.clamp(2, self.max_ranges - 2);
+        self.max_message_len = self
+            .max_message_len
+            .max(4 * (rdv_context::MAX_FACT_LEN + 64));
+        self.max_facts = self.max_facts.max(1);
+        self.max_ids = self.max_ids.max(1);
+        self.leaf_items = self.leaf_items.clamp(1, self.max_ids.min(self.max_facts));
+        self
+    }
+}
+
 /// Why a message does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -231,9 +231,10 @@ impl Session {
     }
 
     /// A session answering a peer's first message, started at `now_ms`.
+    /// The limits are [`Limits::normalized`].
     pub fn respond(limits: Limits, now_ms: u64) -> Self {
         Self {
-            limits,
+            limits: limits.normalized(),
             started_ms: now_ms,
             finished: false,
             stats: Stats::default(),
@@ -326,17 +327,19 @@ impl Session {
         // The tail of the answer is one range: the budget check below
         // keeps room for it.
         out.reserve = 1;
+        let mut worked = false;
         for range in msg.ranges {
             let upper = range.upper;
-            if range.mode != Mode::Skip && !out.room_for_work() {
+            if range.mode != Mode::Skip && worked && !out.room_for_work() {
                 // Out of budget: the rest of the key space becomes one
                 // range with our fingerprint, which the peer will split
-                // again. The first range always fits, so every round
-                // progresses.
+                // again. The first range to work on is always handled, so
+                // every round progresses.
                 let (_, fp) = store.index().fingerprint(&lower, &Key::MAX);
                 out.push(Key::MAX, Mode::Fingerprint(fp));
                 break;
             }
+            worked |= range.mode != Mode::Skip;
             match range.mode {
                 Mode::Skip => out.push(upper, Mode::Skip),
                 Mode::Fingerprint(theirs) => {
@@ -476,8 +479,8 @@ impl Session {
             && out.msg.wants.len() + wants.len() <= self.limits.max_facts
             && out.room_for_facts(give.len(), give_bytes);
         if !fits {
-            let (_, fp) = store.index().fingerprint(&lower, &upper);
-            out.push(upper, Mode::Fingerprint(fp));
+            // Narrow the range (or defer it without room to).
+            self.split(store, out, lower, upper, count);
             return Ok(());
         }
         out.ids += wants.len();

@@ -229,3 +229,26 @@ fn tight_limits_still_converge_and_every_message_respects_them() {
     assert!(o.round_trips > 10, "{o:?}");
     assert_eq!(a.snapshot(), b.snapshot());
 }
+
+#[test]
+fn inconsistent_limits_are_normalized_and_sessions_still_converge() {
+    let (mut a, mut b, _) = trio();
+    let pb = b.me();
+    for n in 0..30u8 {
+        a.channel(pb, n, T0 + 20 + u64::from(n));
+    }
+    // A split could never fit next to the tail; leaves larger than the
+    // fact budget.
+    let limits = rdv_sync::Limits {
+        max_ranges: 4,
+        branching: 64,
+        max_facts: 2,
+        leaf_items: 50,
+        ..rdv_sync::Limits::default()
+    };
+    let o = a
+        .with_replica(|ra| b.with_replica(|rb| run(ra, rb, limits, T0 + 2000)))
+        .unwrap();
+    assert!(o.round_trips > 1);
+    assert_eq!(a.snapshot(), b.snapshot());
+}
