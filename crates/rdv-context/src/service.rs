@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 
 use crate::codec::ct_eq;
-use crate::context::MAX_MEMBERS;
 use crate::descriptor::{
     DescriptorError, DescriptorPolicy, MAX_ADDR_LEN, MAX_TRANSPORT_HINTS, RendezvousDescriptor,
     SealedDescriptor, TransportHint,
@@ -23,6 +22,7 @@ use crate::handshake::{HandshakeComplete, HandshakeInit, HandshakeParams, Handsh
 use crate::identity::Identity;
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::keys::EpochKeys;
+use crate::rekey::MAX_MEMBERS;
 use crate::rng::{CryptoRng, SeededRng};
 
 /// Configuration of a [`RendezvousService`]. Every table a peer can grow

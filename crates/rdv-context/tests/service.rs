@@ -832,8 +832,18 @@ fn new_epoch_clears_cache_and_asks_for_a_new_descriptor() {
 #[test]
 fn member_invited_by_another_is_learned_from_its_descriptor_and_gets_the_next_epoch() {
     // Bob joined through a bearer invitation from Alice; Carol never met him.
-    let (alice, mut bob, mut carol) = trio();
+    // Alice makes Carol an admin too.
+    let (mut alice, mut bob, mut carol) = trio();
     let ctx = carol.ctx();
+    let appoint = alice
+        .context
+        .advance_epoch_appointing(&alice.identity, &[], &[carol.me()], &mut rng(2))
+        .unwrap();
+    alice.rekeyed();
+    for m in [&mut bob, &mut carol] {
+        m.context.apply_rekey(&m.identity, &appoint).unwrap();
+        m.rekeyed();
+    }
     assert!(!carol.context.is_member(&bob.me()));
     bob.publish(direct_hints(), T0);
     carol.sync_from(&bob, T0);
@@ -851,16 +861,15 @@ fn member_invited_by_another_is_learned_from_its_descriptor_and_gets_the_next_ep
         .unwrap();
     assert_eq!(
         bob.context.apply_rekey(&bob.identity, &rekey),
-        Ok(RekeyOutcome::Advanced { epoch: 1 })
+        Ok(RekeyOutcome::Advanced { epoch: 2 })
     );
     assert_eq!(
         bob.context.keys().descriptor_key(),
         carol.context.keys().descriptor_key()
     );
-    let mut alice = alice;
     assert_eq!(
         alice.context.apply_rekey(&alice.identity.clone(), &rekey),
-        Err(RekeyError::Removed { to: 1 })
+        Err(RekeyError::Removed { to: 2 })
     );
     // A descriptor of another context teaches nothing.
     let outsider = identity(8);
