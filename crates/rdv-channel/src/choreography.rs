@@ -151,10 +151,16 @@ fn guarded<S: Step>(
         S::OPERATION,
     )?;
     let snap = guard.snapshot;
+    // The same payer rule as the service: an answer is charged to the
+    // initiator who asked for it.
+    let payer = match peer {
+        Some(p) if S::OPERATION.charges_the_peer() => p,
+        _ => snap.authority_id,
+    };
     let mut effects = Vec::with_capacity(actions.len() + 2);
     effects.push(EffectCommand::ChargeFlowBudget {
         context_id: snap.context_id,
-        authority_id: snap.authority_id,
+        authority_id: payer,
         epoch: snap.epoch,
         cost: S::FLOW_COST,
     });

@@ -51,6 +51,12 @@ fn remaining(m: &Member) -> u32 {
     m.snapshot().flow_budget_remaining
 }
 
+/// What `peer` has left in `m`'s ledger (answers to `peer` are charged there).
+fn remaining_of(m: &Member, peer: &Member) -> u32 {
+    m.fx.ledger()
+        .remaining(&m.context.id(), &peer.me(), m.context.epoch())
+}
+
 /// Alice creates a context with Bob and Carol as members. Nobody has
 /// published a descriptor: a member learns another's only from the session
 /// under test.
@@ -236,9 +242,10 @@ fn a_rendezvous_exchange_carries_real_descriptors_and_noise_messages_to_working_
     assert_talk(&mut ca, &mut cb, T0 + 10);
 
     // Every step was charged and receipted: publish (1) and connect (2) on
-    // each side.
+    // each side; Bob's answer is charged to Alice's budget in Bob's ledger.
     assert_eq!(remaining(&a), BUDGET - 3);
-    assert_eq!(remaining(&b), BUDGET - 3);
+    assert_eq!(remaining(&b), BUDGET - 1);
+    assert_eq!(remaining_of(&b, &a), BUDGET - 2);
     assert_eq!(
         receipts(&a),
         [
@@ -536,9 +543,11 @@ fn a_relayed_rendezvous_carries_a_real_handshake_through_a_relay_member_that_pay
     assert_eq!(established(&a), fact);
     assert_talk(&mut ca, &mut cb, T0 + 8);
 
-    // Charges: relay 3 for each end, relay:forward 1 per hop on Carol.
+    // Charges: relay 3 for each end (Bob's answer to Alice's budget in his
+    // ledger), relay:forward 1 per hop on Carol.
     assert_eq!(remaining(&a), BUDGET - 3);
-    assert_eq!(remaining(&b), BUDGET - 1 - 3);
+    assert_eq!(remaining(&b), BUDGET - 1);
+    assert_eq!(remaining_of(&b, &a), BUDGET - 3);
     assert_eq!(remaining(&c), BUDGET - 2);
     assert_eq!(receipts(&a), [(Operation::ConnectRelay, Some(b.me()))]);
     assert_eq!(

@@ -405,7 +405,10 @@ impl RendezvousService {
     /// no effect, nothing sent) when the guard denies, when the message is
     /// for another context or epoch, when `psk` is not the pair's PSK, or
     /// when the handshaker rejects the message. Effects when allowed:
-    /// charge, send message 2, append `ChannelEstablished`, receipt.
+    /// charge, send message 2, append `ChannelEstablished`, receipt. The
+    /// charge goes to the *initiator's* budget in this member's ledger: it
+    /// caused the work, so a member flooding handshakes spends its own
+    /// allowance here and cannot drain this member's (issue 13, item 5).
     pub fn prepare_handle_handshake<H: Handshaker>(
         &mut self,
         snapshot: &GuardSnapshot,

@@ -137,7 +137,10 @@ fn seed_flow_publish_sync_cache_establish_handle_end_to_end() {
         RendezvousFact::ChannelEstablished { initiator, responder, epoch: 0, .. }
             if *initiator == alice.me() && *responder == bob.me()
     ));
-    assert_eq!(bob.fx.ledger().remaining(&ctx, &bob.me(), 0), BUDGET - 3);
+    // Bob paid 1 for his publication; the handshake Alice caused is charged
+    // to Alice's budget in Bob's ledger.
+    assert_eq!(bob.fx.ledger().remaining(&ctx, &bob.me(), 0), BUDGET - 1);
+    assert_eq!(bob.fx.ledger().remaining(&ctx, &alice.me(), 0), BUDGET - 2);
 
     // 6. Receipts: Bob's two form a valid signed chain.
     assert_eq!(bob.fx.receipts().len(), 2);
