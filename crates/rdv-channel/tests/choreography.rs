@@ -230,12 +230,10 @@ fn a_rendezvous_exchange_carries_real_descriptors_and_noise_messages_to_working_
 
     // One channel, the one recorded, reached by Alice through sync.
     assert_eq!(ca.id(), cb.id());
-    let fact = RendezvousFact::ChannelEstablished {
-        initiator: a.me(),
-        responder: b.me(),
-        channel_id: ca.id(),
-        epoch: 0,
-    };
+    // Signed by Bob, who recorded it (Ed25519 signatures are deterministic).
+    let fact = b
+        .service
+        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0);
     assert_eq!(established(&b), fact);
     a.sync_from(&b, T0 + 10);
     assert_eq!(established(&a), fact);
@@ -395,6 +393,7 @@ fn a_relayed_rendezvous_runs_in_order_and_a_relay_without_relay_forward_is_stopp
     let guard = |s| Guard {
         snapshot: s,
         current_epoch: Some(0),
+        signer: None,
     };
     let env = |to: AuthorityId, p: u8| rr::RelayEnvelope {
         context_id: ctx,
@@ -532,12 +531,10 @@ fn a_relayed_rendezvous_carries_a_real_handshake_through_a_relay_member_that_pay
     let mut ca = a.hs.finish_initiator(b.me(), &complete, T0 + 7).unwrap();
 
     assert_eq!(ca.id(), cb.id());
-    let fact = RendezvousFact::ChannelEstablished {
-        initiator: a.me(),
-        responder: b.me(),
-        channel_id: ca.id(),
-        epoch: 0,
-    };
+    // Signed by Bob, who recorded it (Ed25519 signatures are deterministic).
+    let fact = b
+        .service
+        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0);
     assert_eq!(established(&b), fact);
     a.sync_from(&b, T0 + 8);
     assert_eq!(established(&a), fact);

@@ -471,12 +471,14 @@ impl RendezvousService {
                 },
                 EffectCommand::JournalAppend {
                     context_id,
-                    fact: RendezvousFact::ChannelEstablished {
+                    fact: RendezvousFact::channel_established(
+                        &self.identity,
+                        &context_id,
                         initiator,
-                        responder: me,
-                        channel_id: responded.channel_id,
+                        me,
+                        responded.channel_id,
                         epoch,
-                    },
+                    ),
                 },
             ],
         )
@@ -610,6 +612,27 @@ impl RendezvousService {
             }
             RendezvousFact::ChannelEstablished { .. } => Ok(FactApplied::Ignored),
         }
+    }
+
+    /// This member's signed record of a channel it is an end of (the
+    /// initiator's driver appends it once its handshake completes; the
+    /// responder's comes with [`RendezvousService::prepare_handle_handshake`]).
+    pub fn channel_established(
+        &self,
+        context_id: ContextId,
+        initiator: AuthorityId,
+        responder: AuthorityId,
+        channel_id: [u8; 32],
+        epoch: Epoch,
+    ) -> RendezvousFact {
+        RendezvousFact::channel_established(
+            &self.identity,
+            &context_id,
+            initiator,
+            responder,
+            channel_id,
+            epoch,
+        )
     }
 
     /// The cached descriptor of `peer` in `context_id` (verified when

@@ -13,12 +13,14 @@ const NOW: u64 = T0 + 1_000_000;
 
 fn channel(k: u8, epoch: u64) -> RendezvousFact {
     let (a, b) = if k.is_multiple_of(2) { (1, 2) } else { (2, 3) };
-    RendezvousFact::ChannelEstablished {
-        initiator: identity(a).authority(),
-        responder: identity(b).authority(),
-        channel_id: [k; 32],
+    RendezvousFact::channel_established(
+        &identity(b),
+        &CTX,
+        identity(a).authority(),
+        identity(b).authority(),
+        [k; 32],
         epoch,
-    }
+    )
 }
 
 fn ts(wall: u64, counter: u32) -> HlcTimestamp {

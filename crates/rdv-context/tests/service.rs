@@ -752,7 +752,16 @@ fn revocation_by_someone_else_is_refused() {
         Err(DescriptorError::BadSignature)
     );
     assert!(matches!(
-        alice.fx.journal_mut(&ctx).unwrap().append(forged, T0),
+        alice.fx.journal_mut(&ctx).unwrap().receive(
+            &[JournalEntry::new(
+                forged,
+                hlc::HlcTimestamp {
+                    wall_ms: T0,
+                    counter: 0
+                }
+            )],
+            T0
+        ),
         Err(JournalError::BadRevocation)
     ));
     assert!(alice.service.get_cached_descriptor(ctx, bob.me()).is_some());

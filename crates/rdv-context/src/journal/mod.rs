@@ -188,6 +188,9 @@ pub enum JournalError {
     /// A revocation whose signature is not its authority's.
     #[error("revocation signature does not verify")]
     BadRevocation,
+    /// A channel fact not signed by one of the channel's two ends.
+    #[error("channel fact is not signed by one of the channel's ends")]
+    BadChannelFact,
     /// A remote timestamp too far in the future.
     #[error(transparent)]
     ClockDrift(#[from] ClockDrift),
@@ -254,7 +257,11 @@ impl<S: JournalStore> Journal<S> {
         self.clock.last()
     }
 
-    fn check_fact(&self, fact: &RendezvousFact) -> Result<(), JournalError> {
+    /// Checks a fact's context and, for a remote one (`remote`), its
+    /// signature. Local facts come from this member's own service, which
+    /// signs them; checking them again would cost an Ed25519 verification
+    /// per append for nothing.
+    fn check_fact(&self, fact: &RendezvousFact, remote: bool) -> Result<(), JournalError> {
         if let RendezvousFact::Descriptor(d) = fact
             && d.context_id() != self.context_id
         {
@@ -263,8 +270,11 @@ impl<S: JournalStore> Journal<S> {
                 found: d.context_id(),
             });
         }
-        if !fact.verify_revocation(&self.context_id) {
-            return Err(JournalError::BadRevocation);
+        if remote && !fact.verify(&self.context_id) {
+            return Err(match fact {
+                RendezvousFact::ChannelEstablished { .. } => JournalError::BadChannelFact,
+                _ => JournalError::BadRevocation,
+            });
         }
         Ok(())
     }
@@ -272,7 +282,7 @@ impl<S: JournalStore> Journal<S> {
     /// Appends a local fact at physical time `now_ms`. A duplicate is a
     /// no-op that reports the existing entry.
     pub fn append(&mut self, fact: RendezvousFact, now_ms: u64) -> Result<Appended, JournalError> {
-        self.check_fact(&fact)?;
+        self.check_fact(&fact, false)?;
         let id = fact.id();
         if self.store.contains(&id) {
             let timestamp = self
@@ -308,7 +318,7 @@ impl<S: JournalStore> Journal<S> {
         now_ms: u64,
     ) -> Result<usize, JournalError> {
         for f in &facts {
-            self.check_fact(f)?;
+            self.check_fact(f, false)?;
         }
         let mut clock = self.clock.clone();
         let entries: Vec<JournalEntry> = facts
@@ -321,7 +331,8 @@ impl<S: JournalStore> Journal<S> {
     }
 
     /// Receives entries from another replica at physical time `now_ms`:
-    /// checks every entry first (context, revocation signature, drift) and
+    /// checks every entry first (context, signatures of revocations and
+    /// channel facts, drift) and
     /// refuses the whole batch on the first bad one; then inserts them and
     /// advances the clock past them. Returns how many were new.
     pub fn receive(
@@ -331,7 +342,7 @@ impl<S: JournalStore> Journal<S> {
     ) -> Result<usize, JournalError> {
         let mut clock = self.clock.clone();
         for e in entries {
-            self.check_fact(&e.fact)?;
+            self.check_fact(&e.fact, true)?;
             clock.observe(e.timestamp, now_ms)?;
         }
         let n = self.store.insert_batch(entries)?;
