@@ -70,7 +70,7 @@ pub use interpreter::{EffectInterpreter, InterpretError, Outbound, ReferenceInte
 pub use invitation::{Invitation, InvitationError};
 #[cfg(feature = "sqlite")]
 pub use journal::SqliteJournal;
-pub use journal::{Journal, JournalEntry, JournalError, MemoryJournal};
+pub use journal::{DEFAULT_RETENTION_MS, Journal, JournalEntry, JournalError, MemoryJournal};
 pub use keys::{EpochKeys, EpochSecret, Psk};
 pub use rekey::{EpochRekey, MAX_ADMINS, MAX_MEMBERS};
 pub use rng::{CryptoRng, SeededRng};

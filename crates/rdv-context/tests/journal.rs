@@ -474,3 +474,38 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn backdated_remote_facts_are_refused_below_the_retention_floor() {
+    let mut j = memory().with_retention(3_600_000);
+    let old = JournalEntry::new(
+        channel(40, 0),
+        HlcTimestamp {
+            wall_ms: NOW - 3_600_001,
+            counter: 0,
+        },
+    );
+    assert!(matches!(
+        j.receive(std::slice::from_ref(&old), NOW),
+        Err(JournalError::TooOld { .. })
+    ));
+    assert!(j.is_empty());
+    let recent = JournalEntry::new(
+        channel(41, 0),
+        HlcTimestamp {
+            wall_ms: NOW - 3_599_000,
+            counter: 0,
+        },
+    );
+    assert_eq!(j.receive(&[recent], NOW).unwrap(), 1);
+    // The default window is a week.
+    let mut d = memory();
+    let week_old = JournalEntry::new(
+        channel(42, 0),
+        HlcTimestamp {
+            wall_ms: NOW - DEFAULT_RETENTION_MS - 1,
+            counter: 0,
+        },
+    );
+    assert!(d.receive(&[week_old], NOW).is_err());
+}

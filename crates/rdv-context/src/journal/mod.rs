@@ -188,6 +188,14 @@ pub enum JournalError {
     /// A revocation whose signature is not its authority's.
     #[error("revocation signature does not verify")]
     BadRevocation,
+    /// A remote timestamp older than the retention window.
+    #[error("remote fact stamped {wall_ms} ms is older than the retention floor {floor_ms} ms")]
+    TooOld {
+        /// The fact's time.
+        wall_ms: u64,
+        /// The oldest time accepted.
+        floor_ms: u64,
+    },
     /// A channel fact not signed by one of the channel's two ends.
     #[error("channel fact is not signed by one of the channel's ends")]
     BadChannelFact,
@@ -215,6 +223,7 @@ pub struct Journal<S> {
     context_id: ContextId,
     store: S,
     clock: HybridClock,
+    retention_ms: u64,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Journal<S> {
@@ -228,6 +237,10 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Journal<S> {
 
 /// Default drift allowed for remote timestamps: 60 s.
 pub const DEFAULT_MAX_DRIFT_MS: u64 = 60_000;
+/// Default retention: remote facts older than this are refused. 7 days:
+/// far beyond a descriptor's longest life (24 h), so whatever a member
+/// still needs (a live descriptor, the revocation of one) is younger.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl<S: JournalStore> Journal<S> {
     /// The journal of `context_id` over `store`, with the clock restored
@@ -241,7 +254,28 @@ impl<S: JournalStore> Journal<S> {
             context_id,
             store,
             clock,
+            retention_ms: DEFAULT_RETENTION_MS,
         })
+    }
+
+    /// Sets the retention window: remote facts stamped more than
+    /// `retention_ms` before now are refused ([`JournalError::TooOld`]).
+    pub fn with_retention(mut self, retention_ms: u64) -> Self {
+        self.retention_ms = retention_ms;
+        self
+    }
+
+    /// The floor for remote timestamps. A backdated fact would sort before
+    /// everything a replica holds; nothing a member needs is that old.
+    fn check_age(&self, timestamp: HlcTimestamp, now_ms: u64) -> Result<(), JournalError> {
+        let floor = now_ms.saturating_sub(self.retention_ms);
+        if timestamp.wall_ms < floor {
+            return Err(JournalError::TooOld {
+                wall_ms: timestamp.wall_ms,
+                floor_ms: floor,
+            });
+        }
+        Ok(())
     }
 
     /// The context.
@@ -343,6 +377,7 @@ impl<S: JournalStore> Journal<S> {
         let mut clock = self.clock.clone();
         for e in entries {
             self.check_fact(&e.fact, true)?;
+            self.check_age(e.timestamp, now_ms)?;
             clock.observe(e.timestamp, now_ms)?;
         }
         let n = self.store.insert_batch(entries)?;
