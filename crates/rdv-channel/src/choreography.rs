@@ -74,22 +74,27 @@ pub trait Step {
     const LEAK: Option<&'static str>;
 }
 
-/// What the guard needs besides the session: the sender's snapshot and the
-/// context's current epoch (`None`: no keys).
+/// What the guard needs besides the session: the sender's snapshot, the
+/// context's current epoch (`None`: no keys) and, for steps that record a
+/// signed fact, the sender's service (which signs it).
 #[derive(Clone, Debug)]
 pub struct Guard<'a> {
     /// The sender's guard snapshot.
     pub snapshot: &'a GuardSnapshot,
     /// The context's current epoch.
     pub current_epoch: Option<Epoch>,
+    /// The sender's service, to sign the facts a step records (`None`:
+    /// such steps are denied).
+    pub signer: Option<&'a RendezvousService>,
 }
 
 impl<'a> Guard<'a> {
     /// The guard of `snapshot`, with the epoch `service` has installed.
-    pub fn from_service(service: &RendezvousService, snapshot: &'a GuardSnapshot) -> Self {
+    pub fn from_service(service: &'a RendezvousService, snapshot: &'a GuardSnapshot) -> Self {
         Self {
             snapshot,
             current_epoch: service.current_epoch(&snapshot.context_id),
+            signer: Some(service),
         }
     }
 }
@@ -151,10 +156,16 @@ fn guarded<S: Step>(
         S::OPERATION,
     )?;
     let snap = guard.snapshot;
+    // The same payer rule as the service: an answer is charged to the
+    // initiator who asked for it.
+    let payer = match peer {
+        Some(p) if S::OPERATION.charges_the_peer() => p,
+        _ => snap.authority_id,
+    };
     let mut effects = Vec::with_capacity(actions.len() + 2);
     effects.push(EffectCommand::ChargeFlowBudget {
         context_id: snap.context_id,
-        authority_id: snap.authority_id,
+        authority_id: payer,
         epoch: snap.epoch,
         cost: S::FLOW_COST,
     });
@@ -527,6 +538,14 @@ pub mod rendezvous_exchange {
                     reason: DenyReason::InvalidRequest(why.into()),
                 });
             }
+            let Some(signer) = guard.signer else {
+                return Err(Denied {
+                    session: self,
+                    reason: DenyReason::InvalidRequest(
+                        "recording the channel needs the responder's service to sign it".into(),
+                    ),
+                });
+            };
             let channel_id = channel.id();
             let actions = vec![
                 EffectCommand::SendHandshakeResponse {
@@ -535,12 +554,13 @@ pub mod rendezvous_exchange {
                 },
                 EffectCommand::JournalAppend {
                     context_id: self.session.context_id,
-                    fact: RendezvousFact::ChannelEstablished {
-                        initiator: self.initiator,
-                        responder: self.session.local,
+                    fact: signer.channel_established(
+                        self.session.context_id,
+                        self.initiator,
+                        self.session.local,
                         channel_id,
-                        epoch: channel.epoch(),
-                    },
+                        channel.epoch(),
+                    ),
                 },
             ];
             match guarded::<HandshakeComplete>(&self.session, guard, Some(self.initiator), actions)

@@ -73,8 +73,8 @@ use std::time::Duration;
 
 use rdv_context::{
     AuthorityId, ContextId, DecodeError, DenyReason, EffectCommand, EffectInterpreter, Epoch,
-    GuardOutcome, GuardSnapshot, HandshakeComplete, HandshakeInit, RendezvousFact,
-    RendezvousService, Route, ServiceError, TransportHint,
+    GuardOutcome, GuardSnapshot, HandshakeComplete, HandshakeInit, RendezvousService, Route,
+    ServiceError, TransportHint,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -441,12 +441,13 @@ where
         .execute(
             &EffectCommand::JournalAppend {
                 context_id: channel.context_id(),
-                fact: RendezvousFact::ChannelEstablished {
-                    initiator: channel.local(),
-                    responder: peer,
-                    channel_id: channel.id(),
-                    epoch: channel.epoch(),
-                },
+                fact: ep.service.channel_established(
+                    channel.context_id(),
+                    channel.local(),
+                    peer,
+                    channel.id(),
+                    channel.epoch(),
+                ),
             },
             now,
         )

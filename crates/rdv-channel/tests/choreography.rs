@@ -51,6 +51,12 @@ fn remaining(m: &Member) -> u32 {
     m.snapshot().flow_budget_remaining
 }
 
+/// What `peer` has left in `m`'s ledger (answers to `peer` are charged there).
+fn remaining_of(m: &Member, peer: &Member) -> u32 {
+    m.fx.ledger()
+        .remaining(&m.context.id(), &peer.me(), m.context.epoch())
+}
+
 /// Alice creates a context with Bob and Carol as members. Nobody has
 /// published a descriptor: a member learns another's only from the session
 /// under test.
@@ -224,21 +230,20 @@ fn a_rendezvous_exchange_carries_real_descriptors_and_noise_messages_to_working_
 
     // One channel, the one recorded, reached by Alice through sync.
     assert_eq!(ca.id(), cb.id());
-    let fact = RendezvousFact::ChannelEstablished {
-        initiator: a.me(),
-        responder: b.me(),
-        channel_id: ca.id(),
-        epoch: 0,
-    };
+    // Signed by Bob, who recorded it (Ed25519 signatures are deterministic).
+    let fact = b
+        .service
+        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0);
     assert_eq!(established(&b), fact);
     a.sync_from(&b, T0 + 10);
     assert_eq!(established(&a), fact);
     assert_talk(&mut ca, &mut cb, T0 + 10);
 
     // Every step was charged and receipted: publish (1) and connect (2) on
-    // each side.
+    // each side; Bob's answer is charged to Alice's budget in Bob's ledger.
     assert_eq!(remaining(&a), BUDGET - 3);
-    assert_eq!(remaining(&b), BUDGET - 3);
+    assert_eq!(remaining(&b), BUDGET - 1);
+    assert_eq!(remaining_of(&b, &a), BUDGET - 2);
     assert_eq!(
         receipts(&a),
         [
@@ -388,6 +393,7 @@ fn a_relayed_rendezvous_runs_in_order_and_a_relay_without_relay_forward_is_stopp
     let guard = |s| Guard {
         snapshot: s,
         current_epoch: Some(0),
+        signer: None,
     };
     let env = |to: AuthorityId, p: u8| rr::RelayEnvelope {
         context_id: ctx,
@@ -525,20 +531,20 @@ fn a_relayed_rendezvous_carries_a_real_handshake_through_a_relay_member_that_pay
     let mut ca = a.hs.finish_initiator(b.me(), &complete, T0 + 7).unwrap();
 
     assert_eq!(ca.id(), cb.id());
-    let fact = RendezvousFact::ChannelEstablished {
-        initiator: a.me(),
-        responder: b.me(),
-        channel_id: ca.id(),
-        epoch: 0,
-    };
+    // Signed by Bob, who recorded it (Ed25519 signatures are deterministic).
+    let fact = b
+        .service
+        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0);
     assert_eq!(established(&b), fact);
     a.sync_from(&b, T0 + 8);
     assert_eq!(established(&a), fact);
     assert_talk(&mut ca, &mut cb, T0 + 8);
 
-    // Charges: relay 3 for each end, relay:forward 1 per hop on Carol.
+    // Charges: relay 3 for each end (Bob's answer to Alice's budget in his
+    // ledger), relay:forward 1 per hop on Carol.
     assert_eq!(remaining(&a), BUDGET - 3);
-    assert_eq!(remaining(&b), BUDGET - 1 - 3);
+    assert_eq!(remaining(&b), BUDGET - 1);
+    assert_eq!(remaining_of(&b, &a), BUDGET - 3);
     assert_eq!(remaining(&c), BUDGET - 2);
     assert_eq!(receipts(&a), [(Operation::ConnectRelay, Some(b.me()))]);
     assert_eq!(

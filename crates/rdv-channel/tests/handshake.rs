@@ -15,7 +15,8 @@ fn full_handshake_gives_both_sides_one_channel_id_and_both_journals_a_fact() {
     assert_eq!(ca.remote_static(), b.identity.static_public());
     assert_eq!(cb.remote_static(), a.identity.static_public());
     assert_eq!((a.channels_established(), b.channels_established()), (1, 1));
-    // Same fact on both sides (same id): journals merge into one.
+    // Each end records the channel under its own signature: two facts
+    // naming the same pair, channel and epoch.
     let fa = a
         .journal()
         .by_kind(FactKind::ChannelEstablished, None, 10)
@@ -24,7 +25,20 @@ fn full_handshake_gives_both_sides_one_channel_id_and_both_journals_a_fact() {
         .journal()
         .by_kind(FactKind::ChannelEstablished, None, 10)
         .unwrap();
-    assert_eq!(fa[0].fact(), fb[0].fact());
+    let named = |f: &RendezvousFact| match f {
+        RendezvousFact::ChannelEstablished {
+            initiator,
+            responder,
+            channel_id,
+            epoch,
+            recorder,
+            ..
+        } => (*initiator, *responder, *channel_id, *epoch, *recorder),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(named(fa[0].fact()), (a.me(), b.me(), ca.id(), 0, a.me()));
+    assert_eq!(named(fb[0].fact()), (a.me(), b.me(), ca.id(), 0, b.me()));
+    assert!(fa[0].fact().verify(&a.ctx()) && fb[0].fact().verify(&b.ctx()));
     let wire = ca.encrypt(b"hello bob").unwrap();
     assert_eq!(
         cb.decrypt(&wire, T0).unwrap(),

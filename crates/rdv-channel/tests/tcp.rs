@@ -204,7 +204,22 @@ async fn two_authorities_exchange_both_ways_and_rotate_mid_stream_without_loss()
         .journal()
         .by_kind(FactKind::ChannelEstablished, None, 10)
         .unwrap();
-    assert_eq!(fa[0].fact(), fb[0].fact());
+    let id_of = |f: &RendezvousFact| match f {
+        RendezvousFact::ChannelEstablished {
+            channel_id,
+            recorder,
+            ..
+        } => (*channel_id, *recorder),
+        other => panic!("{other:?}"),
+    };
+    let (ida, by_a) = id_of(fa[0].fact());
+    let (idb, by_b) = id_of(fb[0].fact());
+    assert_eq!(ida, idb);
+    assert_eq!(
+        (by_a, by_b),
+        (a.me(), b.me()),
+        "each end signs its own record"
+    );
     // Each side paid the direct cost once, with a receipt.
     assert_eq!(a.fx.receipts().len(), 2, "publish + connect");
     assert_eq!(b.fx.receipts().len(), 3, "2 publishes + accept");

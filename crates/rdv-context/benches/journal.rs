@@ -31,15 +31,12 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn channel(i: u64, a: AuthorityId, b: AuthorityId) -> RendezvousFact {
+/// A channel fact recorded by `b` (signed: a local append does not check
+/// the signature, so signing is outside every timing).
+fn channel(i: u64, a: AuthorityId, b: &Identity) -> RendezvousFact {
     let mut channel_id = [0; 32];
     channel_id[..8].copy_from_slice(&i.to_be_bytes());
-    RendezvousFact::ChannelEstablished {
-        initiator: a,
-        responder: b,
-        channel_id,
-        epoch: 0,
-    }
+    RendezvousFact::channel_established(b, &CTX, a, b.authority(), channel_id, 0)
 }
 
 struct TempDb(std::path::PathBuf);
@@ -76,12 +73,13 @@ fn append_all<S: JournalStore>(
 fn main() {
     let n = env("RDV_BENCH_FACTS", 1_000_000);
     let batch = env("RDV_BENCH_BATCH", 10_000);
-    let ids: Vec<AuthorityId> = (1..=8u8)
-        .map(|s| Identity::from_secret_bytes([s; 32], [s; 32]).authority())
+    let people: Vec<Identity> = (1..=8u8)
+        .map(|s| Identity::from_secret_bytes([s; 32], [s; 32]))
         .collect();
+    let ids: Vec<AuthorityId> = people.iter().map(Identity::authority).collect();
     let facts = |count: usize| -> Vec<RendezvousFact> {
         (0..count as u64)
-            .map(|i| channel(i, ids[i as usize % 8], ids[(i as usize + 3) % 8]))
+            .map(|i| channel(i, ids[i as usize % 8], &people[(i as usize + 3) % 8]))
             .collect()
     };
 
@@ -182,10 +180,10 @@ fn main() {
         j
     };
     let present: Vec<FactId> = (0..1000u64)
-        .map(|i| channel(i, ids[i as usize % 8], ids[(i as usize + 3) % 8]).id())
+        .map(|i| channel(i, ids[i as usize % 8], &people[(i as usize + 3) % 8]).id())
         .collect();
     let absent: Vec<FactId> = (0..1000u64)
-        .map(|i| channel(u64::MAX - i, ids[0], ids[1]).id())
+        .map(|i| channel(u64::MAX - i, ids[0], &people[1]).id())
         .collect();
 
     let mut c = Criterion::default().configure_from_args();

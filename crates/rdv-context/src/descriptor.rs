@@ -16,6 +16,8 @@
 //! validity window. Replay, revocation and supersession need memory of what
 //! was seen; [`crate::RendezvousService::cache_descriptor`] adds them.
 
+use std::net::{IpAddr, SocketAddr};
+
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, signing_message};
 use crate::ids::{AuthorityId, ContextId, Epoch};
@@ -25,7 +27,7 @@ use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN, aead_open, aead_seal};
 /// Most transport hints in one descriptor.
 pub const MAX_TRANSPORT_HINTS: usize = 16;
 /// Longest address or STUN server string, in bytes.
-pub const MAX_ADDR_LEN: usize = 255;
+pub const MAX_ADDR_LEN: usize = 64;
 /// Largest descriptor body: version, fixed fields and the most hints of the
 /// longest kind.
 pub const MAX_DESCRIPTOR_BODY_LEN: usize =
@@ -41,6 +43,14 @@ const SEAL_AD_LABEL: &[u8] = b"rdv context v1 sealed-descriptor";
 const SEALED_HEADER_LEN: usize = 1 + 32 + 8 + 32 + AEAD_NONCE_LEN;
 
 /// A transport endpoint hint (the seed's `TransportHint`).
+///
+/// Addresses are numeric socket addresses in their canonical text form
+/// (`203.0.113.5:4433`, `[2001:db8::1]:4433`), checked when a descriptor
+/// is sealed and when one is decoded: never a host name (a member must not
+/// make others resolve and dial a name of its choosing), never unspecified,
+/// multicast, broadcast or port 0; loopback and link-local addresses only
+/// as [`DescriptorPolicy`] allows. [`TransportHint::socket_addr`] gives the
+/// parsed address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum TransportHint {
     /// Direct QUIC connection.
@@ -68,6 +78,16 @@ pub enum TransportHint {
 }
 
 impl TransportHint {
+    /// The address to dial (`None` for a relay hint). Checked at decode, so
+    /// this parses for every hint of an opened descriptor.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Self::QuicDirect { addr }
+            | Self::TcpDirect { addr }
+            | Self::QuicReflexive { addr, .. } => addr.parse().ok(),
+            Self::WebSocketRelay { .. } => None,
+        }
+    }
     /// Whether the hint reaches the authority without a relay.
     pub fn is_direct(&self) -> bool {
         !matches!(self, Self::WebSocketRelay { .. })
@@ -104,6 +124,13 @@ impl TransportHint {
     }
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let tag = r.u8("transport hint kind")?;
+        let hint = Self::read_tagged(tag, r)?;
+        for s in hint.strings() {
+            check_address(s)?;
+        }
+        Ok(hint)
+    }
+    fn read_tagged(tag: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match tag {
             1 => Self::QuicDirect {
                 addr: r.string16("address", MAX_ADDR_LEN)?,
@@ -234,6 +261,10 @@ pub enum DescriptorError {
     /// The cache for this context is full.
     #[error("descriptor cache full ({0} authorities)")]
     CacheFull(usize),
+    /// A hint's address is one the reader's policy refuses (loopback,
+    /// link-local).
+    #[error("transport address {0} is not allowed by this member's policy")]
+    AddressNotAllowed(String),
 }
 
 /// Limits applied when opening descriptors.
@@ -244,6 +275,14 @@ pub struct DescriptorPolicy {
     /// Longest validity window accepted. Default 24 h: bounds how long a
     /// nonce must be remembered to refuse replays.
     pub max_lifetime_ms: u64,
+    /// Accept hints with loopback addresses. Default true: members on one
+    /// host (two agents, tests) reach each other so. A member on a shared
+    /// machine sets it false, so no member can make it dial its own
+    /// loopback services.
+    pub allow_loopback: bool,
+    /// Accept hints with link-local addresses (169.254/16, fe80::/10).
+    /// Default false: they name no host beyond one link.
+    pub allow_link_local: bool,
 }
 
 impl Default for DescriptorPolicy {
@@ -251,7 +290,39 @@ impl Default for DescriptorPolicy {
         Self {
             max_clock_skew_ms: 30_000,
             max_lifetime_ms: 24 * 3600 * 1000,
+            allow_loopback: true,
+            allow_link_local: false,
         }
+    }
+}
+
+/// Parses a hint's address: a numeric socket address in canonical form,
+/// not unspecified, multicast, broadcast, nor port 0.
+fn check_address(s: &str) -> Result<SocketAddr, DecodeError> {
+    let bad = |reason| DecodeError::Invalid {
+        what: "transport address",
+        reason,
+    };
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| bad("not a numeric IP:port socket address (host names are refused)"))?;
+    if addr.to_string() != s {
+        return Err(bad("not in canonical form"));
+    }
+    let ip = addr.ip();
+    let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast || addr.port() == 0 {
+        return Err(bad(
+            "unspecified, multicast or broadcast address, or port 0",
+        ));
+    }
+    Ok(addr)
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
 
@@ -341,6 +412,21 @@ impl RendezvousDescriptor {
                     max: MAX_ADDR_LEN,
                 }
                 .into());
+            }
+            check_address(s)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses hints whose addresses the policy does not allow.
+    fn check_policy(&self, policy: &DescriptorPolicy) -> Result<(), DescriptorError> {
+        for s in self.transport_hints.iter().flat_map(TransportHint::strings) {
+            let ip = check_address(s)?.ip();
+            if ip.is_loopback() && !policy.allow_loopback {
+                return Err(DescriptorError::AddressNotAllowed(s.clone()));
+            }
+            if is_link_local(&ip) && !policy.allow_link_local {
+                return Err(DescriptorError::AddressNotAllowed(s.clone()));
             }
         }
         Ok(())
@@ -565,6 +651,7 @@ impl SealedDescriptor {
                 now_ms,
             });
         }
+        d.check_policy(policy)?;
         Ok(d)
     }
 }
@@ -704,14 +791,91 @@ mod tests {
     }
 
     #[test]
+    fn hint_addresses_are_numeric_socket_addresses_checked_at_decode() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        for bad in [
+            "localhost:80",
+            "example.com:443",
+            "203.0.113.5",
+            "203.0.113.5:0",
+            "0.0.0.0:4433",
+            "[::]:4433",
+            "224.0.0.1:5353",
+            "255.255.255.255:9",
+            "[ff02::1]:4433",
+            " 203.0.113.5:4433",
+            "203.000.113.5:4433",
+        ] {
+            let mut d = descriptor(&bob, &k);
+            d.transport_hints = vec![TransportHint::TcpDirect { addr: bad.into() }];
+            // Refused when sealing...
+            assert!(
+                matches!(
+                    d.seal(&bob, &k, [0; 24]),
+                    Err(DescriptorError::Malformed(_))
+                ),
+                "{bad}"
+            );
+            // ... and when decoding bytes a hostile member wrote by hand.
+            assert!(
+                RendezvousDescriptor::from_body_bytes(&d.to_body_bytes()).is_err(),
+                "{bad}"
+            );
+        }
+        let mut d = descriptor(&bob, &k);
+        d.transport_hints = vec![TransportHint::QuicDirect {
+            addr: "[2001:db8::7]:4433".into(),
+        }];
+        let back = RendezvousDescriptor::from_body_bytes(&d.to_body_bytes()).unwrap();
+        assert_eq!(
+            back.transport_hints[0].socket_addr(),
+            Some("[2001:db8::7]:4433".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn loopback_and_link_local_hints_follow_the_readers_policy() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let strict = DescriptorPolicy {
+            allow_loopback: false,
+            ..DescriptorPolicy::default()
+        };
+        for (addr, default_ok) in [
+            ("127.0.0.1:4433", true),
+            ("[::1]:4433", true),
+            ("169.254.10.1:4433", false),
+            ("[fe80::1]:4433", false),
+            ("203.0.113.9:4433", true),
+        ] {
+            let mut d = descriptor(&bob, &k);
+            d.transport_hints = vec![TransportHint::TcpDirect { addr: addr.into() }];
+            let sealed = d.seal(&bob, &k, [0; 24]).unwrap();
+            let got = sealed.open(&k, 1500, &DescriptorPolicy::default());
+            assert_eq!(got.is_ok(), default_ok, "{addr}: {got:?}");
+            let strict_ok = default_ok && !addr.starts_with("127.") && !addr.starts_with("[::1]");
+            let got = sealed.open(&k, 1500, &strict);
+            assert_eq!(got.is_ok(), strict_ok, "{addr}: {got:?}");
+            if !strict_ok {
+                assert_eq!(got, Err(DescriptorError::AddressNotAllowed(addr.into())));
+            }
+        }
+    }
+
+    #[test]
     fn maximal_descriptor_fits_the_bound() {
         let k = keys();
         let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
         let mut d = descriptor(&bob, &k);
+        // The longest canonical socket address there is.
+        let longest = "[efff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%4294967295]:65535";
+        assert!(longest.len() <= MAX_ADDR_LEN);
+        assert!(check_address(longest).is_ok());
         d.transport_hints = vec![
             TransportHint::QuicReflexive {
-                addr: "a".repeat(MAX_ADDR_LEN),
-                stun_server: "s".repeat(MAX_ADDR_LEN),
+                addr: longest.into(),
+                stun_server: longest.into(),
             };
             MAX_TRANSPORT_HINTS
         ];
@@ -723,8 +887,9 @@ mod tests {
             sealed.open(&k, 1500, &DescriptorPolicy::default()).unwrap(),
             d
         );
-        d.transport_hints
-            .push(TransportHint::TcpDirect { addr: "x".into() });
+        d.transport_hints.push(TransportHint::TcpDirect {
+            addr: "192.0.2.1:1".into(),
+        });
         assert!(matches!(
             d.seal(&bob, &k, [0; 24]),
             Err(DescriptorError::Malformed(_))

@@ -11,18 +11,21 @@ use crate::ids::{AuthorityId, ContextId, Epoch};
 pub const MAX_FACT_LEN: usize = 1 + MAX_SEALED_DESCRIPTOR_LEN;
 const FACT_ID_LABEL: &str = "rdv context v1 fact-id";
 const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
+const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
 
 /// A fact of the rendezvous domain (the seed's `RendezvousFact`).
 ///
-/// Two departures from the seed, both for security: a descriptor travels
+/// Three departures from the seed, all for security: a descriptor travels
 /// sealed (the journal is synchronised and stored, so it holds ciphertext
-/// only members open), and a revocation is signed by the revoked
-/// descriptor's authority (otherwise any member could silence another).
+/// only members open), a revocation is signed by the revoked descriptor's
+/// authority (otherwise any member could silence another), and a channel
+/// fact is signed by the end that recorded it (otherwise any member could
+/// record channels that never happened between others).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RendezvousFact {
     /// A transport descriptor advertisement.
     Descriptor(SealedDescriptor),
-    /// A channel was established (recorded by the responder).
+    /// A channel was established, recorded (and signed) by one of its ends.
     ChannelEstablished {
         /// Who started the handshake.
         initiator: AuthorityId,
@@ -32,6 +35,10 @@ pub enum RendezvousFact {
         channel_id: [u8; 32],
         /// The context epoch of the handshake.
         epoch: Epoch,
+        /// The end that recorded it: the initiator or the responder.
+        recorder: AuthorityId,
+        /// The recorder's signature over the context and the fields above.
+        signature: [u8; 64],
     },
     /// A descriptor revocation by its authority.
     DescriptorRevoked {
@@ -104,7 +111,83 @@ fn revocation_body(context: &ContextId, nonce: &[u8; 32]) -> Vec<u8> {
     w.into_vec()
 }
 
+fn channel_body(
+    context: &ContextId,
+    initiator: &AuthorityId,
+    responder: &AuthorityId,
+    channel_id: &[u8; 32],
+    epoch: Epoch,
+    recorder: &AuthorityId,
+) -> Vec<u8> {
+    let mut w = Writer::with_capacity(168);
+    w.raw(context.as_bytes())
+        .raw(initiator.as_bytes())
+        .raw(responder.as_bytes())
+        .raw(channel_id)
+        .u64(epoch)
+        .raw(recorder.as_bytes());
+    w.into_vec()
+}
+
 impl RendezvousFact {
+    /// The record, by `identity` (one of the two ends), of a channel
+    /// between `initiator` and `responder` in `context`.
+    pub fn channel_established(
+        identity: &Identity,
+        context: &ContextId,
+        initiator: AuthorityId,
+        responder: AuthorityId,
+        channel_id: [u8; 32],
+        epoch: Epoch,
+    ) -> Self {
+        let recorder = identity.authority();
+        let body = channel_body(
+            context,
+            &initiator,
+            &responder,
+            &channel_id,
+            epoch,
+            &recorder,
+        );
+        Self::ChannelEstablished {
+            initiator,
+            responder,
+            channel_id,
+            epoch,
+            recorder,
+            signature: identity.sign(CHANNEL_DOMAIN, &body),
+        }
+    }
+
+    /// Whether a signed fact's signature holds for `context`: a revocation
+    /// by the revoked authority, a channel fact by one of the channel's two
+    /// (distinct) ends. Descriptors are checked when opened: `true`.
+    pub fn verify(&self, context: &ContextId) -> bool {
+        match self {
+            Self::ChannelEstablished {
+                initiator,
+                responder,
+                channel_id,
+                epoch,
+                recorder,
+                signature,
+            } => {
+                initiator != responder
+                    && (recorder == initiator || recorder == responder)
+                    && recorder.verify(
+                        &signing_message(
+                            CHANNEL_DOMAIN,
+                            &channel_body(
+                                context, initiator, responder, channel_id, *epoch, recorder,
+                            ),
+                        ),
+                        signature,
+                    )
+            }
+            _ => self.verify_revocation(context),
+        }
+    }
+
     /// A revocation of `identity`'s descriptor with `nonce` in `context`.
     pub fn revoke(identity: &Identity, context: &ContextId, nonce: [u8; 32]) -> Self {
         Self::DescriptorRevoked {
@@ -178,11 +261,15 @@ impl RendezvousFact {
                 responder,
                 channel_id,
                 epoch,
+                recorder,
+                signature,
             } => {
                 w.raw(initiator.as_bytes())
                     .raw(responder.as_bytes())
                     .raw(channel_id)
-                    .u64(*epoch);
+                    .u64(*epoch)
+                    .raw(recorder.as_bytes())
+                    .raw(signature);
             }
             Self::DescriptorRevoked {
                 authority_id,
@@ -212,6 +299,8 @@ impl RendezvousFact {
                 responder: AuthorityId::from_bytes(r.array("responder")?)?,
                 channel_id: r.array("channel id")?,
                 epoch: r.u64("epoch")?,
+                recorder: AuthorityId::from_bytes(r.array("recorder")?)?,
+                signature: r.array("signature")?,
             },
             Some(FactKind::DescriptorRevoked) => Self::DescriptorRevoked {
                 authority_id: AuthorityId::from_bytes(r.array("authority")?)?,

@@ -189,6 +189,13 @@ impl Operation {
             Self::RelayForward => RELAY_FORWARD_COST,
         }
     }
+    /// Whether the peer who caused it pays, rather than the member doing
+    /// it: answering a handshake is work the initiator asked for, so it is
+    /// charged to the initiator's budget in the responder's ledger (a member
+    /// cannot drain another's own budget by flooding it with handshakes).
+    pub fn charges_the_peer(self) -> bool {
+        matches!(self, Self::AcceptDirect | Self::AcceptRelay)
+    }
     /// Its name, as receipts record it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -380,10 +387,28 @@ impl GuardOutcome {
         peer: Option<AuthorityId>,
         actions: Vec<EffectCommand>,
     ) -> Self {
+        let payer = match peer {
+            Some(p) if operation.charges_the_peer() => p,
+            _ => snapshot.authority_id,
+        };
+        Self::allowed_charging(snapshot, payer, operation, peer, actions)
+    }
+
+    /// An allowed `operation` charged to `payer`'s budget in this ledger
+    /// (the authority that caused the work, such as a handshake's
+    /// initiator); the ledger refuses the charge, and so every send, when
+    /// that budget is spent.
+    fn allowed_charging(
+        snapshot: &GuardSnapshot,
+        payer: AuthorityId,
+        operation: Operation,
+        peer: Option<AuthorityId>,
+        actions: Vec<EffectCommand>,
+    ) -> Self {
         let mut effects = Vec::with_capacity(actions.len() + 2);
         effects.push(EffectCommand::ChargeFlowBudget {
             context_id: snapshot.context_id,
-            authority_id: snapshot.authority_id,
+            authority_id: payer,
             epoch: snapshot.epoch,
             cost: operation.cost(),
         });

@@ -153,6 +153,7 @@ impl<S: JournalStore> EffectInterpreter for ReferenceInterpreter<S> {
     type Error = InterpretError;
 
     fn execute(&mut self, command: &EffectCommand, now_ms: u64) -> Result<(), InterpretError> {
+        self.ledger.tick(now_ms);
         match command {
             EffectCommand::ChargeFlowBudget {
                 context_id,

@@ -4,7 +4,8 @@
 //! | concept | module |
 //! |---|---|
 //! | authorities, contexts, epochs | [`AuthorityId`], [`ContextId`], [`Identity`], [`StaticKeyBinding`] |
-//! | context secret, invitations, epoch advance | [`Context`], [`Invitation`], [`EpochRekey`] |
+//! | context secret, admins, invitations, epoch advance | [`Context`], [`Invitation`], [`EpochRekey`], [`rekey`] |
+//! | persisted contexts (roster, admins, recent transitions) | `ContextStore` (feature `sqlite`) |
 //! | key schedule (see `docs/KEY-SCHEDULE.md`) | [`keys`]: [`EpochKeys`], [`EpochSecret`] |
 //! | descriptors, transport hints, sealing | [`RendezvousDescriptor`], [`TransportHint`], [`SealedDescriptor`] |
 //! | facts and the journal | [`RendezvousFact`], [`journal`]: [`Journal`], [`MemoryJournal`], `SqliteJournal` |
@@ -25,6 +26,8 @@ mod armor;
 mod budget;
 mod codec;
 mod context;
+#[cfg(feature = "sqlite")]
+mod context_store;
 mod descriptor;
 mod facts;
 pub mod guard;
@@ -33,9 +36,11 @@ pub mod hlc;
 mod identity;
 mod ids;
 mod interpreter;
+mod invitation;
 pub mod journal;
 pub mod keys;
 pub mod receipt;
+pub mod rekey;
 mod rng;
 mod seal;
 mod service;
@@ -44,10 +49,9 @@ pub use adapter::{PeerInfo, RendezvousAdapter};
 pub use armor::ArmorError;
 pub use budget::{BudgetError, BudgetLedger};
 pub use codec::DecodeError;
-pub use context::{
-    Context, ContextError, EpochRekey, Invitation, InvitationError, MAX_MEMBERS, RekeyError,
-    RekeyOutcome,
-};
+pub use context::{Context, ContextError, REKEY_HISTORY, RekeyError, RekeyOutcome};
+#[cfg(feature = "sqlite")]
+pub use context_store::{ContextStore, ContextStoreError, MAX_CONTEXT_NAME};
 pub use descriptor::{
     DescriptorError, DescriptorPolicy, MAX_ADDR_LEN, MAX_SEALED_DESCRIPTOR_LEN,
     MAX_TRANSPORT_HINTS, RendezvousDescriptor, SealedDescriptor, TransportHint,
@@ -63,10 +67,12 @@ pub use handshake::{
 pub use identity::{Identity, STATIC_KEY_BINDING_LEN, StaticKeyBinding};
 pub use ids::{AuthorityId, ContextId, Epoch};
 pub use interpreter::{EffectInterpreter, InterpretError, Outbound, ReferenceInterpreter};
+pub use invitation::{Invitation, InvitationError};
 #[cfg(feature = "sqlite")]
 pub use journal::SqliteJournal;
-pub use journal::{Journal, JournalEntry, JournalError, MemoryJournal};
+pub use journal::{DEFAULT_RETENTION_MS, Journal, JournalEntry, JournalError, MemoryJournal};
 pub use keys::{EpochKeys, EpochSecret, Psk};
+pub use rekey::{EpochRekey, MAX_ADMINS, MAX_MEMBERS};
 pub use rng::{CryptoRng, SeededRng};
 pub use service::{FactApplied, RendezvousConfig, RendezvousService, ServiceError};
 

@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use hashbrown::HashMap;
 
 use crate::codec::ct_eq;
-use crate::context::MAX_MEMBERS;
 use crate::descriptor::{
     DescriptorError, DescriptorPolicy, MAX_ADDR_LEN, MAX_TRANSPORT_HINTS, RendezvousDescriptor,
     SealedDescriptor, TransportHint,
@@ -23,6 +22,7 @@ use crate::handshake::{HandshakeComplete, HandshakeInit, HandshakeParams, Handsh
 use crate::identity::Identity;
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::keys::EpochKeys;
+use crate::rekey::MAX_MEMBERS;
 use crate::rng::{CryptoRng, SeededRng};
 
 /// Configuration of a [`RendezvousService`]. Every table a peer can grow
@@ -405,7 +405,10 @@ impl RendezvousService {
     /// no effect, nothing sent) when the guard denies, when the message is
     /// for another context or epoch, when `psk` is not the pair's PSK, or
     /// when the handshaker rejects the message. Effects when allowed:
-    /// charge, send message 2, append `ChannelEstablished`, receipt.
+    /// charge, send message 2, append `ChannelEstablished`, receipt. The
+    /// charge goes to the *initiator's* budget in this member's ledger: it
+    /// caused the work, so a member flooding handshakes spends its own
+    /// allowance here and cannot drain this member's (issue 13, item 5).
     pub fn prepare_handle_handshake<H: Handshaker>(
         &mut self,
         snapshot: &GuardSnapshot,
@@ -468,12 +471,14 @@ impl RendezvousService {
                 },
                 EffectCommand::JournalAppend {
                     context_id,
-                    fact: RendezvousFact::ChannelEstablished {
+                    fact: RendezvousFact::channel_established(
+                        &self.identity,
+                        &context_id,
                         initiator,
-                        responder: me,
-                        channel_id: responded.channel_id,
+                        me,
+                        responded.channel_id,
                         epoch,
-                    },
+                    ),
                 },
             ],
         )
@@ -607,6 +612,27 @@ impl RendezvousService {
             }
             RendezvousFact::ChannelEstablished { .. } => Ok(FactApplied::Ignored),
         }
+    }
+
+    /// This member's signed record of a channel it is an end of (the
+    /// initiator's driver appends it once its handshake completes; the
+    /// responder's comes with [`RendezvousService::prepare_handle_handshake`]).
+    pub fn channel_established(
+        &self,
+        context_id: ContextId,
+        initiator: AuthorityId,
+        responder: AuthorityId,
+        channel_id: [u8; 32],
+        epoch: Epoch,
+    ) -> RendezvousFact {
+        RendezvousFact::channel_established(
+            &self.identity,
+            &context_id,
+            initiator,
+            responder,
+            channel_id,
+            epoch,
+        )
     }
 
     /// The cached descriptor of `peer` in `context_id` (verified when

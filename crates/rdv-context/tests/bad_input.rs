@@ -58,12 +58,8 @@ fn samples() -> (Samples, Member, Member) {
         .open(bob.context.keys(), T0, &DescriptorPolicy::default())
         .unwrap();
     let revoke = RendezvousFact::revoke(&bob.identity, &ctx, descriptor.nonce);
-    let channel = RendezvousFact::ChannelEstablished {
-        initiator: alice.me(),
-        responder: bob.me(),
-        channel_id: [3; 32],
-        epoch: 0,
-    };
+    let channel =
+        RendezvousFact::channel_established(&bob.identity, &ctx, alice.me(), bob.me(), [3; 32], 0);
     let rekey = alice
         .context
         .advance_epoch(&alice.identity, &[carol.me()], &mut rng(9))
@@ -359,4 +355,64 @@ fn mutated_valid_encodings_never_panic() {
             },
         )
         .unwrap();
+}
+
+#[test]
+fn channel_facts_not_signed_by_one_of_their_ends_are_refused_on_receive() {
+    let (alice, bob, carol) = trio();
+    let ctx = alice.ctx();
+    let mut j = Journal::new(ctx, MemoryJournal::default(), 60_000).unwrap();
+    let at = |k: u64| hlc::HlcTimestamp {
+        wall_ms: T0 + k,
+        counter: 0,
+    };
+    let honest =
+        RendezvousFact::channel_established(&bob.identity, &ctx, alice.me(), bob.me(), [7; 32], 0);
+    // Carol records a channel between Alice and Bob that she was no end of,
+    // under her own signature or by relabelling Bob's.
+    let by_carol = RendezvousFact::channel_established(
+        &carol.identity,
+        &ctx,
+        alice.me(),
+        bob.me(),
+        [7; 32],
+        0,
+    );
+    let relabelled = match honest.clone() {
+        RendezvousFact::ChannelEstablished {
+            initiator,
+            responder,
+            epoch,
+            recorder,
+            signature,
+            ..
+        } => RendezvousFact::ChannelEstablished {
+            initiator,
+            responder,
+            channel_id: [8; 32],
+            epoch,
+            recorder,
+            signature,
+        },
+        _ => unreachable!(),
+    };
+    let other_context = RendezvousFact::channel_established(
+        &bob.identity,
+        &ContextId::from_bytes([9; 32]),
+        alice.me(),
+        bob.me(),
+        [7; 32],
+        0,
+    );
+    for forged in [by_carol, relabelled, other_context] {
+        assert_eq!(
+            j.receive(&[JournalEntry::new(forged, at(1))], T0 + 10),
+            Err(JournalError::BadChannelFact)
+        );
+    }
+    assert!(j.is_empty());
+    assert_eq!(
+        j.receive(&[JournalEntry::new(honest, at(2))], T0 + 10),
+        Ok(1)
+    );
 }

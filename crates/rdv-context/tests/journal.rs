@@ -13,12 +13,14 @@ const NOW: u64 = T0 + 1_000_000;
 
 fn channel(k: u8, epoch: u64) -> RendezvousFact {
     let (a, b) = if k.is_multiple_of(2) { (1, 2) } else { (2, 3) };
-    RendezvousFact::ChannelEstablished {
-        initiator: identity(a).authority(),
-        responder: identity(b).authority(),
-        channel_id: [k; 32],
+    RendezvousFact::channel_established(
+        &identity(b),
+        &CTX,
+        identity(a).authority(),
+        identity(b).authority(),
+        [k; 32],
         epoch,
-    }
+    )
 }
 
 fn ts(wall: u64, counter: u32) -> HlcTimestamp {
@@ -471,4 +473,39 @@ proptest! {
             mem.by_authority(who, None, 1000).unwrap()
         );
     }
+}
+
+#[test]
+fn backdated_remote_facts_are_refused_below_the_retention_floor() {
+    let mut j = memory().with_retention(3_600_000);
+    let old = JournalEntry::new(
+        channel(40, 0),
+        HlcTimestamp {
+            wall_ms: NOW - 3_600_001,
+            counter: 0,
+        },
+    );
+    assert!(matches!(
+        j.receive(std::slice::from_ref(&old), NOW),
+        Err(JournalError::TooOld { .. })
+    ));
+    assert!(j.is_empty());
+    let recent = JournalEntry::new(
+        channel(41, 0),
+        HlcTimestamp {
+            wall_ms: NOW - 3_599_000,
+            counter: 0,
+        },
+    );
+    assert_eq!(j.receive(&[recent], NOW).unwrap(), 1);
+    // The default window is a week.
+    let mut d = memory();
+    let week_old = JournalEntry::new(
+        channel(42, 0),
+        HlcTimestamp {
+            wall_ms: NOW - DEFAULT_RETENTION_MS - 1,
+            counter: 0,
+        },
+    );
+    assert!(d.receive(&[week_old], NOW).is_err());
 }

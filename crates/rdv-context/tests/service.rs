@@ -137,7 +137,10 @@ fn seed_flow_publish_sync_cache_establish_handle_end_to_end() {
         RendezvousFact::ChannelEstablished { initiator, responder, epoch: 0, .. }
             if *initiator == alice.me() && *responder == bob.me()
     ));
-    assert_eq!(bob.fx.ledger().remaining(&ctx, &bob.me(), 0), BUDGET - 3);
+    // Bob paid 1 for his publication; the handshake Alice caused is charged
+    // to Alice's budget in Bob's ledger.
+    assert_eq!(bob.fx.ledger().remaining(&ctx, &bob.me(), 0), BUDGET - 1);
+    assert_eq!(bob.fx.ledger().remaining(&ctx, &alice.me(), 0), BUDGET - 2);
 
     // 6. Receipts: Bob's two form a valid signed chain.
     assert_eq!(bob.fx.receipts().len(), 2);
@@ -749,7 +752,16 @@ fn revocation_by_someone_else_is_refused() {
         Err(DescriptorError::BadSignature)
     );
     assert!(matches!(
-        alice.fx.journal_mut(&ctx).unwrap().append(forged, T0),
+        alice.fx.journal_mut(&ctx).unwrap().receive(
+            &[JournalEntry::new(
+                forged,
+                hlc::HlcTimestamp {
+                    wall_ms: T0,
+                    counter: 0
+                }
+            )],
+            T0
+        ),
         Err(JournalError::BadRevocation)
     ));
     assert!(alice.service.get_cached_descriptor(ctx, bob.me()).is_some());
@@ -832,8 +844,18 @@ fn new_epoch_clears_cache_and_asks_for_a_new_descriptor() {
 #[test]
 fn member_invited_by_another_is_learned_from_its_descriptor_and_gets_the_next_epoch() {
     // Bob joined through a bearer invitation from Alice; Carol never met him.
-    let (alice, mut bob, mut carol) = trio();
+    // Alice makes Carol an admin too.
+    let (mut alice, mut bob, mut carol) = trio();
     let ctx = carol.ctx();
+    let appoint = alice
+        .context
+        .advance_epoch_appointing(&alice.identity, &[], &[carol.me()], &mut rng(2))
+        .unwrap();
+    alice.rekeyed();
+    for m in [&mut bob, &mut carol] {
+        m.context.apply_rekey(&m.identity, &appoint).unwrap();
+        m.rekeyed();
+    }
     assert!(!carol.context.is_member(&bob.me()));
     bob.publish(direct_hints(), T0);
     carol.sync_from(&bob, T0);
@@ -851,16 +873,15 @@ fn member_invited_by_another_is_learned_from_its_descriptor_and_gets_the_next_ep
         .unwrap();
     assert_eq!(
         bob.context.apply_rekey(&bob.identity, &rekey),
-        Ok(RekeyOutcome::Advanced { epoch: 1 })
+        Ok(RekeyOutcome::Advanced { epoch: 2 })
     );
     assert_eq!(
         bob.context.keys().descriptor_key(),
         carol.context.keys().descriptor_key()
     );
-    let mut alice = alice;
     assert_eq!(
         alice.context.apply_rekey(&alice.identity.clone(), &rekey),
-        Err(RekeyError::Removed { to: 1 })
+        Err(RekeyError::Removed { to: 2 })
     );
     // A descriptor of another context teaches nothing.
     let outsider = identity(8);

@@ -158,12 +158,13 @@ impl Member {
             .execute(
                 &EffectCommand::JournalAppend {
                     context_id: ch.context_id(),
-                    fact: RendezvousFact::ChannelEstablished {
-                        initiator: self.me(),
-                        responder: peer,
-                        channel_id: ch.id(),
-                        epoch: ch.epoch(),
-                    },
+                    fact: self.service.channel_established(
+                        self.ctx(),
+                        self.me(),
+                        peer,
+                        ch.id(),
+                        ch.epoch(),
+                    ),
                 },
                 now,
             )

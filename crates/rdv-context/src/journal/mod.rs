@@ -207,6 +207,17 @@ pub enum JournalError {
     /// A revocation whose signature is not its authority's.
     #[error("revocation signature does not verify")]
     BadRevocation,
+    /// A remote timestamp older than the retention window.
+    #[error("remote fact stamped {wall_ms} ms is older than the retention floor {floor_ms} ms")]
+    TooOld {
+        /// The fact's time.
+        wall_ms: u64,
+        /// The oldest time accepted.
+        floor_ms: u64,
+    },
+    /// A channel fact not signed by one of the channel's two ends.
+    #[error("channel fact is not signed by one of the channel's ends")]
+    BadChannelFact,
     /// A remote timestamp too far in the future.
     #[error(transparent)]
     ClockDrift(#[from] ClockDrift),
@@ -231,6 +242,7 @@ pub struct Journal<S> {
     context_id: ContextId,
     store: S,
     clock: HybridClock,
+    retention_ms: u64,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Journal<S> {
@@ -244,6 +256,10 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Journal<S> {
 
 /// Default drift allowed for remote timestamps: 60 s.
 pub const DEFAULT_MAX_DRIFT_MS: u64 = 60_000;
+/// Default retention: remote facts older than this are refused. 7 days:
+/// far beyond a descriptor's longest life (24 h), so whatever a member
+/// still needs (a live descriptor, the revocation of one) is younger.
+pub const DEFAULT_RETENTION_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl<S: JournalStore> Journal<S> {
     /// The journal of `context_id` over `store`, with the clock restored
@@ -257,7 +273,28 @@ impl<S: JournalStore> Journal<S> {
             context_id,
             store,
             clock,
+            retention_ms: DEFAULT_RETENTION_MS,
         })
+    }
+
+    /// Sets the retention window: remote facts stamped more than
+    /// `retention_ms` before now are refused ([`JournalError::TooOld`]).
+    pub fn with_retention(mut self, retention_ms: u64) -> Self {
+        self.retention_ms = retention_ms;
+        self
+    }
+
+    /// The floor for remote timestamps. A backdated fact would sort before
+    /// everything a replica holds; nothing a member needs is that old.
+    fn check_age(&self, timestamp: HlcTimestamp, now_ms: u64) -> Result<(), JournalError> {
+        let floor = now_ms.saturating_sub(self.retention_ms);
+        if timestamp.wall_ms < floor {
+            return Err(JournalError::TooOld {
+                wall_ms: timestamp.wall_ms,
+                floor_ms: floor,
+            });
+        }
+        Ok(())
     }
 
     /// The context.
@@ -273,7 +310,11 @@ impl<S: JournalStore> Journal<S> {
         self.clock.last()
     }
 
-    fn check_fact(&self, fact: &RendezvousFact) -> Result<(), JournalError> {
+    /// Checks a fact's context and, for a remote one (`remote`), its
+    /// signature. Local facts come from this member's own service, which
+    /// signs them; checking them again would cost an Ed25519 verification
+    /// per append for nothing.
+    fn check_fact(&self, fact: &RendezvousFact, remote: bool) -> Result<(), JournalError> {
         if let RendezvousFact::Descriptor(d) = fact
             && d.context_id() != self.context_id
         {
@@ -282,8 +323,11 @@ impl<S: JournalStore> Journal<S> {
                 found: d.context_id(),
             });
         }
-        if !fact.verify_revocation(&self.context_id) {
-            return Err(JournalError::BadRevocation);
+        if remote && !fact.verify(&self.context_id) {
+            return Err(match fact {
+                RendezvousFact::ChannelEstablished { .. } => JournalError::BadChannelFact,
+                _ => JournalError::BadRevocation,
+            });
         }
         Ok(())
     }
@@ -301,7 +345,7 @@ impl<S: JournalStore> Journal<S> {
     /// Appends a local fact at physical time `now_ms`. A duplicate is a
     /// no-op that reports the existing entry.
     pub fn append(&mut self, fact: RendezvousFact, now_ms: u64) -> Result<Appended, JournalError> {
-        self.check_fact(&fact)?;
+        self.check_fact(&fact, false)?;
         let id = fact.id();
         if self.store.contains(&id) {
             let timestamp = self
@@ -337,7 +381,7 @@ impl<S: JournalStore> Journal<S> {
         now_ms: u64,
     ) -> Result<usize, JournalError> {
         for f in &facts {
-            self.check_fact(f)?;
+            self.check_fact(f, false)?;
         }
         let mut clock = self.clock.clone();
         let entries: Vec<JournalEntry> = facts
@@ -350,7 +394,8 @@ impl<S: JournalStore> Journal<S> {
     }
 
     /// Receives entries from another replica at physical time `now_ms`:
-    /// checks every entry first (context, revocation signature, drift) and
+    /// checks every entry first (context, signatures of revocations and
+    /// channel facts, drift) and
     /// refuses the whole batch on the first bad one; then inserts them and
     /// advances the clock past them. Returns how many were new.
     pub fn receive(
@@ -360,7 +405,8 @@ impl<S: JournalStore> Journal<S> {
     ) -> Result<usize, JournalError> {
         let mut clock = self.clock.clone();
         for e in entries {
-            self.check_fact(&e.fact)?;
+            self.check_fact(&e.fact, true)?;
+            self.check_age(e.timestamp, now_ms)?;
             clock.observe(e.timestamp, now_ms)?;
         }
         let n = self.store.insert_batch(entries)?;
