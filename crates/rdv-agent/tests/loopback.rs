@@ -373,12 +373,7 @@ async fn a_peer_pushing_forged_facts_is_disconnected_without_writing_them() {
     // Channel records naming a stranger, one push each.
     for n in 0..20u8 {
         let e = JournalEntry::new(
-            RendezvousFact::ChannelEstablished {
-                initiator: stranger,
-                responder: pa,
-                channel_id: [n; 32],
-                epoch: 0,
-            },
+            RendezvousFact::channel_established(&identity(66), &ctx, stranger, pa, [n; 32], 0),
             hlc::HlcTimestamp {
                 wall_ms: T0 + 30,
                 counter: 0,
@@ -437,12 +432,12 @@ async fn periodic_reconciliation_brings_a_fact_that_was_never_pushed() {
     assert!(synced);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // A fact written into Alice's journal behind the agent's back: no push.
-    let fact = RendezvousFact::ChannelEstablished {
-        initiator: pb,
-        responder: pa,
-        channel_id: [0x77; 32],
-        epoch: 0,
-    };
+    let fact = a
+        .node()
+        .lock()
+        .await
+        .service
+        .channel_established(ctx, pb, pa, [0x77; 32], 0);
     {
         let mut n = a.node().lock().await;
         let appended = n

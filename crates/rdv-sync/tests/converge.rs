@@ -69,15 +69,16 @@ fn check(members: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m[i].channel(peer, n, now);
             }
             Op::Shared(n) => {
-                // The same channel record appended by both ends at
-                // different times.
+                // The same channel record (signed by its responder)
+                // appended by two members at different times.
                 let (x, y) = (m[0].me(), m[1].me());
-                let fact = RendezvousFact::ChannelEstablished {
-                    initiator: x,
-                    responder: y,
-                    channel_id: [n; 32],
-                    epoch: m[0].context.epoch(),
-                };
+                let fact = m[1].service.channel_established(
+                    m[1].ctx(),
+                    x,
+                    y,
+                    [n; 32],
+                    m[0].context.epoch(),
+                );
                 m[(n as usize) % members].append(fact.clone(), now);
                 m[(n as usize + 1) % members].append(fact, now + 3);
             }

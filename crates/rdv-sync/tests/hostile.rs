@@ -33,14 +33,18 @@ fn feed(victim: &mut Member, limits: Limits, bytes: &[u8], now: u64) -> Result<S
     victim.with_replica(|r| s.receive(bytes, r, now))
 }
 
-fn stranger_fact(n: u8) -> RendezvousFact {
+/// A channel record Mallory (no member) signs in `ctx`: well signed, but
+/// naming a stranger.
+fn stranger_fact(ctx: &ContextId, n: u8) -> RendezvousFact {
     let mallory = identity(66);
-    RendezvousFact::ChannelEstablished {
-        initiator: mallory.authority(),
-        responder: identity(2).authority(),
-        channel_id: [n; 32],
-        epoch: 0,
-    }
+    RendezvousFact::channel_established(
+        &mallory,
+        ctx,
+        mallory.authority(),
+        identity(2).authority(),
+        [n; 32],
+        0,
+    )
 }
 
 #[test]
@@ -187,7 +191,7 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
         stranger_revocation,
         altered,
         future,
-        entry(stranger_fact(1), T0 + 12),
+        entry(stranger_fact(&ctx, 1), T0 + 12),
     ];
     let limits = Limits {
         max_bad_facts: 5,
@@ -214,7 +218,7 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
 fn good_facts_alongside_a_few_bad_ones_are_written() {
     let (mut a, mut b, _) = trio();
     let good = entry(a.publish(T0 + 10), T0 + 10);
-    let bytes = facts_message(vec![good, entry(stranger_fact(2), T0 + 11)]);
+    let bytes = facts_message(vec![good, entry(stranger_fact(&b.ctx(), 2), T0 + 11)]);
     let mut s = Session::respond(Limits::default(), T0 + 20);
     b.with_replica(|r| s.receive(&bytes, r, T0 + 20)).unwrap();
     assert_eq!(s.stats().facts_rejected, 1);

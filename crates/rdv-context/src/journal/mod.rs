@@ -333,11 +333,12 @@ impl<S: JournalStore> Journal<S> {
     }
 
     /// Checks a remote entry as [`Journal::receive`] would at physical
-    /// time `now_ms` (context, revocation signature, clock drift), without
+    /// time `now_ms` (context, signatures, retention floor, clock drift), without
     /// writing anything: journal sync drops a bad fact alone instead of
     /// refusing its whole batch.
     pub fn check_remote(&self, entry: &JournalEntry, now_ms: u64) -> Result<(), JournalError> {
-        self.check_fact(&entry.fact)?;
+        self.check_fact(&entry.fact, true)?;
+        self.check_age(entry.timestamp, now_ms)?;
         self.clock.check(entry.timestamp, now_ms)?;
         Ok(())
     }

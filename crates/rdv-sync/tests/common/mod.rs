@@ -102,23 +102,25 @@ impl Member {
     }
     /// A channel record with `peer`.
     pub fn channel(&mut self, peer: AuthorityId, n: u8, now: u64) -> RendezvousFact {
-        let fact = RendezvousFact::ChannelEstablished {
-            initiator: peer,
-            responder: self.me(),
-            channel_id: [n; 32],
-            epoch: self.context.epoch(),
-        };
+        let fact = self.service.channel_established(
+            self.ctx(),
+            peer,
+            self.me(),
+            [n; 32],
+            self.context.epoch(),
+        );
         self.append(fact.clone(), now);
         fact
     }
     /// A channel record with the first other member, not appended.
     pub fn channel_fact_for_test(&self) -> RendezvousFact {
-        RendezvousFact::ChannelEstablished {
-            initiator: identity(1).authority(),
-            responder: self.me(),
-            channel_id: [0xee; 32],
-            epoch: self.context.epoch(),
-        }
+        self.service.channel_established(
+            self.ctx(),
+            identity(1).authority(),
+            self.me(),
+            [0xee; 32],
+            self.context.epoch(),
+        )
     }
     /// Every (id, timestamp) in journal order.
     pub fn snapshot(&self) -> Vec<(FactId, hlc::HlcTimestamp)> {
