@@ -509,3 +509,52 @@ fn backdated_remote_facts_are_refused_below_the_retention_floor() {
     );
     assert!(d.receive(&[week_old], NOW).is_err());
 }
+
+#[test]
+fn garbage_collection_removes_what_is_past_retention_in_both_stores() {
+    let db = TempDb::new("gc");
+    let sql = Journal::new(CTX, SqliteJournal::open(&db.0, usize::MAX).unwrap(), 60_000).unwrap();
+    let mem = memory();
+    fn run<S: JournalStore>(mut j: Journal<S>) -> Journal<S> {
+        j = j.with_retention(10_000);
+        let at = |wall: u64, k: u8| {
+            JournalEntry::new(
+                channel(k, 0),
+                HlcTimestamp {
+                    wall_ms: NOW + wall,
+                    counter: 0,
+                },
+            )
+        };
+        let entries: Vec<_> = (0..10u8).map(|k| at(u64::from(k) * 1_000, k)).collect();
+        j.receive(&entries, NOW + 9_000).unwrap();
+        assert_eq!(j.len(), 10);
+        // At NOW + 14_500 the floor is NOW + 4_500: five facts are older.
+        let gone = j.collect_garbage(NOW + 14_500, 3).unwrap();
+        assert_eq!(gone.len(), 3, "bounded per call");
+        let more = j.collect_garbage(NOW + 14_500, 100).unwrap();
+        assert_eq!(more.len(), 2);
+        assert!(
+            gone.iter()
+                .chain(&more)
+                .all(|k| k.timestamp.wall_ms < NOW + 4_500)
+        );
+        assert_eq!(j.len(), 5);
+        for e in &entries[..5] {
+            assert!(!j.contains(&e.id()));
+        }
+        // Sync cannot bring them back: they are below the floor now.
+        assert!(matches!(
+            j.receive(&entries[..1], NOW + 14_500),
+            Err(JournalError::TooOld { .. })
+        ));
+        assert!(j.collect_garbage(NOW + 14_500, 100).unwrap().is_empty());
+        j
+    }
+    run(mem);
+    let sql = run(sql);
+    drop(sql);
+    // The removal is on disk.
+    let reopened = SqliteJournal::open(&db.0, usize::MAX).unwrap();
+    assert_eq!(reopened.len(), 5);
+}

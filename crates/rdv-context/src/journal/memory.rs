@@ -59,6 +59,9 @@ impl MemoryJournal {
         for a in std::iter::once(fact.authority()).chain(fact.peer()) {
             if let Some(s) = self.by_authority.get_mut(&a) {
                 s.remove(&key);
+                if s.is_empty() {
+                    self.by_authority.remove(&a);
+                }
             }
         }
     }
@@ -109,6 +112,26 @@ impl JournalStore for MemoryJournal {
 
     fn contains(&self, id: &FactId) -> bool {
         self.entries.contains_key(id)
+    }
+
+    fn remove_older_than(
+        &mut self,
+        wall_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, StoreError> {
+        let old: Vec<OrderKey> = self
+            .order
+            .iter()
+            .take_while(|k| k.timestamp.wall_ms < wall_ms)
+            .take(limit)
+            .copied()
+            .collect();
+        for k in &old {
+            if let Some((_, fact)) = self.entries.remove(&k.id) {
+                self.unindex(*k, &fact);
+            }
+        }
+        Ok(old)
     }
 
     fn get(&self, id: &FactId) -> Result<Option<JournalEntry>, StoreError> {

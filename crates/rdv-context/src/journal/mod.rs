@@ -171,6 +171,14 @@ pub trait JournalStore {
     ) -> Result<Vec<JournalEntry>, StoreError>;
     /// The largest timestamp stored (to restore the clock after a restart).
     fn max_timestamp(&self) -> Result<Option<HlcTimestamp>, StoreError>;
+    /// Removes up to `limit` entries stamped before `wall_ms`, oldest
+    /// first, and returns their positions (for indexes kept elsewhere, such
+    /// as journal sync's).
+    fn remove_older_than(
+        &mut self,
+        wall_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, StoreError>;
     /// The timestamp of the entry with this id. The default reads the
     /// entry; stores that keep ids in memory answer without I/O.
     fn timestamp_of(&self, id: &FactId) -> Result<Option<HlcTimestamp>, StoreError> {
@@ -282,6 +290,21 @@ impl<S: JournalStore> Journal<S> {
     pub fn with_retention(mut self, retention_ms: u64) -> Self {
         self.retention_ms = retention_ms;
         self
+    }
+
+    /// Removes facts older than the retention window at `now_ms` (up to
+    /// `limit` per call, oldest first) and returns their positions. A
+    /// member runs it periodically: expired descriptors, their revocations
+    /// and old channel records leave the journal, and since
+    /// [`Journal::receive`] refuses anything below the same floor, sync
+    /// cannot bring them back.
+    pub fn collect_garbage(
+        &mut self,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, JournalError> {
+        let floor = now_ms.saturating_sub(self.retention_ms);
+        Ok(self.store.remove_older_than(floor, limit)?)
     }
 
     /// The floor for remote timestamps. A backdated fact would sort before

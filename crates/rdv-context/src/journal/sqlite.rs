@@ -421,6 +421,51 @@ impl JournalStore for SqliteJournal {
             .collect()
     }
 
+    fn remove_older_than(
+        &mut self,
+        wall_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OrderKey>, StoreError> {
+        let floor = wall_ms.min(i64::MAX as u64) as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let tx = self.conn.transaction().map_err(backend)?;
+        let mut removed = Vec::new();
+        {
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT wall, counter, id FROM facts WHERE wall < ?1
+                     ORDER BY wall, counter, id LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows: Vec<(i64, i64, Vec<u8>)> = select
+                .query_map(params![floor, limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(backend)?
+                .collect::<Result<_, _>>()
+                .map_err(backend)?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM facts WHERE wall = ?1 AND counter = ?2 AND id = ?3")
+                .map_err(backend)?;
+            for (w, c, id) in rows {
+                delete.execute(params![w, c, &id]).map_err(backend)?;
+                let id: [u8; 32] = id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("fact id is not 32 bytes".into()))?;
+                removed.push(OrderKey {
+                    timestamp: ts_from(w, c),
+                    id: FactId(id),
+                });
+            }
+        }
+        tx.commit().map_err(backend)?;
+        for k in &removed {
+            self.ids.remove(&k.id);
+        }
+        Ok(removed)
+    }
+
     fn max_timestamp(&self) -> Result<Option<HlcTimestamp>, StoreError> {
         self.conn
             .query_row(
