@@ -16,6 +16,7 @@ pub mod io;
 pub mod ip_limits;
 pub mod metrics;
 pub mod node;
+pub mod quota;
 mod server;
 
 pub use libp2p_stream;

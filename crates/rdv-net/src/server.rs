@@ -6,7 +6,6 @@
 //! lives on a thread of its own and takes work in batches.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,20 +22,41 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
-use crate::io::{StreamError, read_frame, write_message};
+use hashlink::LruCache;
+
+use crate::inbound::InboundStream;
+use crate::io::{StreamError, read_frame, read_frame_after_idle, write_message};
+use crate::ip_limits::AddrGroup;
 use crate::metrics::Metrics;
+use crate::quota::Quota;
 
 /// Limits of the stream layer; the registry's own limits are in
 /// [`rdv_point::Config`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Longest wait for the next whole message on a stream before it is
-    /// closed (a peer that stalls mid-message, or idles). Default 10 s.
+    /// Longest wait for the rest of a message once it has started, for a
+    /// stream's first message, and for a peer to read an answer: a peer
+    /// that stalls is cut off. Default 10 s.
     pub stream_timeout: Duration,
+    /// Longest a stream may rest between two requests before it is closed
+    /// (go-libp2p clients such as waku reuse one stream for DISCOVERs
+    /// minutes apart). A resting stream keeps its place in the stream
+    /// bounds, per peer and per address. Default 5 min.
+    pub stream_idle_timeout: Duration,
     /// Streams served at once; more are closed at once. Default 1024.
     pub max_streams: usize,
     /// Streams one peer may have served at once. Default 16.
     pub max_streams_per_peer: usize,
+    /// Streams one address group (an IPv4 address, an IPv6 /64) may have
+    /// served at once: peer ids are free, so without it one host with many
+    /// peer ids takes all of `max_streams`. Default 128.
+    pub max_streams_per_ip: usize,
+    /// Live registrations one address group may hold in one namespace;
+    /// more are answered `E_UNAVAILABLE` (see [`crate::quota`]). Default
+    /// 100: room for a NAT, while one host cannot fill a namespace's 1,000.
+    pub max_registrations_per_ip_namespace: usize,
+    /// IPv6 addresses are counted per prefix of this length. Default 64.
+    pub ipv6_prefix: u8,
     /// Peers remembered with the record formats they read (rust-libp2p:
     /// legacy; js-libp2p, go-libp2p: standard; rdv: both). Default 100 000.
     pub max_legacy_askers: usize,
@@ -54,8 +74,12 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             stream_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(300),
             max_streams: 1024,
             max_streams_per_peer: 16,
+            max_streams_per_ip: 128,
+            max_registrations_per_ip_namespace: 100,
+            ipv6_prefix: crate::ip_limits::DEFAULT_IPV6_PREFIX,
             max_legacy_askers: 100_000,
             max_verified_records: 100_000,
             identify_wait: Duration::ZERO,
@@ -88,13 +112,18 @@ struct Shared<S> {
     jobs: std_mpsc::Sender<Job<S>>,
     point_config: rdv_point::Config,
     metrics: Arc<Metrics>,
-    /// What each peer's implementation can read, as far as we know.
-    formats: Mutex<HashMap<PeerId, Formats>>,
+    /// What each peer's implementation can read, as far as we know; least
+    /// recently used first out, so a stranger churning peer ids evicts its
+    /// own entries before those of peers in use.
+    formats: Mutex<LruCache<PeerId, Formats>>,
     /// Woken whenever identify tells us about a peer.
     identified: tokio::sync::Notify,
     /// Records whose signature checked out, by BLAKE3 hash of their bytes:
     /// the same bytes again (a refresh, typically) need no second check.
-    verified: Mutex<HashMap<[u8; 32], (PeerId, RecordFormat)>>,
+    /// Least recently used first out.
+    verified: Mutex<LruCache<[u8; 32], (PeerId, RecordFormat)>>,
+    /// Registrations per address group and namespace.
+    quota: Mutex<Quota>,
     config: ServerConfig,
 }
 
@@ -155,9 +184,10 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 jobs,
                 point_config,
                 metrics,
-                formats: Mutex::new(HashMap::new()),
+                formats: Mutex::new(LruCache::new(config.max_legacy_askers.max(1))),
                 identified: tokio::sync::Notify::new(),
-                verified: Mutex::new(HashMap::new()),
+                verified: Mutex::new(LruCache::new(config.max_verified_records.max(1))),
+                quota: Mutex::new(Quota::new(config.max_registrations_per_ip_namespace)),
                 config,
             }),
         }
@@ -228,22 +258,11 @@ impl<S: Store + Send + 'static> PointServer<S> {
     }
 
     fn remember_formats(&self, peer: PeerId, formats: Formats, overwrite: bool) {
+        // Bounded, least recently used out: a stranger churning peer ids
+        // evicts its own entries first.
         let mut known = lock(&self.shared.formats);
-        if known.len() >= self.shared.config.max_legacy_askers && !known.contains_key(&peer) {
-            // Forget one peer, not all: a stranger churning peer ids cannot
-            // wipe what we know of connected peers.
-            if let Some(victim) = known.keys().next().copied() {
-                known.remove(&victim);
-            }
-        }
-        match known.entry(peer) {
-            Entry::Occupied(mut e) if overwrite => {
-                e.insert(formats);
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(e) => {
-                e.insert(formats);
-            }
+        if overwrite || !known.contains_key(&peer) {
+            known.insert(peer, formats);
         }
     }
 
@@ -288,13 +307,15 @@ impl<S: Store + Send + 'static> PointServer<S> {
             self.shared.config.max_streams.min(Semaphore::MAX_PERMITS),
         ));
         let per_peer: Arc<Mutex<HashMap<PeerId, PeerStreams>>> = Arc::default();
+        let per_group: Arc<Mutex<HashMap<AddrGroup, usize>>> = Arc::default();
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 next = incoming.recv() => {
-                    let Some((peer, stream)) = next else { break };
+                    let Some(InboundStream { peer, remote, stream }) = next else { break };
+                    let group = AddrGroup::of_multiaddr(&remote, self.shared.config.ipv6_prefix);
                     // A global permit first: a stream refused here must
                     // not take a place in its peer's order.
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -303,6 +324,24 @@ impl<S: Store + Send + 'static> PointServer<S> {
                         drop(stream);
                         continue;
                     };
+                    // Then the address's share: one host with many peer ids
+                    // cannot take every slot.
+                    if let Some(group) = group {
+                        let mut counts = lock(&per_group);
+                        let open = counts.entry(group).or_insert(0);
+                        if *open >= self.shared.config.max_streams_per_ip {
+                            if *open == 0 {
+                                counts.remove(&group);
+                            }
+                            drop(counts);
+                            drop(permit);
+                            self.shared.metrics.stream_refused();
+                            tracing::debug!(%peer, %group, "too many rendezvous streams from one address; closing a new one");
+                            drop(stream);
+                            continue;
+                        }
+                        *open += 1;
+                    }
                     let turn = {
                         let mut counts = lock(&per_peer);
                         let streams = counts.entry(peer).or_default();
@@ -320,6 +359,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
                         }
                     };
                     let Some(mut turn) = turn else {
+                        release_group_slot(&per_group, group.as_ref());
                         drop(permit);
                         self.shared.metrics.stream_refused();
                         tracing::debug!(%peer, "too many rendezvous streams from one peer; closing a new one");
@@ -328,13 +368,15 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     };
                     let this = self.clone();
                     let per_peer = per_peer.clone();
+                    let per_group = per_group.clone();
                     tasks.spawn(async move {
                         this.shared.metrics.stream_opened();
-                        this.serve_stream(peer, stream, &mut turn).await;
+                        this.serve_stream(peer, group, stream, &mut turn).await;
                         drop(turn);
                         this.shared.metrics.stream_closed();
                         drop(permit);
                         release_peer_slot(&per_peer, &peer);
+                        release_group_slot(&per_group, group.as_ref());
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -369,13 +411,8 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     // Registers legacy records: reads only those, most likely.
                     self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
                 }
-                let mut cache = lock(&self.shared.verified);
-                if cache.len() >= self.shared.config.max_verified_records
-                    && let Some(victim) = cache.keys().next().copied()
-                {
-                    cache.remove(&victim); // forgetting costs one check
-                }
-                cache.insert(hash, (v.peer_id, v.format));
+                // Bounded, least recently used out (forgetting costs one check).
+                lock(&self.shared.verified).insert(hash, (v.peer_id, v.format));
                 Verification::Verified(v)
             }
             Err(e) => Verification::Failed(e),
@@ -412,11 +449,30 @@ impl<S: Store + Send + 'static> PointServer<S> {
         }
     }
 
-    async fn serve_stream(&self, peer: PeerId, mut stream: Stream, turn: &mut Turn) {
-        let mut decoder = FrameDecoder::new(self.shared.point_config.max_message_size);
+    async fn serve_stream(
+        &self,
+        peer: PeerId,
+        group: Option<AddrGroup>,
+        mut stream: Stream,
+        turn: &mut Turn,
+    ) {
+        // Requests are read with a limit sized to the largest valid one (a
+        // REGISTER with the largest record), not to the largest response:
+        // a peer cannot make the point buffer a mebibyte per stream.
+        let mut decoder = FrameDecoder::new(self.shared.point_config.max_request_size());
         let timeout = self.shared.config.stream_timeout;
+        let idle = self.shared.config.stream_idle_timeout;
+        let mut first = true;
         loop {
-            let frame = match read_frame(&mut stream, &mut decoder, timeout).await {
+            // The first message must come promptly (a stream opened and
+            // left silent is a stall); between requests a stream may rest.
+            let read = if first {
+                read_frame(&mut stream, &mut decoder, timeout).await
+            } else {
+                read_frame_after_idle(&mut stream, &mut decoder, idle, timeout).await
+            };
+            first = false;
+            let frame = match read {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -429,7 +485,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     break;
                 }
             };
-            match self.handle_frame(peer, frame, turn).await {
+            match self.handle_frame(peer, group, frame, turn).await {
                 Ok(Some(response)) => {
                     // A peer that stops reading must not hold the stream.
                     match tokio::time::timeout(timeout, write_message(&mut stream, &response)).await
@@ -460,6 +516,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
     async fn handle_frame(
         &self,
         peer: PeerId,
+        group: Option<AddrGroup>,
         frame: bytes::Bytes,
         turn: &mut Turn,
     ) -> Result<Option<Message>, ()> {
@@ -482,6 +539,23 @@ impl<S: Store + Send + 'static> PointServer<S> {
         let kind = msg.kind();
         let answer = match msg {
             Message::Register(req) => {
+                let namespace = req.namespace.clone();
+                if let Some(group) = group
+                    && let Err(full) =
+                        lock(&self.shared.quota).reserve(group, peer, &namespace, Instant::now())
+                {
+                    tracing::debug!(%peer, %full, "registration quota of an address");
+                    let response = RegisterResponse {
+                        status: ResponseStatus::Unavailable,
+                        status_text: "too many registrations from your address in this namespace"
+                            .into(),
+                        ttl: None,
+                    };
+                    self.shared
+                        .metrics
+                        .request(kind, ResponseStatus::Unavailable);
+                    return Ok(Some(Message::RegisterResponse(response)));
+                }
                 // Cheap checks first; a hopeless request goes straight to the
                 // point thread, which refuses it without a signature check.
                 let verification = if precheck(&self.shared.point_config, &req).is_err() {
@@ -492,9 +566,27 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 };
                 let response = self
                     .ask(turn, |tx| Job::Register(peer, req, verification, tx))
+                    .await;
+                if let Some(group) = group {
+                    let mut quota = lock(&self.shared.quota);
+                    let now = Instant::now();
+                    match &response {
+                        Some(r) if r.status == ResponseStatus::Ok => {
+                            let ttl = r
+                                .ttl
+                                .map_or(Duration::ZERO, |t| Duration::from_secs(t.as_secs()));
+                            quota.confirm(group, peer, &namespace, ttl, now);
+                        }
+                        _ => quota.release(group, peer, &namespace, now),
+                    }
+                }
+                Some(Message::RegisterResponse(response.ok_or(())?))
+            }
+            Message::Unregister(req) => {
+                lock(&self.shared.quota).remove(peer, &req.namespace);
+                self.ask(turn, |tx| Job::Request(peer, Message::Unregister(req), tx))
                     .await
-                    .ok_or(())?;
-                Some(Message::RegisterResponse(response))
+                    .ok_or(())?
             }
             Message::Discover(req) => {
                 let formats = self.formats_for(&peer).await;
@@ -620,6 +712,18 @@ fn flush_registers<S: Store>(
     }
 }
 
+/// Gives back one of an address group's stream slots.
+fn release_group_slot(per_group: &Mutex<HashMap<AddrGroup, usize>>, group: Option<&AddrGroup>) {
+    let Some(group) = group else { return };
+    let mut counts = lock(per_group);
+    if let Some(open) = counts.get_mut(group) {
+        *open = open.saturating_sub(1);
+        if *open == 0 {
+            counts.remove(group);
+        }
+    }
+}
+
 /// Gives back one of `peer`'s stream slots.
 fn release_peer_slot(per_peer: &Mutex<HashMap<PeerId, PeerStreams>>, peer: &PeerId) {
     let mut counts = lock(per_peer);
@@ -680,6 +784,77 @@ fn drain_events<S: Store>(point: &mut Point<S>) {
                 tracing::warn!(count, "point events dropped")
             }
             other => tracing::trace!(?other, "point event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rdv_point::{Config, CookieKey, MemoryStore};
+    use rdv_wire::{Keypair, Namespace, sign_record};
+
+    fn server(config: ServerConfig) -> PointServer<MemoryStore> {
+        let point = Point::new(
+            Config::default(),
+            MemoryStore::new(1),
+            CookieKey::from_bytes([3; 32]),
+        )
+        .unwrap();
+        PointServer::new(point, config)
+    }
+
+    fn register(key: &Keypair) -> Register {
+        let addr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        Register {
+            namespace: Namespace::new("n").unwrap(),
+            signed_peer_record: sign_record(key, &[addr], 1, RecordFormat::Standard)
+                .unwrap()
+                .into(),
+            ttl: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn churning_peer_ids_does_not_evict_what_we_know_of_a_peer_in_use() {
+        let s = server(ServerConfig {
+            max_legacy_askers: 8,
+            ..ServerConfig::default()
+        });
+        let in_use = PeerId::random();
+        s.note_agent_version(in_use, "rust-libp2p/0.57.0");
+        for _ in 0..100 {
+            for _ in 0..4 {
+                s.note_agent_version(PeerId::random(), "github.com/libp2p/go-libp2p");
+            }
+            // Each DISCOVER of the peer in use makes it recently used.
+            assert_eq!(
+                s.formats_for(&in_use).await,
+                Formats::only(RecordFormat::Legacy)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn churning_records_does_not_evict_a_record_refreshed_meanwhile() {
+        let s = server(ServerConfig {
+            max_verified_records: 4,
+            ..ServerConfig::default()
+        });
+        let key = Keypair::generate_ed25519();
+        let req = register(&key);
+        let peer = key.public().to_peer_id();
+        assert!(matches!(s.verify(peer, &req), Verification::Verified(_)));
+        for round in 1..=50u64 {
+            for _ in 0..3 {
+                let stranger = Keypair::generate_ed25519();
+                s.verify(stranger.public().to_peer_id(), &register(&stranger));
+            }
+            s.verify(peer, &req);
+            let text = s.render_metrics();
+            let want = format!("rdv_verification_skipped_total {round}");
+            assert!(text.lines().any(|l| l == want), "round {round}:\n{text}");
         }
     }
 }
