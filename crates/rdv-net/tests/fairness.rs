@@ -355,3 +355,90 @@ async fn one_address_cannot_fill_a_namespace() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Reads one answer frame from a stream that stays open.
+async fn read_answer(s: &mut Stream) -> Option<Message> {
+    let mut d = FrameDecoder::new(DEFAULT_MAX_MESSAGE_SIZE);
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(frame) = d.next_frame().ok()? {
+                return decode(&frame).ok();
+            }
+            let n = s.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            d.push(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_resting_between_requests_is_kept_until_the_idle_timeout() {
+    let f = point_on(
+        NodeConfig::default(),
+        ServerConfig {
+            stream_timeout: Duration::from_millis(500),
+            stream_idle_timeout: Duration::from_secs(60),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let (node, _) = client_from(&f, FAIR).await;
+    let discover = encode_frame(&encode(&Message::Discover(Discover::default())));
+    // As go-libp2p's waku does: one stream, DISCOVERs with pauses between
+    // them longer than the stall timeout.
+    let mut s = stream(&node, &f).await.unwrap();
+    for round in 0..3 {
+        s.write_all(&discover).await.unwrap();
+        assert!(
+            matches!(
+                read_answer(&mut s).await,
+                Some(Message::DiscoverResponse(_))
+            ),
+            "round {round}: no answer on the resting stream"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    // A message started and not finished is still cut off at the stall
+    // timeout, long before the idle timeout.
+    s.write_all(&discover[..1]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a stalled message was not cut off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resting_stream_is_closed_after_the_idle_timeout() {
+    let f = point_on(
+        NodeConfig::default(),
+        ServerConfig {
+            stream_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let (node, _) = client_from(&f, FAIR).await;
+    let discover = encode_frame(&encode(&Message::Discover(Discover::default())));
+    let mut s = stream(&node, &f).await.unwrap();
+    s.write_all(&discover).await.unwrap();
+    assert!(matches!(
+        read_answer(&mut s).await,
+        Some(Message::DiscoverResponse(_))
+    ));
+    // Resting past the idle timeout (well under the 30 s stall timeout):
+    // the point closes the stream and gives its slot back.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the resting stream was never closed");
+    eventually("the slot given back", || {
+        metric(&f, "rdv_streams_active") == 0
+    })
+    .await;
+}
