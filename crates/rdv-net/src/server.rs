@@ -87,6 +87,27 @@ impl Default for ServerConfig {
     }
 }
 
+/// Where what we know of a peer's record formats comes from, weakest
+/// first; a stronger source is never replaced by a weaker one.
+///
+/// - `Default`: nothing known when it asked (identify did not come in
+///   time): every format.
+/// - `Agent`: identify's agent version (rust-libp2p: legacy; rdv: both;
+///   anything else: standard, what the RFC and go/js implement).
+/// - `Registered`: the peer registered a legacy record of its own. That is
+///   evidence of the implementation (rust-libp2p's client writes legacy
+///   records, and refuses a whole answer holding one standard record)
+///   whatever agent string the application set, so it wins over `Agent`.
+/// - `Marker`: the peer lists [`crate::READS_ALL_RECORD_FORMATS`] (rdv's
+///   client, which may register legacy records and reads every format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FormatSource {
+    Default,
+    Agent,
+    Registered,
+    Marker,
+}
+
 /// Work run on the point thread with the point in hand.
 type PointFn<S> = Box<dyn FnOnce(&mut Point<S>) + Send>;
 
@@ -115,7 +136,7 @@ struct Shared<S> {
     /// What each peer's implementation can read, as far as we know; least
     /// recently used first out, so a stranger churning peer ids evicts its
     /// own entries before those of peers in use.
-    formats: Mutex<LruCache<PeerId, Formats>>,
+    formats: Mutex<LruCache<PeerId, (Formats, FormatSource)>>,
     /// Woken whenever identify tells us about a peer.
     identified: tokio::sync::Notify,
     /// Records whose signature checked out, by BLAKE3 hash of their bytes:
@@ -232,7 +253,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
         } else {
             Formats::only(RecordFormat::Standard)
         };
-        self.remember_formats(peer, formats, true);
+        self.remember_formats(peer, formats, FormatSource::Agent);
         self.shared.identified.notify_waiters();
     }
 
@@ -250,26 +271,28 @@ impl<S: Store + Send + 'static> PointServer<S> {
             .into_iter()
             .any(|p| p.as_ref() == crate::READS_ALL_RECORD_FORMATS)
         {
-            self.remember_formats(peer, Formats::ALL, true);
+            self.remember_formats(peer, Formats::ALL, FormatSource::Marker);
             self.shared.identified.notify_waiters();
         } else {
             self.note_agent_version(peer, agent_version);
         }
     }
 
-    fn remember_formats(&self, peer: PeerId, formats: Formats, overwrite: bool) {
+    /// Remembers what `peer` reads, unless something stronger is known
+    /// (see [`FormatSource`]); a source as strong replaces it.
+    fn remember_formats(&self, peer: PeerId, formats: Formats, source: FormatSource) {
         // Bounded, least recently used out: a stranger churning peer ids
         // evicts its own entries first.
         let mut known = lock(&self.shared.formats);
-        if overwrite || !known.contains_key(&peer) {
-            known.insert(peer, formats);
+        if known.peek(&peer).is_none_or(|(_, was)| *was <= source) {
+            known.insert(peer, (formats, source));
         }
     }
 
     /// The formats to serve `peer`, waiting (once, up to `identify_wait`)
     /// for its identify if we know nothing of it yet.
     async fn formats_for(&self, peer: &PeerId) -> Formats {
-        if let Some(f) = lock(&self.shared.formats).get(peer) {
+        if let Some((f, _)) = lock(&self.shared.formats).get(peer) {
             return *f;
         }
         let wait = self.shared.config.identify_wait;
@@ -288,9 +311,9 @@ impl<S: Store + Send + 'static> PointServer<S> {
         // Asked once: from now on answer at once, with what we know.
         let known = lock(&self.shared.formats).get(peer).copied();
         match known {
-            Some(f) => f,
+            Some((f, _)) => f,
             None => {
-                self.remember_formats(*peer, Formats::ALL, false);
+                self.remember_formats(*peer, Formats::ALL, FormatSource::Default);
                 Formats::ALL
             }
         }
@@ -393,7 +416,11 @@ impl<S: Store + Send + 'static> PointServer<S> {
         if let Some((peer_id, format)) = cached {
             self.shared.metrics.verification_skipped();
             if format == RecordFormat::Legacy && peer_id == peer {
-                self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
+                self.remember_formats(
+                    peer,
+                    Formats::only(RecordFormat::Legacy),
+                    FormatSource::Registered,
+                );
             }
             return Verification::Verified(rdv_wire::VerifiedRecord {
                 peer_id,
@@ -409,7 +436,11 @@ impl<S: Store + Send + 'static> PointServer<S> {
             Ok(v) => {
                 if v.format == RecordFormat::Legacy && v.peer_id == peer {
                     // Registers legacy records: reads only those, most likely.
-                    self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
+                    self.remember_formats(
+                        peer,
+                        Formats::only(RecordFormat::Legacy),
+                        FormatSource::Registered,
+                    );
                 }
                 // Bounded, least recently used out (forgetting costs one check).
                 lock(&self.shared.verified).insert(hash, (v.peer_id, v.format));
