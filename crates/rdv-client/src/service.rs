@@ -771,6 +771,7 @@ impl Service {
 
         let max = self.config.max_cached_per_query;
         let cache = self.caches.entry(key.clone()).or_default();
+        let cookie = resp.cookie.is_some();
         if let Some(cookie) = resp.cookie {
             cache.cookie = Some(cookie);
         }
@@ -832,6 +833,7 @@ impl Service {
             namespace: key.1,
             registrations: fresh,
             returned,
+            cookie,
         });
     }
 

@@ -30,6 +30,17 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+impl Command {
+    /// Whether the command was asked for JSON output (its errors are then
+    /// printed as a JSON line on stdout too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Discover(a) => a.json,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum Mix {
     /// A new registration each time (REGISTER, then UNREGISTER to make room).
@@ -121,8 +132,11 @@ pub struct RegisterArgs {
     /// Identity key file, created (mode 0600) if missing. Default ./rdv-data/client.key.
     #[arg(long)]
     pub identity: Option<PathBuf>,
-    /// Address to advertise; repeatable. Default: the addresses this command listens on.
-    #[arg(long = "address")]
+    /// Address to advertise (where your service listens); repeatable.
+    /// Required without --keep: the addresses of this command itself close
+    /// when it exits, so a registration of them would point at nothing for
+    /// its whole TTL. With --keep, default: the addresses it listens on.
+    #[arg(long = "address", required_unless_present = "keep")]
     pub address: Vec<Multiaddr>,
     /// Stay up, refreshing before expiry, until Ctrl-C (then unregister).
     #[arg(long)]
@@ -140,7 +154,8 @@ pub struct UnregisterArgs {
     /// Namespace to leave.
     #[arg(long)]
     pub namespace: String,
-    /// Identity key file. Default ./rdv-data/client.key.
+    /// Identity key file (the one you registered with; never created).
+    /// Default ./rdv-data/client.key.
     #[arg(long)]
     pub identity: Option<PathBuf>,
 }

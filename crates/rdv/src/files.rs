@@ -102,6 +102,24 @@ fn created_elsewhere(path: &Path) -> Failure {
     ))
 }
 
+/// Loads the identity at `path`, which must exist (for commands that act on
+/// what an identity did before, such as `rdv unregister`).
+pub fn load_identity(path: &Path) -> Result<Keypair, Failure> {
+    match std::fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+            Failure::usage(format!(
+                "{} is not an rdv identity key ({e}); point --identity at the file you registered with",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(format!(
+            "no identity at {}: nothing can have been registered with it; point --identity at the file you registered with",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::usage(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
 /// Loads the identity at `path`, creating a new Ed25519 one if the file does not exist.
 pub fn load_or_create_identity(path: &Path) -> Result<Keypair, Failure> {
     load_or_create_identity_tries(path, 3)

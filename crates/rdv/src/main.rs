@@ -17,6 +17,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    let json = args.command.json();
     // The daemon logs what it does; the one-shot commands only what went wrong.
     let default_level = match args.command {
         cli::Command::Point(_) => "info",
@@ -52,6 +53,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {}", failure.message);
+            if json {
+                // A script reading JSON lines gets the error as one too.
+                let obj = serde_json::json!({
+                    "error": failure.message,
+                    "exit_code": failure.code,
+                });
+                println!("{obj}");
+            }
             ExitCode::from(failure.code)
         }
     }

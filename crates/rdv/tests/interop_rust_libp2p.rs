@@ -164,6 +164,8 @@ fn rdv_client_against_the_rust_libp2p_point() {
         dir.path(),
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             &p,
             "--namespace",
