@@ -87,6 +87,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// A new configuration was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconfigureError {
+    /// It cannot work.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] rdv_point::ConfigError),
+    /// The point thread has stopped.
+    #[error("the point has stopped")]
+    Stopped,
+}
+
 /// Where what we know of a peer's record formats comes from, weakest
 /// first; a stronger source is never replaced by a weaker one.
 ///
@@ -131,7 +143,10 @@ enum Job<S> {
 
 struct Shared<S> {
     jobs: std_mpsc::Sender<Job<S>>,
-    point_config: rdv_point::Config,
+    /// The point's configuration as the stream tasks see it (prechecks,
+    /// the request size limit); the point thread holds its own copy, and
+    /// re-checks what a precheck let through.
+    point_config: Mutex<rdv_point::Config>,
     metrics: Arc<Metrics>,
     /// What each peer's implementation can read, as far as we know; least
     /// recently used first out, so a stranger churning peer ids evicts its
@@ -203,7 +218,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
         Self {
             shared: Arc::new(Shared {
                 jobs,
-                point_config,
+                point_config: Mutex::new(point_config),
                 metrics,
                 formats: Mutex::new(LruCache::new(config.max_legacy_askers.max(1))),
                 identified: tokio::sync::Notify::new(),
@@ -212,6 +227,25 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 config,
             }),
         }
+    }
+
+    /// Replaces the point's configuration (TTL bounds, registry limits,
+    /// record and message sizes) and the per-address registration quota,
+    /// for requests from now on; the stream bounds stay as started.
+    /// Nothing changes if `config` cannot work.
+    pub async fn reconfigure(
+        &self,
+        config: rdv_point::Config,
+        max_registrations_per_ip_namespace: usize,
+    ) -> Result<(), ReconfigureError> {
+        config.validate()?;
+        let for_point = config.clone();
+        self.with_point(move |p| p.set_config(for_point))
+            .await
+            .ok_or(ReconfigureError::Stopped)??;
+        *lock(&self.shared.point_config) = config;
+        lock(&self.shared.quota).set_max(max_registrations_per_ip_namespace);
+        Ok(())
     }
 
     /// The point's counters.
@@ -490,7 +524,8 @@ impl<S: Store + Send + 'static> PointServer<S> {
         // Requests are read with a limit sized to the largest valid one (a
         // REGISTER with the largest record), not to the largest response:
         // a peer cannot make the point buffer a mebibyte per stream.
-        let mut decoder = FrameDecoder::new(self.shared.point_config.max_request_size());
+        let max_request = lock(&self.shared.point_config).max_request_size();
+        let mut decoder = FrameDecoder::new(max_request);
         let timeout = self.shared.config.stream_timeout;
         let idle = self.shared.config.stream_idle_timeout;
         let mut first = true;
@@ -589,7 +624,8 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 }
                 // Cheap checks first; a hopeless request goes straight to the
                 // point thread, which refuses it without a signature check.
-                let verification = if precheck(&self.shared.point_config, &req).is_err() {
+                let hopeless = precheck(&lock(&self.shared.point_config), &req).is_err();
+                let verification = if hopeless {
                     // Hopeless: the point thread refuses it before any check.
                     Verification::SameAsStored
                 } else {
