@@ -194,28 +194,65 @@ const POINT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BATCH: usize = 512;
 
 impl<S: Store + Send + 'static> PointServer<S> {
-    /// Moves `point` to a thread of its own and serves it.
+    /// Moves `point` to a thread of its own and serves it. If the thread
+    /// cannot be started, every request is closed unanswered: a daemon
+    /// should use [`Self::start`] and stop instead.
     pub fn new(point: Point<S>, config: ServerConfig) -> Self {
+        let (server, spawned) = Self::build(point, config, |run| {
+            std::thread::Builder::new()
+                .name("rdv-point".into())
+                .spawn(run)
+                .map(drop)
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the point thread");
+        }
+        server
+    }
+
+    /// Moves `point` to a thread of its own and serves it; an error if the
+    /// thread cannot be started (out of threads or memory), so that the
+    /// caller stops with a clear message instead of serving nothing.
+    pub fn start(point: Point<S>, config: ServerConfig) -> Result<Self, std::io::Error> {
+        Self::start_with(point, config, |run| {
+            std::thread::Builder::new()
+                .name("rdv-point".into())
+                .spawn(run)
+                .map(drop)
+        })
+    }
+
+    fn start_with(
+        point: Point<S>,
+        config: ServerConfig,
+        spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
+    ) -> Result<Self, std::io::Error> {
+        let (server, spawned) = Self::build(point, config, spawn);
+        spawned.map(|()| server)
+    }
+
+    fn build(
+        point: Point<S>,
+        config: ServerConfig,
+        spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
+    ) -> (Self, std::io::Result<()>) {
         let (jobs, rx) = std_mpsc::channel();
         let metrics = Arc::new(Metrics::default());
         let point_config = point.config().clone();
         let thread_metrics = metrics.clone();
         // The thread ends when the last `PointServer` clone is dropped.
-        let spawned = std::thread::Builder::new()
-            .name("rdv-point".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| point_thread(point, rx, thread_metrics));
-                if std::panic::catch_unwind(run).is_err() {
-                    // A bug in the point or its store: a daemon that looks
-                    // alive but answers nothing is worse than one that stops.
-                    eprintln!("error: the point thread panicked; stopping (this is a bug, please report it)");
-                    std::process::exit(70);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the point thread");
-        }
-        Self {
+        let spawned = spawn(Box::new(move || {
+            let run = std::panic::AssertUnwindSafe(|| point_thread(point, rx, thread_metrics));
+            if std::panic::catch_unwind(run).is_err() {
+                // A bug in the point or its store: a daemon that looks
+                // alive but answers nothing is worse than one that stops.
+                eprintln!(
+                    "error: the point thread panicked; stopping (this is a bug, please report it)"
+                );
+                std::process::exit(70);
+            }
+        }));
+        let server = Self {
             shared: Arc::new(Shared {
                 jobs,
                 point_config: Mutex::new(point_config),
@@ -226,7 +263,8 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 quota: Mutex::new(Quota::new(config.max_registrations_per_ip_namespace)),
                 config,
             }),
-        }
+        };
+        (server, spawned)
     }
 
     /// Replaces the point's configuration (TTL bounds, registry limits,
@@ -881,6 +919,20 @@ mod tests {
                 .into(),
             ttl: None,
         }
+    }
+
+    #[test]
+    fn a_point_thread_that_cannot_start_is_an_error() {
+        let point = Point::new(
+            Config::default(),
+            MemoryStore::new(1),
+            CookieKey::from_bytes([3; 32]),
+        )
+        .unwrap();
+        let failed = PointServer::start_with(point, ServerConfig::default(), |_| {
+            Err(std::io::Error::other("no more threads"))
+        });
+        assert!(failed.is_err());
     }
 
     #[tokio::test]

@@ -450,7 +450,11 @@ async fn serve<S: Store + Send + 'static>(
     reloader: &Reloader,
 ) -> Result<(), Failure> {
     let point = point.map_err(|e| Failure::usage(format!("invalid configuration: {e}")))?;
-    let server = PointServer::new(point, settings.server.clone());
+    let server = PointServer::start(point, settings.server.clone()).map_err(|e| {
+        Failure::network(format!(
+            "cannot start the point thread: {e}; the system is out of threads or memory"
+        ))
+    })?;
     let metrics_listener = match settings.metrics {
         Some(addr) => Some(metrics_http::bind(addr).await?),
         None => None,
