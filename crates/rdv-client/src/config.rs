@@ -34,6 +34,12 @@ pub struct Config {
     /// full, a new entry replaces the one that expires soonest, or is dropped
     /// if it expires sooner still. Default: 10 000.
     pub max_cached_per_query: usize,
+    /// Consecutive `E_INTERNAL_ERROR` answers to one registration after
+    /// which it is given up (reported with no retry): unlike
+    /// `E_UNAVAILABLE`, an internal error may be a point bug that answers
+    /// the same every time, and retrying it forever only loads the point.
+    /// At least 1 is used. Default: 5.
+    pub max_internal_error_retries: u32,
 }
 
 impl Default for Config {
@@ -46,6 +52,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(5 * 60),
             max_events: 1024,
             max_cached_per_query: 10_000,
+            max_internal_error_retries: 5,
         }
     }
 }

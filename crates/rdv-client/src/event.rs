@@ -59,6 +59,10 @@ pub enum Event {
         /// `registrations` alone does not tell the end from a page of
         /// nothing new.)
         returned: usize,
+        /// Whether the answer carried a cookie. Without one a point cannot
+        /// continue where this answer ended (the next DISCOVER starts over
+        /// or repeats it), so a walk stops here.
+        cookie: bool,
     },
     /// A DISCOVER failed. Discovery is never retried by the service.
     DiscoverFailed {

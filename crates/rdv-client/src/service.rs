@@ -91,6 +91,8 @@ struct Reg {
     state: RegState,
     /// Consecutive failures, for backoff.
     failures: u32,
+    /// Consecutive `E_INTERNAL_ERROR` answers.
+    internal_errors: u32,
     /// Index into the records of the one being sent.
     record_index: usize,
     /// Record indexes refused with `E_INVALID_SIGNED_PEER_RECORD` or being
@@ -218,12 +220,14 @@ impl Service {
             expires_at: None,
             state: RegState::Idle,
             failures: 0,
+            internal_errors: 0,
             record_index: 0,
             tried: Vec::new(),
             expiry_timer: None,
         });
         reg.ttl = ttl.or(self.config.default_ttl);
         reg.failures = 0;
+        reg.internal_errors = 0;
         reg.tried.clear();
         reg.record_index = start;
         self.send_register(&key).ok_or(ClientError::NoRecord)
@@ -570,8 +574,24 @@ impl Service {
                     self.on_permanent_failure(key, resp.status, resp.status_text);
                 }
             }
+            ResponseStatus::InternalError if self.internal_error_limit(&key) => {
+                self.on_permanent_failure(key, resp.status, resp.status_text)
+            }
             s if s.is_transient() => self.on_register_failure(key, Some(s), resp.status_text, now),
             s => self.on_permanent_failure(key, s, resp.status_text),
+        }
+    }
+
+    /// Counts an `E_INTERNAL_ERROR` for `key`; `true` once there have been
+    /// [`Config::max_internal_error_retries`] in a row.
+    fn internal_error_limit(&mut self, key: &RegKey) -> bool {
+        let max = self.config.max_internal_error_retries.max(1);
+        match self.registrations.get_mut(key) {
+            Some(reg) => {
+                reg.internal_errors = reg.internal_errors.saturating_add(1);
+                reg.internal_errors >= max
+            }
+            None => false,
         }
     }
 
@@ -615,6 +635,7 @@ impl Service {
         reg.granted = Some(ttl);
         reg.expires_at = Some(expires_at);
         reg.failures = 0;
+        reg.internal_errors = 0;
         reg.tried.clear();
         if let Some(old) = reg.expiry_timer.replace(expires_at) {
             self.timers.remove(&(old, Timer::Expiry(key.clone())));
@@ -750,6 +771,7 @@ impl Service {
 
         let max = self.config.max_cached_per_query;
         let cache = self.caches.entry(key.clone()).or_default();
+        let cookie = resp.cookie.is_some();
         if let Some(cookie) = resp.cookie {
             cache.cookie = Some(cookie);
         }
@@ -811,6 +833,7 @@ impl Service {
             namespace: key.1,
             registrations: fresh,
             returned,
+            cookie,
         });
     }
 

@@ -1132,6 +1132,7 @@ mod prop {
                     backoff_max: Duration::from_millis(max),
                     max_events,
                     max_cached_per_query: max_cached,
+                    max_internal_error_retries: 3,
                 },
             )
     }
@@ -1298,4 +1299,44 @@ fn a_dropped_register_tries_the_next_format_until_one_has_worked() {
             ..
         }]
     ));
+}
+
+#[test]
+fn internal_errors_are_retried_a_bounded_number_of_times() {
+    let (mut svc, _) = service(Config {
+        max_internal_error_retries: 3,
+        ..Config::default()
+    });
+    let point = new_peer();
+    svc.register(point, ns("chat"), None, at(0)).unwrap();
+    let (mut id, _) = expect_register(&mut svc, point);
+    let internal = Message::RegisterResponse(RegisterResponse {
+        status: ResponseStatus::InternalError,
+        status_text: "bug".into(),
+        ttl: None,
+    });
+    let mut now = at(0);
+    for n in 1..=3u32 {
+        svc.handle_response(id, internal.clone(), now);
+        match events(&mut svc).pop() {
+            Some(Event::RegisterFailed {
+                retry_at: Some(r), ..
+            }) if n < 3 => {
+                svc.handle_timeout(r);
+                id = expect_register(&mut svc, point).0;
+                now = r;
+            }
+            Some(Event::RegisterFailed {
+                retry_at: None,
+                status,
+                ..
+            }) if n == 3 => {
+                assert_eq!(status, Some(ResponseStatus::InternalError));
+            }
+            other => panic!("answer {n}: {other:?}"),
+        }
+    }
+    // Given up: nothing more is sent, however long we wait.
+    svc.handle_timeout(at(10_000_000));
+    assert!(svc.poll_transmit().is_none());
 }

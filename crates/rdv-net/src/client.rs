@@ -17,6 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::io::{read_frame, send_and_close, write_message};
 
+/// The largest answer the client reads by default: go-libp2p's rendezvous
+/// writes messages up to 4 MiB (its `inet.MessageSizeMax`), so a DISCOVER
+/// answer of a full page of large records can exceed 1 MiB.
+pub const MAX_ANSWER_SIZE: usize = 4 * 1024 * 1024;
+
 /// How the client driver behaves.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -26,7 +31,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Seed for the service's jitter.
     pub seed: u64,
-    /// Largest answer accepted. Default 1 MiB.
+    /// Largest answer accepted. Default [`MAX_ANSWER_SIZE`] (4 MiB):
+    /// go-libp2p's point writes DISCOVER answers up to that size.
     pub max_message_size: usize,
 }
 
@@ -36,7 +42,7 @@ impl Default for ClientConfig {
             service: rdv_client::Config::default(),
             request_timeout: Duration::from_secs(10),
             seed: 0,
-            max_message_size: rdv_wire::DEFAULT_MAX_MESSAGE_SIZE,
+            max_message_size: MAX_ANSWER_SIZE,
         }
     }
 }

@@ -34,13 +34,24 @@ use tokio::time::{Duration, Instant, Sleep};
 /// How long a connection is kept up after its last rendezvous stream.
 pub const DEFAULT_LINGER: Duration = Duration::from_secs(10);
 
+/// An inbound rendezvous stream and where it came from.
+pub struct InboundStream {
+    /// The remote peer.
+    pub peer: PeerId,
+    /// The remote address of the connection it arrived on (the bounds per
+    /// address group are counted from it).
+    pub remote: Multiaddr,
+    /// The stream.
+    pub stream: Stream,
+}
+
 /// Inbound rendezvous streams, in arrival order.
-pub type Incoming = mpsc::Receiver<(PeerId, Stream)>;
+pub type Incoming = mpsc::Receiver<InboundStream>;
 
 /// Accepts `/rendezvous/1.0.0` streams. Put it in the swarm's behaviour and
 /// give the [`Incoming`] queue to [`crate::PointServer::run`].
 pub struct Behaviour {
-    queue: mpsc::Sender<(PeerId, Stream)>,
+    queue: mpsc::Sender<InboundStream>,
     refused: Arc<AtomicU64>,
     linger: Duration,
 }
@@ -72,9 +83,10 @@ impl Behaviour {
         self.refused.load(Relaxed)
     }
 
-    fn handler(&self, peer: PeerId) -> Handler {
+    fn handler(&self, peer: PeerId, remote: &Multiaddr) -> Handler {
         Handler {
             peer,
+            remote: remote.clone(),
             queue: self.queue.clone(),
             refused: self.refused.clone(),
             linger: self.linger,
@@ -93,20 +105,20 @@ impl NetworkBehaviour for Behaviour {
         _: ConnectionId,
         peer: PeerId,
         _: &Multiaddr,
-        _: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer))
+        Ok(self.handler(peer, remote))
     }
 
     fn handle_established_outbound_connection(
         &mut self,
         _: ConnectionId,
         peer: PeerId,
-        _: &Multiaddr,
+        addr: &Multiaddr,
         _: Endpoint,
         _: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        Ok(self.handler(peer))
+        Ok(self.handler(peer, addr))
     }
 
     fn on_swarm_event(&mut self, _: FromSwarm) {}
@@ -128,7 +140,8 @@ impl NetworkBehaviour for Behaviour {
 /// Per-connection half of [`Behaviour`].
 pub struct Handler {
     peer: PeerId,
-    queue: mpsc::Sender<(PeerId, Stream)>,
+    remote: Multiaddr,
+    queue: mpsc::Sender<InboundStream>,
     refused: Arc<AtomicU64>,
     linger: Duration,
     /// Keep-alive holds until then (the last stream plus the linger).
@@ -198,7 +211,12 @@ impl ConnectionHandler for Handler {
                     None => self.wake = Some(Box::pin(tokio::time::sleep_until(until))),
                 }
             }
-            if self.queue.try_send((self.peer, stream)).is_err() {
+            let inbound = InboundStream {
+                peer: self.peer,
+                remote: self.remote.clone(),
+                stream,
+            };
+            if self.queue.try_send(inbound).is_err() {
                 self.refused.fetch_add(1, Relaxed);
                 tracing::debug!(peer = %self.peer, "rendezvous stream queue full; dropping a stream");
             }

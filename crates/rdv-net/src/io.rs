@@ -53,6 +53,37 @@ pub async fn read_frame<S: futures::AsyncRead + Unpin>(
         .map_err(|_| StreamError::Timeout(timeout))?
 }
 
+/// Reads the next whole frame on a stream that may rest between requests:
+/// waits up to `idle` for the first byte of a message, then up to `stall`
+/// for the rest of it. (Some clients, go-libp2p's waku among them, keep one
+/// stream for DISCOVERs minutes apart; a peer that starts a message must
+/// finish it promptly.) Bytes already buffered count as a started message.
+/// `Ok(None)` at a clean end of stream.
+pub async fn read_frame_after_idle<S: futures::AsyncRead + Unpin>(
+    stream: &mut S,
+    decoder: &mut FrameDecoder,
+    idle: Duration,
+    stall: Duration,
+) -> Result<Option<bytes::Bytes>, StreamError> {
+    if let Some(frame) = decoder.next_frame()? {
+        return Ok(Some(frame));
+    }
+    if decoder.buffered() > 0 {
+        return read_frame(stream, decoder, stall).await;
+    }
+    let mut buf = vec![0u8; 8 * 1024];
+    let want = decoder.capacity_hint().min(buf.len());
+    let n = match tokio::time::timeout(idle, stream.read(&mut buf[..want])).await {
+        Ok(read) => read?,
+        Err(_) => return Err(StreamError::Timeout(idle)),
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    decoder.push(&buf[..n]);
+    read_frame(stream, decoder, stall).await
+}
+
 /// Writes one message as a frame and flushes.
 pub async fn write_message<S: futures::AsyncWrite + Unpin>(
     stream: &mut S,

@@ -16,10 +16,11 @@ pub mod io;
 pub mod ip_limits;
 pub mod metrics;
 pub mod node;
+pub mod quota;
 mod server;
 
 pub use libp2p_stream;
-pub use server::{PointServer, ServerConfig};
+pub use server::{PointServer, ReconfigureError, ServerConfig};
 
 /// A protocol rdv's client listens on and never serves: its presence in a
 /// peer's identify tells an rdv point that the peer reads signed records in

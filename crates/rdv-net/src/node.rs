@@ -58,6 +58,13 @@ pub struct NodeConfig {
     /// for many peers behind one NAT, while a single host cannot take
     /// all of `max_connections`.
     pub max_connections_per_ip: usize,
+    /// Inbound connections still in their handshake from one IP address at
+    /// most. Default 16: without it one host could hold all of
+    /// `max_pending_incoming` for the handshake timeout.
+    pub max_pending_per_ip: usize,
+    /// IPv6 addresses are counted per prefix of this length for the per-IP
+    /// bounds (one host normally has a whole /64). Default 64.
+    pub ipv6_prefix: u8,
     /// Connections with no stream open are closed after this. Default 60 s.
     pub idle_timeout: Duration,
     /// A serving node keeps a connection up this long after its last
@@ -79,6 +86,8 @@ impl Default for NodeConfig {
             max_connections_per_peer: 8,
             max_pending_incoming: 256,
             max_connections_per_ip: 256,
+            max_pending_per_ip: 16,
+            ipv6_prefix: crate::ip_limits::DEFAULT_IPV6_PREFIX,
             idle_timeout: Duration::from_secs(60),
             linger: crate::inbound::DEFAULT_LINGER,
             agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
@@ -181,7 +190,9 @@ impl Node {
                 ),
                 ping: ping::Behaviour::default(),
                 limits: connection_limits::Behaviour::new(limits),
-                ip_limits: crate::ip_limits::Behaviour::new(config.max_connections_per_ip),
+                ip_limits: crate::ip_limits::Behaviour::new(config.max_connections_per_ip)
+                    .with_pending(config.max_pending_per_ip)
+                    .with_ipv6_prefix(config.ipv6_prefix),
             })
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))

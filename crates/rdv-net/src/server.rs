@@ -6,7 +6,6 @@
 //! lives on a thread of its own and takes work in batches.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,20 +22,41 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 
-use crate::io::{StreamError, read_frame, write_message};
+use hashlink::LruCache;
+
+use crate::inbound::InboundStream;
+use crate::io::{StreamError, read_frame, read_frame_after_idle, write_message};
+use crate::ip_limits::AddrGroup;
 use crate::metrics::Metrics;
+use crate::quota::Quota;
 
 /// Limits of the stream layer; the registry's own limits are in
 /// [`rdv_point::Config`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Longest wait for the next whole message on a stream before it is
-    /// closed (a peer that stalls mid-message, or idles). Default 10 s.
+    /// Longest wait for the rest of a message once it has started, for a
+    /// stream's first message, and for a peer to read an answer: a peer
+    /// that stalls is cut off. Default 10 s.
     pub stream_timeout: Duration,
+    /// Longest a stream may rest between two requests before it is closed
+    /// (go-libp2p clients such as waku reuse one stream for DISCOVERs
+    /// minutes apart). A resting stream keeps its place in the stream
+    /// bounds, per peer and per address. Default 5 min.
+    pub stream_idle_timeout: Duration,
     /// Streams served at once; more are closed at once. Default 1024.
     pub max_streams: usize,
     /// Streams one peer may have served at once. Default 16.
     pub max_streams_per_peer: usize,
+    /// Streams one address group (an IPv4 address, an IPv6 /64) may have
+    /// served at once: peer ids are free, so without it one host with many
+    /// peer ids takes all of `max_streams`. Default 128.
+    pub max_streams_per_ip: usize,
+    /// Live registrations one address group may hold in one namespace;
+    /// more are answered `E_UNAVAILABLE` (see [`crate::quota`]). Default
+    /// 100: room for a NAT, while one host cannot fill a namespace's 1,000.
+    pub max_registrations_per_ip_namespace: usize,
+    /// IPv6 addresses are counted per prefix of this length. Default 64.
+    pub ipv6_prefix: u8,
     /// Peers remembered with the record formats they read (rust-libp2p:
     /// legacy; js-libp2p, go-libp2p: standard; rdv: both). Default 100 000.
     pub max_legacy_askers: usize,
@@ -54,13 +74,50 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             stream_timeout: Duration::from_secs(10),
+            stream_idle_timeout: Duration::from_secs(300),
             max_streams: 1024,
             max_streams_per_peer: 16,
+            max_streams_per_ip: 128,
+            max_registrations_per_ip_namespace: 100,
+            ipv6_prefix: crate::ip_limits::DEFAULT_IPV6_PREFIX,
             max_legacy_askers: 100_000,
             max_verified_records: 100_000,
             identify_wait: Duration::ZERO,
         }
     }
+}
+
+/// A new configuration was not applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconfigureError {
+    /// It cannot work.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] rdv_point::ConfigError),
+    /// The point thread has stopped.
+    #[error("the point has stopped")]
+    Stopped,
+}
+
+/// Where what we know of a peer's record formats comes from, weakest
+/// first; a stronger source is never replaced by a weaker one.
+///
+/// - `Default`: nothing known when it asked (identify did not come in
+///   time): every format.
+/// - `Agent`: identify's agent version (rust-libp2p: legacy; rdv: both;
+///   anything else: standard, what the RFC and go/js implement).
+/// - `Registered`: the peer registered a legacy record of its own. That is
+///   evidence of the implementation (rust-libp2p's client writes legacy
+///   records, and refuses a whole answer holding one standard record)
+///   whatever agent string the application set, so it wins over `Agent`.
+/// - `Marker`: the peer lists [`crate::READS_ALL_RECORD_FORMATS`] (rdv's
+///   client, which may register legacy records and reads every format).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum FormatSource {
+    Default,
+    Agent,
+    Registered,
+    Marker,
 }
 
 /// Work run on the point thread with the point in hand.
@@ -86,15 +143,23 @@ enum Job<S> {
 
 struct Shared<S> {
     jobs: std_mpsc::Sender<Job<S>>,
-    point_config: rdv_point::Config,
+    /// The point's configuration as the stream tasks see it (prechecks,
+    /// the request size limit); the point thread holds its own copy, and
+    /// re-checks what a precheck let through.
+    point_config: Mutex<rdv_point::Config>,
     metrics: Arc<Metrics>,
-    /// What each peer's implementation can read, as far as we know.
-    formats: Mutex<HashMap<PeerId, Formats>>,
+    /// What each peer's implementation can read, as far as we know; least
+    /// recently used first out, so a stranger churning peer ids evicts its
+    /// own entries before those of peers in use.
+    formats: Mutex<LruCache<PeerId, (Formats, FormatSource)>>,
     /// Woken whenever identify tells us about a peer.
     identified: tokio::sync::Notify,
     /// Records whose signature checked out, by BLAKE3 hash of their bytes:
     /// the same bytes again (a refresh, typically) need no second check.
-    verified: Mutex<HashMap<[u8; 32], (PeerId, RecordFormat)>>,
+    /// Least recently used first out.
+    verified: Mutex<LruCache<[u8; 32], (PeerId, RecordFormat)>>,
+    /// Registrations per address group and namespace.
+    quota: Mutex<Quota>,
     config: ServerConfig,
 }
 
@@ -129,38 +194,96 @@ const POINT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_BATCH: usize = 512;
 
 impl<S: Store + Send + 'static> PointServer<S> {
-    /// Moves `point` to a thread of its own and serves it.
+    /// Moves `point` to a thread of its own and serves it. If the thread
+    /// cannot be started, every request is closed unanswered: a daemon
+    /// should use [`Self::start`] and stop instead.
     pub fn new(point: Point<S>, config: ServerConfig) -> Self {
+        let (server, spawned) = Self::build(point, config, |run| {
+            std::thread::Builder::new()
+                .name("rdv-point".into())
+                .spawn(run)
+                .map(drop)
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the point thread");
+        }
+        server
+    }
+
+    /// Moves `point` to a thread of its own and serves it; an error if the
+    /// thread cannot be started (out of threads or memory), so that the
+    /// caller stops with a clear message instead of serving nothing.
+    pub fn start(point: Point<S>, config: ServerConfig) -> Result<Self, std::io::Error> {
+        Self::start_with(point, config, |run| {
+            std::thread::Builder::new()
+                .name("rdv-point".into())
+                .spawn(run)
+                .map(drop)
+        })
+    }
+
+    fn start_with(
+        point: Point<S>,
+        config: ServerConfig,
+        spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
+    ) -> Result<Self, std::io::Error> {
+        let (server, spawned) = Self::build(point, config, spawn);
+        spawned.map(|()| server)
+    }
+
+    fn build(
+        point: Point<S>,
+        config: ServerConfig,
+        spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::io::Result<()>,
+    ) -> (Self, std::io::Result<()>) {
         let (jobs, rx) = std_mpsc::channel();
         let metrics = Arc::new(Metrics::default());
         let point_config = point.config().clone();
         let thread_metrics = metrics.clone();
         // The thread ends when the last `PointServer` clone is dropped.
-        let spawned = std::thread::Builder::new()
-            .name("rdv-point".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| point_thread(point, rx, thread_metrics));
-                if std::panic::catch_unwind(run).is_err() {
-                    // A bug in the point or its store: a daemon that looks
-                    // alive but answers nothing is worse than one that stops.
-                    eprintln!("error: the point thread panicked; stopping (this is a bug, please report it)");
-                    std::process::exit(70);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the point thread");
-        }
-        Self {
+        let spawned = spawn(Box::new(move || {
+            let run = std::panic::AssertUnwindSafe(|| point_thread(point, rx, thread_metrics));
+            if std::panic::catch_unwind(run).is_err() {
+                // A bug in the point or its store: a daemon that looks
+                // alive but answers nothing is worse than one that stops.
+                eprintln!(
+                    "error: the point thread panicked; stopping (this is a bug, please report it)"
+                );
+                std::process::exit(70);
+            }
+        }));
+        let server = Self {
             shared: Arc::new(Shared {
                 jobs,
-                point_config,
+                point_config: Mutex::new(point_config),
                 metrics,
-                formats: Mutex::new(HashMap::new()),
+                formats: Mutex::new(LruCache::new(config.max_legacy_askers.max(1))),
                 identified: tokio::sync::Notify::new(),
-                verified: Mutex::new(HashMap::new()),
+                verified: Mutex::new(LruCache::new(config.max_verified_records.max(1))),
+                quota: Mutex::new(Quota::new(config.max_registrations_per_ip_namespace)),
                 config,
             }),
-        }
+        };
+        (server, spawned)
+    }
+
+    /// Replaces the point's configuration (TTL bounds, registry limits,
+    /// record and message sizes) and the per-address registration quota,
+    /// for requests from now on; the stream bounds stay as started.
+    /// Nothing changes if `config` cannot work.
+    pub async fn reconfigure(
+        &self,
+        config: rdv_point::Config,
+        max_registrations_per_ip_namespace: usize,
+    ) -> Result<(), ReconfigureError> {
+        config.validate()?;
+        let for_point = config.clone();
+        self.with_point(move |p| p.set_config(for_point))
+            .await
+            .ok_or(ReconfigureError::Stopped)??;
+        *lock(&self.shared.point_config) = config;
+        lock(&self.shared.quota).set_max(max_registrations_per_ip_namespace);
+        Ok(())
     }
 
     /// The point's counters.
@@ -202,7 +325,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
         } else {
             Formats::only(RecordFormat::Standard)
         };
-        self.remember_formats(peer, formats, true);
+        self.remember_formats(peer, formats, FormatSource::Agent);
         self.shared.identified.notify_waiters();
     }
 
@@ -220,37 +343,28 @@ impl<S: Store + Send + 'static> PointServer<S> {
             .into_iter()
             .any(|p| p.as_ref() == crate::READS_ALL_RECORD_FORMATS)
         {
-            self.remember_formats(peer, Formats::ALL, true);
+            self.remember_formats(peer, Formats::ALL, FormatSource::Marker);
             self.shared.identified.notify_waiters();
         } else {
             self.note_agent_version(peer, agent_version);
         }
     }
 
-    fn remember_formats(&self, peer: PeerId, formats: Formats, overwrite: bool) {
+    /// Remembers what `peer` reads, unless something stronger is known
+    /// (see [`FormatSource`]); a source as strong replaces it.
+    fn remember_formats(&self, peer: PeerId, formats: Formats, source: FormatSource) {
+        // Bounded, least recently used out: a stranger churning peer ids
+        // evicts its own entries first.
         let mut known = lock(&self.shared.formats);
-        if known.len() >= self.shared.config.max_legacy_askers && !known.contains_key(&peer) {
-            // Forget one peer, not all: a stranger churning peer ids cannot
-            // wipe what we know of connected peers.
-            if let Some(victim) = known.keys().next().copied() {
-                known.remove(&victim);
-            }
-        }
-        match known.entry(peer) {
-            Entry::Occupied(mut e) if overwrite => {
-                e.insert(formats);
-            }
-            Entry::Occupied(_) => {}
-            Entry::Vacant(e) => {
-                e.insert(formats);
-            }
+        if known.peek(&peer).is_none_or(|(_, was)| *was <= source) {
+            known.insert(peer, (formats, source));
         }
     }
 
     /// The formats to serve `peer`, waiting (once, up to `identify_wait`)
     /// for its identify if we know nothing of it yet.
     async fn formats_for(&self, peer: &PeerId) -> Formats {
-        if let Some(f) = lock(&self.shared.formats).get(peer) {
+        if let Some((f, _)) = lock(&self.shared.formats).get(peer) {
             return *f;
         }
         let wait = self.shared.config.identify_wait;
@@ -269,9 +383,9 @@ impl<S: Store + Send + 'static> PointServer<S> {
         // Asked once: from now on answer at once, with what we know.
         let known = lock(&self.shared.formats).get(peer).copied();
         match known {
-            Some(f) => f,
+            Some((f, _)) => f,
             None => {
-                self.remember_formats(*peer, Formats::ALL, false);
+                self.remember_formats(*peer, Formats::ALL, FormatSource::Default);
                 Formats::ALL
             }
         }
@@ -288,13 +402,15 @@ impl<S: Store + Send + 'static> PointServer<S> {
             self.shared.config.max_streams.min(Semaphore::MAX_PERMITS),
         ));
         let per_peer: Arc<Mutex<HashMap<PeerId, PeerStreams>>> = Arc::default();
+        let per_group: Arc<Mutex<HashMap<AddrGroup, usize>>> = Arc::default();
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 next = incoming.recv() => {
-                    let Some((peer, stream)) = next else { break };
+                    let Some(InboundStream { peer, remote, stream }) = next else { break };
+                    let group = AddrGroup::of_multiaddr(&remote, self.shared.config.ipv6_prefix);
                     // A global permit first: a stream refused here must
                     // not take a place in its peer's order.
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -303,6 +419,24 @@ impl<S: Store + Send + 'static> PointServer<S> {
                         drop(stream);
                         continue;
                     };
+                    // Then the address's share: one host with many peer ids
+                    // cannot take every slot.
+                    if let Some(group) = group {
+                        let mut counts = lock(&per_group);
+                        let open = counts.entry(group).or_insert(0);
+                        if *open >= self.shared.config.max_streams_per_ip {
+                            if *open == 0 {
+                                counts.remove(&group);
+                            }
+                            drop(counts);
+                            drop(permit);
+                            self.shared.metrics.stream_refused();
+                            tracing::debug!(%peer, %group, "too many rendezvous streams from one address; closing a new one");
+                            drop(stream);
+                            continue;
+                        }
+                        *open += 1;
+                    }
                     let turn = {
                         let mut counts = lock(&per_peer);
                         let streams = counts.entry(peer).or_default();
@@ -320,6 +454,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
                         }
                     };
                     let Some(mut turn) = turn else {
+                        release_group_slot(&per_group, group.as_ref());
                         drop(permit);
                         self.shared.metrics.stream_refused();
                         tracing::debug!(%peer, "too many rendezvous streams from one peer; closing a new one");
@@ -328,13 +463,15 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     };
                     let this = self.clone();
                     let per_peer = per_peer.clone();
+                    let per_group = per_group.clone();
                     tasks.spawn(async move {
                         this.shared.metrics.stream_opened();
-                        this.serve_stream(peer, stream, &mut turn).await;
+                        this.serve_stream(peer, group, stream, &mut turn).await;
                         drop(turn);
                         this.shared.metrics.stream_closed();
                         drop(permit);
                         release_peer_slot(&per_peer, &peer);
+                        release_group_slot(&per_group, group.as_ref());
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -351,7 +488,11 @@ impl<S: Store + Send + 'static> PointServer<S> {
         if let Some((peer_id, format)) = cached {
             self.shared.metrics.verification_skipped();
             if format == RecordFormat::Legacy && peer_id == peer {
-                self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
+                self.remember_formats(
+                    peer,
+                    Formats::only(RecordFormat::Legacy),
+                    FormatSource::Registered,
+                );
             }
             return Verification::Verified(rdv_wire::VerifiedRecord {
                 peer_id,
@@ -367,15 +508,14 @@ impl<S: Store + Send + 'static> PointServer<S> {
             Ok(v) => {
                 if v.format == RecordFormat::Legacy && v.peer_id == peer {
                     // Registers legacy records: reads only those, most likely.
-                    self.remember_formats(peer, Formats::only(RecordFormat::Legacy), false);
+                    self.remember_formats(
+                        peer,
+                        Formats::only(RecordFormat::Legacy),
+                        FormatSource::Registered,
+                    );
                 }
-                let mut cache = lock(&self.shared.verified);
-                if cache.len() >= self.shared.config.max_verified_records
-                    && let Some(victim) = cache.keys().next().copied()
-                {
-                    cache.remove(&victim); // forgetting costs one check
-                }
-                cache.insert(hash, (v.peer_id, v.format));
+                // Bounded, least recently used out (forgetting costs one check).
+                lock(&self.shared.verified).insert(hash, (v.peer_id, v.format));
                 Verification::Verified(v)
             }
             Err(e) => Verification::Failed(e),
@@ -412,11 +552,31 @@ impl<S: Store + Send + 'static> PointServer<S> {
         }
     }
 
-    async fn serve_stream(&self, peer: PeerId, mut stream: Stream, turn: &mut Turn) {
-        let mut decoder = FrameDecoder::new(self.shared.point_config.max_message_size);
+    async fn serve_stream(
+        &self,
+        peer: PeerId,
+        group: Option<AddrGroup>,
+        mut stream: Stream,
+        turn: &mut Turn,
+    ) {
+        // Requests are read with a limit sized to the largest valid one (a
+        // REGISTER with the largest record), not to the largest response:
+        // a peer cannot make the point buffer a mebibyte per stream.
+        let max_request = lock(&self.shared.point_config).max_request_size();
+        let mut decoder = FrameDecoder::new(max_request);
         let timeout = self.shared.config.stream_timeout;
+        let idle = self.shared.config.stream_idle_timeout;
+        let mut first = true;
         loop {
-            let frame = match read_frame(&mut stream, &mut decoder, timeout).await {
+            // The first message must come promptly (a stream opened and
+            // left silent is a stall); between requests a stream may rest.
+            let read = if first {
+                read_frame(&mut stream, &mut decoder, timeout).await
+            } else {
+                read_frame_after_idle(&mut stream, &mut decoder, idle, timeout).await
+            };
+            first = false;
+            let frame = match read {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -429,7 +589,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
                     break;
                 }
             };
-            match self.handle_frame(peer, frame, turn).await {
+            match self.handle_frame(peer, group, frame, turn).await {
                 Ok(Some(response)) => {
                     // A peer that stops reading must not hold the stream.
                     match tokio::time::timeout(timeout, write_message(&mut stream, &response)).await
@@ -460,6 +620,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
     async fn handle_frame(
         &self,
         peer: PeerId,
+        group: Option<AddrGroup>,
         frame: bytes::Bytes,
         turn: &mut Turn,
     ) -> Result<Option<Message>, ()> {
@@ -482,9 +643,27 @@ impl<S: Store + Send + 'static> PointServer<S> {
         let kind = msg.kind();
         let answer = match msg {
             Message::Register(req) => {
+                let namespace = req.namespace.clone();
+                if let Some(group) = group
+                    && let Err(full) =
+                        lock(&self.shared.quota).reserve(group, peer, &namespace, Instant::now())
+                {
+                    tracing::debug!(%peer, %full, "registration quota of an address");
+                    let response = RegisterResponse {
+                        status: ResponseStatus::Unavailable,
+                        status_text: "too many registrations from your address in this namespace"
+                            .into(),
+                        ttl: None,
+                    };
+                    self.shared
+                        .metrics
+                        .request(kind, ResponseStatus::Unavailable);
+                    return Ok(Some(Message::RegisterResponse(response)));
+                }
                 // Cheap checks first; a hopeless request goes straight to the
                 // point thread, which refuses it without a signature check.
-                let verification = if precheck(&self.shared.point_config, &req).is_err() {
+                let hopeless = precheck(&lock(&self.shared.point_config), &req).is_err();
+                let verification = if hopeless {
                     // Hopeless: the point thread refuses it before any check.
                     Verification::SameAsStored
                 } else {
@@ -492,9 +671,27 @@ impl<S: Store + Send + 'static> PointServer<S> {
                 };
                 let response = self
                     .ask(turn, |tx| Job::Register(peer, req, verification, tx))
+                    .await;
+                if let Some(group) = group {
+                    let mut quota = lock(&self.shared.quota);
+                    let now = Instant::now();
+                    match &response {
+                        Some(r) if r.status == ResponseStatus::Ok => {
+                            let ttl = r
+                                .ttl
+                                .map_or(Duration::ZERO, |t| Duration::from_secs(t.as_secs()));
+                            quota.confirm(group, peer, &namespace, ttl, now);
+                        }
+                        _ => quota.release(group, peer, &namespace, now),
+                    }
+                }
+                Some(Message::RegisterResponse(response.ok_or(())?))
+            }
+            Message::Unregister(req) => {
+                lock(&self.shared.quota).remove(peer, &req.namespace);
+                self.ask(turn, |tx| Job::Request(peer, Message::Unregister(req), tx))
                     .await
-                    .ok_or(())?;
-                Some(Message::RegisterResponse(response))
+                    .ok_or(())?
             }
             Message::Discover(req) => {
                 let formats = self.formats_for(&peer).await;
@@ -620,6 +817,18 @@ fn flush_registers<S: Store>(
     }
 }
 
+/// Gives back one of an address group's stream slots.
+fn release_group_slot(per_group: &Mutex<HashMap<AddrGroup, usize>>, group: Option<&AddrGroup>) {
+    let Some(group) = group else { return };
+    let mut counts = lock(per_group);
+    if let Some(open) = counts.get_mut(group) {
+        *open = open.saturating_sub(1);
+        if *open == 0 {
+            counts.remove(group);
+        }
+    }
+}
+
 /// Gives back one of `peer`'s stream slots.
 fn release_peer_slot(per_peer: &Mutex<HashMap<PeerId, PeerStreams>>, peer: &PeerId) {
     let mut counts = lock(per_peer);
@@ -680,6 +889,91 @@ fn drain_events<S: Store>(point: &mut Point<S>) {
                 tracing::warn!(count, "point events dropped")
             }
             other => tracing::trace!(?other, "point event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rdv_point::{Config, CookieKey, MemoryStore};
+    use rdv_wire::{Keypair, Namespace, sign_record};
+
+    fn server(config: ServerConfig) -> PointServer<MemoryStore> {
+        let point = Point::new(
+            Config::default(),
+            MemoryStore::new(1),
+            CookieKey::from_bytes([3; 32]),
+        )
+        .unwrap();
+        PointServer::new(point, config)
+    }
+
+    fn register(key: &Keypair) -> Register {
+        let addr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        Register {
+            namespace: Namespace::new("n").unwrap(),
+            signed_peer_record: sign_record(key, &[addr], 1, RecordFormat::Standard)
+                .unwrap()
+                .into(),
+            ttl: None,
+        }
+    }
+
+    #[test]
+    fn a_point_thread_that_cannot_start_is_an_error() {
+        let point = Point::new(
+            Config::default(),
+            MemoryStore::new(1),
+            CookieKey::from_bytes([3; 32]),
+        )
+        .unwrap();
+        let failed = PointServer::start_with(point, ServerConfig::default(), |_| {
+            Err(std::io::Error::other("no more threads"))
+        });
+        assert!(failed.is_err());
+    }
+
+    #[tokio::test]
+    async fn churning_peer_ids_does_not_evict_what_we_know_of_a_peer_in_use() {
+        let s = server(ServerConfig {
+            max_legacy_askers: 8,
+            ..ServerConfig::default()
+        });
+        let in_use = PeerId::random();
+        s.note_agent_version(in_use, "rust-libp2p/0.57.0");
+        for _ in 0..100 {
+            for _ in 0..4 {
+                s.note_agent_version(PeerId::random(), "github.com/libp2p/go-libp2p");
+            }
+            // Each DISCOVER of the peer in use makes it recently used.
+            assert_eq!(
+                s.formats_for(&in_use).await,
+                Formats::only(RecordFormat::Legacy)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn churning_records_does_not_evict_a_record_refreshed_meanwhile() {
+        let s = server(ServerConfig {
+            max_verified_records: 4,
+            ..ServerConfig::default()
+        });
+        let key = Keypair::generate_ed25519();
+        let req = register(&key);
+        let peer = key.public().to_peer_id();
+        assert!(matches!(s.verify(peer, &req), Verification::Verified(_)));
+        for round in 1..=50u64 {
+            for _ in 0..3 {
+                let stranger = Keypair::generate_ed25519();
+                s.verify(stranger.public().to_peer_id(), &register(&stranger));
+            }
+            s.verify(peer, &req);
+            let text = s.render_metrics();
+            let want = format!("rdv_verification_skipped_total {round}");
+            assert!(text.lines().any(|l| l == want), "round {round}:\n{text}");
         }
     }
 }

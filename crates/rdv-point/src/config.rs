@@ -59,7 +59,19 @@ impl Default for Config {
 /// sub-message header and a cookie, with margin.
 pub(crate) const RESPONSE_OVERHEAD: usize = 128;
 
+/// Room a REGISTER needs besides its record: the longest namespace (255
+/// bytes), the TTL, field tags and lengths, with margin.
+pub const REQUEST_OVERHEAD: usize = 1024;
+
 impl Config {
+    /// The largest valid request, in bytes: a REGISTER carrying a record of
+    /// `max_record_size` (every other request is smaller). Requests are
+    /// read with this limit, so a peer cannot make the point buffer
+    /// `max_message_size` per stream; responses keep the larger limit.
+    pub fn max_request_size(&self) -> usize {
+        (self.max_record_size + REQUEST_OVERHEAD).min(self.max_message_size)
+    }
+
     /// Bytes a DISCOVER_RESPONSE may take: the message size, capped at the
     /// 1 MiB that rust-libp2p reads, less room for everything but registrations.
     pub(crate) fn response_budget(&self) -> usize {

@@ -139,6 +139,16 @@ impl<S: Store> Point<S> {
         &self.config
     }
 
+    /// Replaces the configuration (a daemon reloading its limits). Applies
+    /// to requests from now on: registrations over a lowered limit stay
+    /// until they expire or are removed. Refused, and nothing changed, if
+    /// `config` cannot work.
+    pub fn set_config(&mut self, config: Config) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// The store, for inspection.
     pub fn store(&self) -> &S {
         &self.store

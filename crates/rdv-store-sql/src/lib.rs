@@ -41,6 +41,7 @@
 mod error;
 mod postgres;
 mod sqlite;
+pub mod tls;
 mod util;
 
 pub use error::OpenError;

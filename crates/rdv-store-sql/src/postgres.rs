@@ -54,7 +54,7 @@
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use rdv_point::store::*;
 use rdv_wire::{Namespace, PeerId, RecordFormat, Timestamp};
 
@@ -392,6 +392,8 @@ const STATS: &str = "SELECT registrations, namespaces, record_bytes FROM {s}.met
 /// Where the store lives, for connecting and for messages.
 struct Target {
     config: postgres::Config,
+    /// TLS as `sslmode` asks (see [`crate::tls`]).
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// The URL without its password.
     url: String,
     schema: String,
@@ -496,10 +498,13 @@ impl Connection {
                     message: why.clone(),
                 });
             }
-            let live = target.config.connect(NoTls).and_then(|mut client| {
-                let statements = Statements::prepare(&mut client, target)?;
-                Ok(Live { client, statements })
-            });
+            let live = target
+                .config
+                .connect(target.tls.clone())
+                .and_then(|mut client| {
+                    let statements = Statements::prepare(&mut client, target)?;
+                    Ok(Live { client, statements })
+                });
             match live {
                 Ok(live) => {
                     self.live = Some(live);
@@ -631,9 +636,13 @@ impl PostgresStore {
                 "schema name {schema:?} must be 1 to 63 of a-z, 0-9 and _, not starting with a digit"
             )));
         }
-        let mut config: postgres::Config = url
+        let tls_options = crate::tls::split_options(url).map_err(&invalid)?;
+        let tls = crate::tls::connector(&tls_options).map_err(&invalid)?;
+        let mut config: postgres::Config = tls_options
+            .url
             .parse()
             .map_err(|e| invalid(format!("not a PostgreSQL URL: {e}")))?;
+        crate::tls::apply_timeouts(&mut config, url);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -642,29 +651,30 @@ impl PostgresStore {
         }
         let target = Target {
             config,
+            tls,
             url: shown.clone(),
             schema: schema.to_string(),
             quoted: format!("\"{schema}\""),
         };
-        let opened =
-            blocking(|| -> Result<(Live, u64), OpenError> {
-                let mut client = target.config.connect(NoTls).map_err(|source| {
-                    OpenError::PostgresUnreachable {
-                        url: target.url.clone(),
-                        source,
-                    }
+        let opened = blocking(|| -> Result<(Live, u64), OpenError> {
+            let mut client = target
+                .config
+                .connect(target.tls.clone())
+                .map_err(|source| OpenError::PostgresUnreachable {
+                    url: target.url.clone(),
+                    source,
                 })?;
-                let epoch = migrate(&mut client, &target, new_epoch)?;
-                let statements = Statements::prepare(&mut client, &target).map_err(|source| {
-                    OpenError::Postgres {
-                        url: target.url.clone(),
-                        schema: target.schema.clone(),
-                        source,
-                    }
-                })?;
-                Ok((Live { client, statements }, epoch))
-            })
-            .map_err(|e| invalid(format!("cannot start a thread to connect: {e}")))?;
+            let epoch = migrate(&mut client, &target, new_epoch)?;
+            let statements = Statements::prepare(&mut client, &target).map_err(|source| {
+                OpenError::Postgres {
+                    url: target.url.clone(),
+                    schema: target.schema.clone(),
+                    source,
+                }
+            })?;
+            Ok((Live { client, statements }, epoch))
+        })
+        .map_err(|e| invalid(format!("cannot start a thread to connect: {e}")))?;
         let (live, epoch) = opened?;
         let store = Self {
             target,
@@ -1066,7 +1076,7 @@ mod tests {
 
     impl Drop for DropSchema {
         fn drop(&mut self) {
-            if let Ok(mut c) = Client::connect(&self.0, NoTls) {
+            if let Ok(mut c) = Client::connect(&self.0, postgres::NoTls) {
                 let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.1));
             }
         }
@@ -1164,7 +1174,7 @@ mod tests {
             .collect();
         write(&mut store, &mixed);
         drop(store);
-        let mut c = Client::connect(&url, NoTls).unwrap();
+        let mut c = Client::connect(&url, postgres::NoTls).unwrap();
         let quoted = format!("\"{schema}\"");
         // As autovacuum would, after a bulk load (the namespace rows' counts
         // were updated 21 000 times in a few transactions).
@@ -1268,7 +1278,7 @@ mod tests {
         let schema = format!("rdv_unit_migrate_{}", std::process::id());
         let _guard = DropSchema(url.clone(), schema.clone());
         let quoted = format!("\"{schema}\"");
-        let mut c = Client::connect(&url, NoTls).unwrap();
+        let mut c = Client::connect(&url, postgres::NoTls).unwrap();
         c.batch_execute(&format!("CREATE SCHEMA {quoted}")).unwrap();
         c.batch_execute(&MIGRATIONS[0].replace("{s}", &quoted))
             .unwrap();

@@ -498,13 +498,29 @@ fn response_status(tag: u32) -> Option<ResponseStatus> {
     Some(ResponseStatus::InternalError)
 }
 
+/// A status varint as the `int32` enum it is: negative values come as
+/// 64-bit two's complement (protobuf encoding, "Signed Integers"), so a
+/// value outside `i32` is malformed, not a status to truncate into one
+/// (2^32 would otherwise read as OK).
+fn status_code(kind: MessageKind, v: u64) -> Result<ResponseStatus, DecodeError> {
+    i32::try_from(v as i64)
+        .map(ResponseStatus::from_code)
+        .map_err(|_| {
+            invalid(
+                kind,
+                ResponseStatus::InternalError,
+                format!("status {v} is out of the int32 range"),
+            )
+        })
+}
+
 fn decode_register_response(body: &[u8]) -> Result<RegisterResponse, DecodeError> {
     let kind = MessageKind::RegisterResponse;
     let mut out = RegisterResponse::ok(DEFAULT_TTL);
     out.ttl = None;
     walk(kind, body, response_status, |tag, value| {
         match (tag, value) {
-            (1, Value::Varint(v)) => out.status = ResponseStatus::from_code(v as i32),
+            (1, Value::Varint(v)) => out.status = status_code(kind, v)?,
             (2, Value::Len(b)) => out.status_text = String::from_utf8_lossy(b).into_owned(),
             (3, Value::Varint(v)) => out.ttl = (v != 0).then_some(Ttl::from_secs(v)),
             (1..=3, _) => return Err(wrong_type(kind, response_status(tag), &tag.to_string())),
@@ -528,7 +544,7 @@ fn decode_discover_response(body: &[u8]) -> Result<DiscoverResponse, DecodeError
                         .map_err(|e| invalid(kind, e.status(), e.to_string()))?,
                 )
             }
-            (3, Value::Varint(v)) => out.status = ResponseStatus::from_code(v as i32),
+            (3, Value::Varint(v)) => out.status = status_code(kind, v)?,
             (4, Value::Len(b)) => out.status_text = String::from_utf8_lossy(b).into_owned(),
             (1..=4, _) => return Err(wrong_type(kind, response_status(tag), &tag.to_string())),
             _ => {}

@@ -520,3 +520,28 @@ fn a_known_request_with_a_field_of_the_wrong_wire_type_is_answered() {
     let bytes = cat(&[&varint_field(1, 3), &len_field(5, &[]), &varint_field(2, 1)]);
     assert!(matches!(decode(&bytes), Ok(Message::Discover(_))));
 }
+
+#[test]
+fn a_status_outside_int32_is_an_error_not_a_truncated_status() {
+    // 2^32 would truncate to 0 (OK); 2^32 + 400 to E_UNAVAILABLE.
+    for v in [1u64 << 32, (1u64 << 32) + 400, u64::from(u32::MAX)] {
+        let reg = message(Some(1), 3, &varint_field(1, v));
+        invalid(
+            &reg,
+            MessageKind::RegisterResponse,
+            ResponseStatus::InternalError,
+        );
+        let disc = message(Some(4), 6, &varint_field(3, v));
+        invalid(
+            &disc,
+            MessageKind::DiscoverResponse,
+            ResponseStatus::InternalError,
+        );
+    }
+    // A negative int32 (sign-extended to 64 bits) is a status, kept as such.
+    let neg = message(Some(1), 3, &varint_field(1, (-5i64) as u64));
+    match decode(&neg).unwrap() {
+        Message::RegisterResponse(r) => assert_eq!(r.status, ResponseStatus::Other(-5)),
+        other => panic!("{other:?}"),
+    }
+}

@@ -12,6 +12,10 @@ use libp2p::Multiaddr;
     about = "libp2p rendezvous: run a point, register, discover"
 )]
 pub struct Cli {
+    /// Directory of the state files (keys, the point's SQLite database),
+    /// before or after the subcommand.
+    #[arg(long, global = true, default_value = crate::files::DATA_DIR)]
+    pub data: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +32,17 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// Load a point (or several, one after the other) and print a table.
     Bench(BenchArgs),
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output (its errors are then
+    /// printed as a JSON line on stdout too).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Discover(a) => a.json,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -57,18 +72,18 @@ pub struct BenchArgs {
 }
 
 /// Flags of `rdv point`; each overrides the same key of the config file.
-#[derive(Args, Default)]
+#[derive(Args, Default, Clone)]
 pub struct PointArgs {
     /// TOML file whose keys mirror these flags (see docs/CONFIG.md).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Address to listen on; repeatable. Default: /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1.
+    /// Address to listen on; repeatable. Default: TCP and QUIC on port 4001 of every IPv4 interface, and of every IPv6 one where the host has IPv6.
     #[arg(long = "listen")]
     pub listen: Vec<Multiaddr>,
-    /// Identity key file, created (mode 0600) if missing. Default ./rdv-data/identity.key.
+    /// Identity key file, created (mode 0600) if missing. Default DATA/identity.key.
     #[arg(long)]
     pub identity: Option<PathBuf>,
-    /// Where registrations live: `sqlite:PATH`, `postgres://USER@HOST/DB` or `memory`. Default sqlite:./rdv-data/point.db.
+    /// Where registrations live: `sqlite:PATH`, `postgres://USER@HOST/DB` or `memory`. Default sqlite:DATA/point.db.
     #[arg(long)]
     pub store: Option<String>,
     /// Shortest TTL accepted, seconds. Default 7200.
@@ -118,11 +133,14 @@ pub struct RegisterArgs {
     /// Requested TTL, seconds (default: the point's).
     #[arg(long)]
     pub ttl: Option<u64>,
-    /// Identity key file, created (mode 0600) if missing. Default ./rdv-data/client.key.
+    /// Identity key file, created (mode 0600) if missing. Default DATA/client.key.
     #[arg(long)]
     pub identity: Option<PathBuf>,
-    /// Address to advertise; repeatable. Default: the addresses this command listens on.
-    #[arg(long = "address")]
+    /// Address to advertise (where your service listens); repeatable.
+    /// Required without --keep: the addresses of this command itself close
+    /// when it exits, so a registration of them would point at nothing for
+    /// its whole TTL. With --keep, default: the addresses it listens on.
+    #[arg(long = "address", required_unless_present = "keep")]
     pub address: Vec<Multiaddr>,
     /// Stay up, refreshing before expiry, until Ctrl-C (then unregister).
     #[arg(long)]
@@ -140,7 +158,8 @@ pub struct UnregisterArgs {
     /// Namespace to leave.
     #[arg(long)]
     pub namespace: String,
-    /// Identity key file. Default ./rdv-data/client.key.
+    /// Identity key file (the one you registered with; never created).
+    /// Default DATA/client.key.
     #[arg(long)]
     pub identity: Option<PathBuf>,
 }

@@ -108,6 +108,12 @@ fn refused_or_network(status: Option<rdv_wire::ResponseStatus>, text: &str, what
 /// `rdv register`.
 pub async fn register(args: RegisterArgs) -> Result<(), Failure> {
     let ns = namespace(&args.namespace)?;
+    if args.address.is_empty() && !args.keep {
+        // clap enforces this too; kept for callers that build the arguments.
+        return Err(Failure::usage(
+            "--address is required without --keep: this command exits once registered, and its own addresses close with it",
+        ));
+    }
     let key = files::load_or_create_identity(
         &args.identity.unwrap_or_else(files::default_client_identity),
     )?;
@@ -210,9 +216,9 @@ fn strip_p2p(mut a: Multiaddr) -> Multiaddr {
 /// `rdv unregister`.
 pub async fn unregister(args: UnregisterArgs) -> Result<(), Failure> {
     let ns = namespace(&args.namespace)?;
-    let key = files::load_or_create_identity(
-        &args.identity.unwrap_or_else(files::default_client_identity),
-    )?;
+    // Never created here: a new identity has nothing registered, and
+    // "unregistered" would be a false success.
+    let key = files::load_identity(&args.identity.unwrap_or_else(files::default_client_identity))?;
     let (node, _events, point) = connect(key, &args.point, Vec::new()).await?;
     // UNREGISTER has no answer: send it on its own stream and close.
     let mut control = node.control.clone();
@@ -251,14 +257,15 @@ pub async fn discover(args: DiscoverArgs) -> Result<(), Failure> {
             .discover(point, ns.clone(), args.limit)
             .await
             .map_err(|e| Failure::usage(e.to_string()))?;
-        let (page, returned) = loop {
+        let (page, returned, cookie) = loop {
             match client.next_event().await {
                 None => return Err(Failure::network("the client stopped")),
                 Some(Event::Discovered {
                     registrations,
                     returned,
+                    cookie,
                     ..
-                }) => break (registrations, returned),
+                }) => break (registrations, returned, cookie),
                 Some(Event::DiscoverFailed { status, text, .. }) => {
                     return Err(refused_or_network(status, &text, "discovery"));
                 }
@@ -271,8 +278,9 @@ pub async fn discover(args: DiscoverArgs) -> Result<(), Failure> {
         }
         // The end is a page with nothing after the cookie; a page of
         // registrations all seen before (refreshed ones come back) or all
-        // refused is not the end.
-        if !args.all || returned == 0 {
+        // refused is not the end. A point that gives no cookie cannot go
+        // on: asking again would repeat the same page forever.
+        if !args.all || returned == 0 || !cookie {
             return Ok(());
         }
     }

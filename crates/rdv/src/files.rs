@@ -9,18 +9,33 @@ use libp2p::identity::Keypair;
 
 use crate::Failure;
 
-/// Default directory for state.
+/// Default directory for state (`--data`).
 pub const DATA_DIR: &str = "./rdv-data";
+
+/// The state directory chosen with `--data`, set once at start.
+static DATA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the state directory (`--data`); the first call wins.
+pub fn set_data_dir(dir: PathBuf) {
+    let _ = DATA.set(dir);
+}
+
+/// The state directory: `--data`, default [`DATA_DIR`].
+pub fn data_dir() -> PathBuf {
+    DATA.get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(DATA_DIR))
+}
 
 /// The point's default identity path.
 pub fn default_identity() -> PathBuf {
-    Path::new(DATA_DIR).join("identity.key")
+    data_dir().join("identity.key")
 }
 
 /// The client commands' default identity path: not the point's, so that
 /// `rdv register` run next to `rdv point` is a peer of its own.
 pub fn default_client_identity() -> PathBuf {
-    Path::new(DATA_DIR).join("client.key")
+    data_dir().join("client.key")
 }
 
 /// Creates `path` holding `bytes` (mode 0600), all or nothing: the bytes go
@@ -100,6 +115,24 @@ fn created_elsewhere(path: &Path) -> Failure {
         "{} exists but cannot be read (a dangling symlink?); fix or remove it",
         path.display()
     ))
+}
+
+/// Loads the identity at `path`, which must exist (for commands that act on
+/// what an identity did before, such as `rdv unregister`).
+pub fn load_identity(path: &Path) -> Result<Keypair, Failure> {
+    match std::fs::read(path) {
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| {
+            Failure::usage(format!(
+                "{} is not an rdv identity key ({e}); point --identity at the file you registered with",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(format!(
+            "no identity at {}: nothing can have been registered with it; point --identity at the file you registered with",
+            path.display()
+        ))),
+        Err(e) => Err(Failure::usage(format!("cannot read {}: {e}", path.display()))),
+    }
 }
 
 /// Loads the identity at `path`, creating a new Ed25519 one if the file does not exist.

@@ -17,18 +17,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    let json = args.command.json();
+    files::set_data_dir(args.data.clone());
     // The daemon logs what it does; the one-shot commands only what went wrong.
     let default_level = match args.command {
         cli::Command::Point(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+    let log = LogControl::init(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,7 +37,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match args.command {
-            cli::Command::Point(a) => point_cmd::run(a).await,
+            cli::Command::Point(a) => point_cmd::run(a, log).await,
             cli::Command::Register(a) => client_cmd::register(a).await,
             cli::Command::Unregister(a) => client_cmd::unregister(a).await,
             cli::Command::Discover(a) => client_cmd::discover(a).await,
@@ -52,8 +48,51 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("error: {}", failure.message);
+            if json {
+                // A script reading JSON lines gets the error as one too.
+                let obj = serde_json::json!({
+                    "error": failure.message,
+                    "exit_code": failure.code,
+                });
+                println!("{obj}");
+            }
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// The log filter, changeable while running (`rdv point` on SIGHUP).
+pub struct LogControl {
+    handle: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    /// Whether `RUST_LOG` chose the filter at start.
+    pub from_env: bool,
+}
+
+impl LogControl {
+    /// Logs to stderr, filtered by `RUST_LOG` or else `default_level`.
+    fn init(default_level: &str) -> Self {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let (filter, from_env) = match tracing_subscriber::EnvFilter::try_from_default_env() {
+            Ok(f) => (f, true),
+            Err(_) => (tracing_subscriber::EnvFilter::new(default_level), false),
+        };
+        let (layer, handle) = tracing_subscriber::reload::Layer::new(filter);
+        tracing_subscriber::registry()
+            .with(layer)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+        Self { handle, from_env }
+    }
+
+    /// Replaces the filter with `directives` (`RUST_LOG` syntax).
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        let filter = tracing_subscriber::EnvFilter::try_new(directives)
+            .map_err(|e| format!("log level {directives:?}: {e}"))?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
     }
 }
 

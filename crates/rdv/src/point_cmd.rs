@@ -1,6 +1,8 @@
 //! `rdv point`: the daemon. Reads the config file, lets flags override it,
 //! validates everything before binding anything, then serves until SIGINT or
-//! SIGTERM.
+//! SIGTERM. SIGHUP re-reads the config file and applies what can change
+//! while running (see [`reload`]); a file that does not validate is
+//! refused with an error in the log, and the point keeps its settings.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -50,6 +52,37 @@ struct FileConfig {
     /// Not a flag: the PostgreSQL schema holding the tables. Default `rdv`;
     /// points that serve as one use the same schema (and cookie secret).
     postgres_schema: Option<String>,
+    /// Not a flag: registrations in total. Default 1000000.
+    max_registrations: Option<usize>,
+    /// Not a flag: bytes of stored records in total. Default 1 GiB.
+    max_stored_bytes: Option<usize>,
+    /// Not a flag: largest signed record accepted, bytes. Default 4096.
+    max_record_size: Option<usize>,
+    /// Not a flag: largest message, bytes. Default 1 MiB.
+    max_message_size: Option<usize>,
+    /// Not a flag: milliseconds a first DISCOVER waits for identify. Default 1000.
+    identify_wait_ms: Option<u64>,
+    /// Not a flag: inbound streams queued for the point. Default 4096.
+    stream_queue: Option<usize>,
+    /// Not a flag: peers remembered with the record formats they read. Default 100000.
+    max_format_peers: Option<usize>,
+    /// Not a flag: verified records remembered. Default 100000.
+    max_verified_records: Option<usize>,
+    /// Not a flag: incoming connections in their handshake from one IP. Default 16.
+    max_pending_per_ip: Option<usize>,
+    /// Not a flag: IPv6 prefix length counted as one address. Default 64.
+    ipv6_prefix: Option<u8>,
+    /// Not a flag: rendezvous streams from one IP at once. Default 128.
+    max_streams_per_ip: Option<usize>,
+    /// Not a flag: live registrations from one IP per namespace. Default 100.
+    max_registrations_per_ip_namespace: Option<usize>,
+    /// Not a flag: seconds a stream may rest between requests. Default 300.
+    stream_idle_timeout: Option<u64>,
+    /// Not a flag: seconds a connection with no stream stays open. Default 60.
+    idle_timeout: Option<u64>,
+    /// Not a flag: log filter (`RUST_LOG` syntax), e.g. "info" or
+    /// "rdv_net=debug". Default: `RUST_LOG`, else "info".
+    log: Option<String>,
 }
 
 /// Everything `rdv point` needs, resolved and validated.
@@ -65,7 +98,12 @@ struct Settings {
     max_connections_per_peer: u32,
     max_pending_connections: u32,
     max_connections_per_ip: usize,
+    max_pending_per_ip: usize,
+    ipv6_prefix: u8,
+    idle_timeout: std::time::Duration,
+    stream_queue: usize,
     server: ServerConfig,
+    log: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, Failure> {
@@ -75,7 +113,24 @@ fn read_file(path: &Path) -> Result<FileConfig, Failure> {
         .map_err(|e| Failure::usage(format!("config file {}: {e}", path.display())))
 }
 
-fn resolve(args: PointArgs) -> Result<Settings, Failure> {
+/// The default listen addresses: TCP and QUIC on port 4001 of every IPv4
+/// interface, and of every IPv6 one when `ipv6` (libp2p binds IPv6 sockets
+/// IPv6-only, so both families can hold the port).
+fn default_listen(ipv6: bool) -> Vec<Multiaddr> {
+    let mut list = vec!["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
+    if ipv6 {
+        list.extend(["/ip6/::/tcp/4001", "/ip6/::/udp/4001/quic-v1"]);
+    }
+    list.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+/// Whether the host has IPv6: an IPv6 socket can be bound.
+fn host_has_ipv6() -> bool {
+    std::net::UdpSocket::bind((std::net::Ipv6Addr::UNSPECIFIED, 0)).is_ok()
+}
+
+fn resolve(args: &PointArgs) -> Result<Settings, Failure> {
+    let args = args.clone();
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
@@ -100,10 +155,7 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
     } else if let Some(list) = file_listen {
         list
     } else {
-        ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect()
+        default_listen(host_has_ipv6())
     };
     let mut store = parse_store(args.store.or(file.store).as_deref())?;
     if let (StoreSpec::Postgres { schema, .. }, Some(name)) = (&mut store, file.postgres_schema) {
@@ -133,8 +185,36 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
             .max_discover_limit
             .or(file.max_discover_limit)
             .unwrap_or(defaults.max_discover_limit),
-        ..defaults
+        max_registrations: positive(
+            "max_registrations",
+            file.max_registrations,
+            defaults.max_registrations,
+        )?,
+        max_stored_bytes: positive(
+            "max_stored_bytes",
+            file.max_stored_bytes,
+            defaults.max_stored_bytes,
+        )?,
+        max_record_size: positive(
+            "max_record_size",
+            file.max_record_size,
+            defaults.max_record_size,
+        )?,
+        max_message_size: positive(
+            "max_message_size",
+            file.max_message_size,
+            defaults.max_message_size,
+        )?,
     };
+    let node_defaults = NodeConfig::default();
+    let server_defaults = ServerConfig::default();
+    if let Some(p) = file.ipv6_prefix
+        && !(1..=128).contains(&p)
+    {
+        return Err(Failure::usage(format!(
+            "config key `ipv6_prefix` must be 1..=128 (got {p})"
+        )));
+    }
     point
         .validate()
         .map_err(|e| Failure::usage(format!("invalid configuration: {e}")))?;
@@ -147,7 +227,7 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
             .unwrap_or_else(files::default_identity),
         cookie_secret: file
             .cookie_secret
-            .unwrap_or_else(|| Path::new(files::DATA_DIR).join("cookie.key")),
+            .unwrap_or_else(|| files::data_dir().join("cookie.key")),
         point,
         metrics: args.metrics.or(file.metrics),
         max_connections: positive(
@@ -170,7 +250,46 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
             file.max_connections_per_ip,
             NodeConfig::default().max_connections_per_ip,
         )?,
+        max_pending_per_ip: positive(
+            "max_pending_per_ip",
+            file.max_pending_per_ip,
+            node_defaults.max_pending_per_ip,
+        )?,
+        ipv6_prefix: file.ipv6_prefix.unwrap_or(node_defaults.ipv6_prefix),
+        idle_timeout: std::time::Duration::from_secs(positive(
+            "idle_timeout",
+            file.idle_timeout,
+            node_defaults.idle_timeout.as_secs(),
+        )?),
+        stream_queue: positive("stream_queue", file.stream_queue, 4096)?,
+        log: file.log,
         server: ServerConfig {
+            max_streams_per_ip: positive(
+                "max_streams_per_ip",
+                file.max_streams_per_ip,
+                server_defaults.max_streams_per_ip,
+            )?,
+            max_registrations_per_ip_namespace: positive(
+                "max_registrations_per_ip_namespace",
+                file.max_registrations_per_ip_namespace,
+                server_defaults.max_registrations_per_ip_namespace,
+            )?,
+            ipv6_prefix: file.ipv6_prefix.unwrap_or(server_defaults.ipv6_prefix),
+            stream_idle_timeout: std::time::Duration::from_secs(positive(
+                "stream_idle_timeout",
+                file.stream_idle_timeout,
+                server_defaults.stream_idle_timeout.as_secs(),
+            )?),
+            max_legacy_askers: positive(
+                "max_format_peers",
+                file.max_format_peers,
+                server_defaults.max_legacy_askers,
+            )?,
+            max_verified_records: positive(
+                "max_verified_records",
+                file.max_verified_records,
+                server_defaults.max_verified_records,
+            )?,
             max_streams: positive(
                 "max_streams",
                 file.max_streams,
@@ -187,8 +306,7 @@ fn resolve(args: PointArgs) -> Result<Settings, Failure> {
                 10,
             )?),
             // Identify results are fed to the server below (note_identify).
-            identify_wait: std::time::Duration::from_secs(1),
-            ..ServerConfig::default()
+            identify_wait: std::time::Duration::from_millis(file.identify_wait_ms.unwrap_or(1000)),
         },
     })
 }
@@ -208,8 +326,13 @@ fn positive<T: PartialEq + Default + Copy>(
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
-pub async fn run(args: PointArgs) -> Result<(), Failure> {
-    let settings = resolve(args)?;
+pub async fn run(args: PointArgs, log: crate::LogControl) -> Result<(), Failure> {
+    let settings = resolve(&args)?;
+    if let Some(directives) = settings.log.as_deref().filter(|_| !log.from_env) {
+        log.set(directives)
+            .map_err(|e| Failure::usage(format!("config key `log`: {e}")))?;
+    }
+    let reloader = Reloader { args, log };
     let keypair = files::load_or_create_identity(&settings.identity)?;
     let cookie_key = CookieKey::from_bytes(files::load_or_create_secret(&settings.cookie_secret)?);
     // A new store's epoch: cookies issued over an earlier, lost store start over.
@@ -218,7 +341,7 @@ pub async fn run(args: PointArgs) -> Result<(), Failure> {
     match &settings.store {
         StoreSpec::Memory => {
             let point = Point::new(config, MemoryStore::new(epoch), cookie_key);
-            serve(settings.clone(), keypair, point).await
+            serve(settings.clone(), keypair, point, &reloader).await
         }
         StoreSpec::Sqlite(path) => {
             let store = rdv_store_sql::SqliteStore::open(path, epoch)
@@ -228,6 +351,7 @@ pub async fn run(args: PointArgs) -> Result<(), Failure> {
                 settings.clone(),
                 keypair,
                 Point::new(config, store, cookie_key),
+                &reloader,
             )
             .await
         }
@@ -246,6 +370,7 @@ pub async fn run(args: PointArgs) -> Result<(), Failure> {
                 settings.clone(),
                 keypair,
                 Point::new(config, store, cookie_key),
+                &reloader,
             )
             .await
         }
@@ -264,9 +389,7 @@ enum StoreSpec {
 /// Default: SQLite in `./rdv-data/point.db`.
 fn parse_store(spec: Option<&str>) -> Result<StoreSpec, Failure> {
     match spec {
-        None => Ok(StoreSpec::Sqlite(
-            Path::new(files::DATA_DIR).join("point.db"),
-        )),
+        None => Ok(StoreSpec::Sqlite(files::data_dir().join("point.db"))),
         Some("memory") => Ok(StoreSpec::Memory),
         Some(s) if s.starts_with("sqlite:") && s.len() > "sqlite:".len() => {
             Ok(StoreSpec::Sqlite(PathBuf::from(&s["sqlite:".len()..])))
@@ -283,24 +406,69 @@ fn parse_store(spec: Option<&str>) -> Result<StoreSpec, Failure> {
     }
 }
 
+/// What SIGHUP needs: the command line (flags still override the file)
+/// and the log filter.
+struct Reloader {
+    args: PointArgs,
+    log: crate::LogControl,
+}
+
+/// SIGHUP: re-reads the config file and applies what can change while
+/// running: the TTL bounds and registry limits (`min_ttl` .. `max_message_size`),
+/// the per-address registration quota and the log filter. Listen addresses,
+/// the store, keys and the connection and stream bounds need a restart.
+async fn reload<S: Store + Send + 'static>(server: &PointServer<S>, reloader: &Reloader) {
+    let settings = match resolve(&reloader.args) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e.message, "SIGHUP: configuration refused; keeping the current one");
+            return;
+        }
+    };
+    if let Err(e) = server
+        .reconfigure(
+            settings.point.clone(),
+            settings.server.max_registrations_per_ip_namespace,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "SIGHUP: configuration refused; keeping the current one");
+        return;
+    }
+    if let Some(directives) = &settings.log
+        && let Err(e) = reloader.log.set(directives)
+    {
+        tracing::error!(error = %e, "SIGHUP: log level refused");
+    }
+    tracing::info!("SIGHUP: configuration reloaded");
+}
+
 async fn serve<S: Store + Send + 'static>(
     settings: Settings,
     keypair: libp2p::identity::Keypair,
     point: Result<Point<S>, rdv_point::ConfigError>,
+    reloader: &Reloader,
 ) -> Result<(), Failure> {
     let point = point.map_err(|e| Failure::usage(format!("invalid configuration: {e}")))?;
-    let server = PointServer::new(point, settings.server.clone());
+    let server = PointServer::start(point, settings.server.clone()).map_err(|e| {
+        Failure::network(format!(
+            "cannot start the point thread: {e}; the system is out of threads or memory"
+        ))
+    })?;
     let metrics_listener = match settings.metrics {
         Some(addr) => Some(metrics_http::bind(addr).await?),
         None => None,
     };
     let node_config = NodeConfig {
         listen: settings.listen.clone(),
-        serve_queue: Some(4096),
+        serve_queue: Some(settings.stream_queue),
         max_connections: settings.max_connections,
         max_connections_per_peer: settings.max_connections_per_peer,
         max_pending_incoming: settings.max_pending_connections,
         max_connections_per_ip: settings.max_connections_per_ip,
+        max_pending_per_ip: settings.max_pending_per_ip,
+        ipv6_prefix: settings.ipv6_prefix,
+        idle_timeout: settings.idle_timeout,
         ..NodeConfig::default()
     };
     let (mut node, mut events) = Node::start(keypair, node_config)
@@ -327,10 +495,13 @@ async fn serve<S: Store + Send + 'static>(
         .map_err(|e| Failure::usage(format!("cannot watch SIGTERM: {e}")))?;
     let mut sigint = signal(SignalKind::interrupt())
         .map_err(|e| Failure::usage(format!("cannot watch SIGINT: {e}")))?;
+    let mut sighup = signal(SignalKind::hangup())
+        .map_err(|e| Failure::usage(format!("cannot watch SIGHUP: {e}")))?;
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = sighup.recv() => reload(&server, reloader).await,
             event = events.recv() => match event {
                 None => return Err(Failure::network("the libp2p node stopped unexpectedly")),
                 Some(NodeEvent::Listening(addr)) => {
@@ -350,4 +521,31 @@ async fn serve<S: Store + Send + 'static>(
     let _ = serving.await;
     drop(node);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_listen_adds_ipv6_where_the_host_has_it() {
+        let v4: Vec<String> = default_listen(false)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            v4,
+            ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+        );
+        let both: Vec<String> = default_listen(true).iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            both,
+            [
+                "/ip4/0.0.0.0/tcp/4001",
+                "/ip4/0.0.0.0/udp/4001/quic-v1",
+                "/ip6/::/tcp/4001",
+                "/ip6/::/udp/4001/quic-v1"
+            ]
+        );
+    }
 }

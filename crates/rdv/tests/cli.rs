@@ -130,6 +130,8 @@ fn exit_codes_say_whose_fault_it_was() {
         dir.path(),
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             point.tcp(),
             "--namespace",
@@ -152,7 +154,15 @@ fn exit_codes_say_whose_fault_it_was() {
     let long = "x".repeat(256);
     let o = rdv(
         dir.path(),
-        &["register", "--point", point.tcp(), "--namespace", &long],
+        &[
+            "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
+            "--point",
+            point.tcp(),
+            "--namespace",
+            &long,
+        ],
     );
     expect_code(&o, 2);
     assert!(stderr(&o).contains("255"), "{}", stderr(&o));
@@ -190,6 +200,8 @@ fn config_file_sets_limits_and_flags_override_it() {
         dir.path(),
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             point.tcp(),
             "--namespace",
@@ -202,7 +214,15 @@ fn config_file_sets_limits_and_flags_override_it() {
     assert!(stdout(&o).contains("for 60s"), "{}", stdout(&o));
     let o = rdv(
         dir.path(),
-        &["register", "--point", point.tcp(), "--namespace", "b"],
+        &[
+            "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
+            "--point",
+            point.tcp(),
+            "--namespace",
+            "b",
+        ],
     );
     expect_code(&o, 1);
     assert!(
@@ -217,6 +237,8 @@ fn config_file_sets_limits_and_flags_override_it() {
         dir.path(),
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             point.tcp(),
             "--namespace",
@@ -311,6 +333,8 @@ fn metrics_count_registrations_and_requests() {
             dir.path(),
             &[
                 "register",
+                "--address",
+                "/ip4/127.0.0.1/tcp/4001",
                 "--point",
                 point.tcp(),
                 "--namespace",
@@ -437,6 +461,8 @@ fn limit_flags_and_addresses_given_on_the_command_line_take_effect() {
             dir.path(),
             &[
                 "register",
+                "--address",
+                "/ip4/127.0.0.1/tcp/4001",
                 "--point",
                 p,
                 "--namespace",

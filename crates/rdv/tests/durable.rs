@@ -41,6 +41,8 @@ fn registrations_identity_and_cookie_secret_survive_a_restart() {
         dir.path(),
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             first.tcp(),
             "--namespace",
@@ -96,6 +98,8 @@ fn sigkill_mid_load() -> bool {
             Command::new(RDV)
                 .args([
                     "register",
+                    "--address",
+                    "/ip4/127.0.0.1/tcp/4001",
                     "--point",
                     &addr,
                     "--namespace",
@@ -359,6 +363,8 @@ fn a_postgres_outage_is_answered_with_a_status_and_the_daemon_recovers() {
             dir.path(),
             &[
                 "register",
+                "--address",
+                "/ip4/127.0.0.1/tcp/4001",
                 "--point",
                 &p,
                 "--namespace",

@@ -63,6 +63,8 @@ fn find<'a>(regs: &'a [serde_json::Value], peer: &str) -> &'a serde_json::Value 
 fn register_in_interop(dir: &Path, point: &str, key: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "register",
+        "--address",
+        "/ip4/127.0.0.1/tcp/4001",
         "--point",
         point,
         "--namespace",

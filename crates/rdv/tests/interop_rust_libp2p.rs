@@ -88,6 +88,39 @@ fn rust_libp2p_client_against_the_rdv_point() {
 }
 
 #[test]
+fn a_rust_libp2p_client_with_its_own_agent_string_gets_the_records_it_reads() {
+    // An application that sets its own agent version: identify alone would
+    // have the point serve it standard records, which rust-libp2p's client
+    // refuses (the whole answer). Its own legacy REGISTER is the evidence.
+    let dir = tempfile::tempdir().unwrap();
+    let point = rdv_point(dir.path(), &[]);
+    let legacy = register_as(dir.path(), point.tcp(), "a", "custom", "legacy");
+    let standard = register_as(dir.path(), point.tcp(), "s", "custom", "standard");
+    let o = run(
+        PEER,
+        &[
+            "client",
+            "--point",
+            point.tcp(),
+            "--agent",
+            "my-app/1.0",
+            "--op",
+            "register:custom",
+            "--op",
+            "discover:custom",
+        ],
+        dir.path(),
+    );
+    expect_code(&o, 0);
+    let lines = json_lines(&o);
+    let me = lines.last().unwrap()["me"].as_str().unwrap().to_string();
+    assert_eq!(lines[0]["ok"], true, "{}", lines[0]);
+    assert_eq!(lines[1]["ok"], true, "{}", lines[1]);
+    assert_eq!(peers(&lines[1]), [legacy, me].into());
+    let _ = standard;
+}
+
+#[test]
 fn rust_libp2p_client_cannot_register_someone_elses_record_at_the_rdv_point() {
     let dir = tempfile::tempdir().unwrap();
     let point = rdv_point(dir.path(), &[]);
@@ -131,6 +164,8 @@ fn rdv_client_against_the_rust_libp2p_point() {
         dir.path(),
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             &p,
             "--namespace",

@@ -4,6 +4,7 @@
 
 mod harness;
 mod postgres;
+mod postgres_link;
 mod sqlite;
 mod suite;
 

@@ -49,6 +49,10 @@ enum Mode {
         /// Sign records with a key other than the connection's identity.
         #[arg(long)]
         foreign_record: bool,
+        /// Identify agent version to send instead of rust-libp2p's default
+        /// (as an application that sets its own does).
+        #[arg(long)]
+        agent: Option<String>,
     },
 }
 
@@ -90,9 +94,14 @@ fn swarm<B: NetworkBehaviour>(
         .build())
 }
 
-fn identify_config(key: &Keypair) -> identify::Config {
-    // The default agent version, "rust-libp2p/...", as any rust-libp2p app sends.
-    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+fn identify_config(key: &Keypair, agent: Option<&str>) -> identify::Config {
+    // By default the agent version "rust-libp2p/...", as any rust-libp2p
+    // app sends unless it sets its own.
+    let config = identify::Config::new("/ipfs/id/1.0.0".into(), key.public());
+    match agent {
+        Some(a) => config.with_agent_version(a.to_string()),
+        None => config,
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -116,7 +125,8 @@ async fn main() -> Result<(), String> {
             point,
             ops,
             foreign_record,
-        } => client(point, ops, foreign_record).await,
+            agent,
+        } => client(point, ops, foreign_record, agent).await,
     }
 }
 
@@ -138,7 +148,7 @@ async fn server(
     }
     let mut swarm = swarm(Keypair::generate_ed25519(), |k| ServerBehaviour {
         rendezvous: rendezvous::server::Behaviour::new(config),
-        identify: identify::Behaviour::new(identify_config(k)),
+        identify: identify::Behaviour::new(identify_config(k, None)),
         ping: ping::Behaviour::default(),
     })?;
     swarm.listen_on(listen).map_err(|e| e.to_string())?;
@@ -154,7 +164,12 @@ fn ns(s: &str) -> Result<rendezvous::Namespace, String> {
     rendezvous::Namespace::new(s.to_string()).map_err(|e| format!("namespace {s:?}: {e}"))
 }
 
-async fn client(point: Multiaddr, ops: Vec<String>, foreign_record: bool) -> Result<(), String> {
+async fn client(
+    point: Multiaddr,
+    ops: Vec<String>,
+    foreign_record: bool,
+    agent: Option<String>,
+) -> Result<(), String> {
     let Some(Protocol::P2p(point_id)) = point.iter().last() else {
         return Err("--point must end in /p2p/<peer id>".into());
     };
@@ -166,7 +181,7 @@ async fn client(point: Multiaddr, ops: Vec<String>, foreign_record: bool) -> Res
     };
     let mut swarm = swarm(key, |k| ClientBehaviour {
         rendezvous: rendezvous::client::Behaviour::new(signer),
-        identify: identify::Behaviour::new(identify_config(k)),
+        identify: identify::Behaviour::new(identify_config(k, agent.as_deref())),
         ping: ping::Behaviour::default(),
     })?;
     swarm

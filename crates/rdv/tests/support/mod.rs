@@ -144,6 +144,8 @@ pub fn register_as(dir: &Path, point: &str, name: &str, ns: &str, format: &str) 
         dir,
         &[
             "register",
+            "--address",
+            "/ip4/127.0.0.1/tcp/4001",
             "--point",
             point,
             "--namespace",
