@@ -227,7 +227,13 @@ impl StunClient {
         let server_addr = server.addr;
         let Some(addr) = mapped else {
             self.counters.failed += 1;
-            push(&mut self.events, &mut self.counters, Event::Failed { server: server_addr });
+            push(
+                &mut self.events,
+                &mut self.counters,
+                Event::Failed {
+                    server: server_addr,
+                },
+            );
             return;
         };
         if server.last != Some(addr) {
@@ -269,7 +275,11 @@ impl StunClient {
                         server.next_query = now + jittered(&mut self.rng, &self.config);
                         self.counters.failed += 1;
                         let server = server.addr;
-                        push(&mut self.events, &mut self.counters, Event::Failed { server });
+                        push(
+                            &mut self.events,
+                            &mut self.counters,
+                            Event::Failed { server },
+                        );
                     } else {
                         txn.sent += 1;
                         server.pending = true;
@@ -292,11 +302,7 @@ impl StunClient {
                         id,
                         sent: 1,
                         interval: rto,
-                        due: if rc <= 1 {
-                            now + rto * rm
-                        } else {
-                            now + rto
-                        },
+                        due: if rc <= 1 { now + rto * rm } else { now + rto },
                     });
                     server.pending = true;
                 }

@@ -144,8 +144,7 @@ impl StunServer {
         let mut n_unknown = 0;
         for (_, attr) in msg.iter_attributes() {
             let t = attr.get_type();
-            if t.comprehension_required() && !UNDERSTOOD.contains(&t) && n_unknown < MAX_UNKNOWN
-            {
+            if t.comprehension_required() && !UNDERSTOOD.contains(&t) && n_unknown < MAX_UNKNOWN {
                 unknown[n_unknown] = t;
                 n_unknown += 1;
             }
@@ -203,8 +202,12 @@ fn write_success(req: &Message<'_>, from: SocketAddr, out: &mut [u8]) -> Option<
 /// carries comprehension-required attributes the server does not know.
 fn write_420(req: &Message<'_>, unknown: &[AttributeType], out: &mut [u8]) -> Option<usize> {
     let mut w = Message::builder_error(req, MessageWriteMutSlice::new(out));
-    w.add_attribute(&ErrorCode::builder(ErrorCode::UNKNOWN_ATTRIBUTE).build().ok()?)
-        .ok()?;
+    w.add_attribute(
+        &ErrorCode::builder(ErrorCode::UNKNOWN_ATTRIBUTE)
+            .build()
+            .ok()?,
+    )
+    .ok()?;
     w.add_attribute(&UnknownAttributes::new(unknown)).ok()?;
     w.add_fingerprint().ok()?;
     Some(w.finish())
