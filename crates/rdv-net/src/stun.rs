@@ -52,7 +52,7 @@ pub async fn serve(
         };
         let outcome = server.handle(Instant::now(), from, &buf[..n], &mut out);
         metrics.record(outcome);
-        if let Some(len) = outcome.len()
+        if let Some(len) = outcome.answer_len()
             && let Err(e) = socket.send_to(&out[..len], from).await
         {
             metrics.io_error();

@@ -60,7 +60,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The bytes to send back to the source, if any.
-    pub fn len(self) -> Option<usize> {
+    pub fn answer_len(self) -> Option<usize> {
         match self {
             Outcome::Answered(n) | Outcome::UnknownAttributes(n) => Some(n),
             Outcome::Dropped(_) => None,

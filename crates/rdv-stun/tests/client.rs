@@ -59,7 +59,7 @@ fn learns_the_address_from_every_server_and_reports_a_change() {
         // The server core sees the client's (NATed) address.
         let n = server
             .handle(t0, mapped, t.contents(), &mut out)
-            .len()
+            .answer_len()
             .expect("answered");
         client.handle_input(t0, t.destination, &out[..n]);
     }
@@ -92,7 +92,7 @@ fn learns_the_address_from_every_server_and_reports_a_change() {
     let mut out = [0u8; MAX_ANSWER];
     let n = server
         .handle(t1, rebound, sent[0].contents(), &mut out)
-        .len()
+        .answer_len()
         .expect("answer");
     client.handle_input(t1, sent[0].destination, &out[..n]);
     assert_eq!(
@@ -111,7 +111,7 @@ fn learns_the_address_from_every_server_and_reports_a_change() {
     // The same address again from the other server: no Changed.
     let n = server
         .handle(t1, rebound, sent[1].contents(), &mut out)
-        .len()
+        .answer_len()
         .expect("answer");
     client.handle_input(t1, sent[1].destination, &out[..n]);
     assert_eq!(
