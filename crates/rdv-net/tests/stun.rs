@@ -154,3 +154,82 @@ async fn rdv_client_against_coturn() {
         .unwrap();
     assert_eq!(mapped, client.local_addr().unwrap());
 }
+
+/// Binding requests answered per second by [`serve`] over UDP loopback:
+/// one client socket keeps a window of requests in flight. A measurement,
+/// not a check: `cargo test --release -p rdv-net --test stun -- --ignored
+/// --nocapture loopback_throughput`.
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "a measurement; run by hand (see docs/PERFORMANCE.md)"]
+async fn loopback_throughput() {
+    use rdv_stun::LimiterConfig;
+    use rdv_stun::stun_types::message::{
+        BINDING, Message, MessageClass, MessageType, MessageWrite, MessageWriteExt,
+        MessageWriteVec, TransactionId,
+    };
+    // The server on a thread of its own, like a core of a daemon.
+    let std_socket = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+    std_socket.set_nonblocking(true).unwrap();
+    let server = std_socket.local_addr().unwrap();
+    let metrics = Arc::new(StunMetrics::default());
+    let m = metrics.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let socket = UdpSocket::from_std(std_socket).unwrap();
+            let config = rdv_stun::ServerConfig {
+                limiter: LimiterConfig {
+                    rate: 1e12,
+                    burst: 1e12,
+                    ..LimiterConfig::default()
+                },
+            };
+            serve(socket, config, m, async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut w = Message::builder(
+        MessageType::from_class_method(MessageClass::Request, BINDING),
+        TransactionId::from(42),
+        MessageWriteVec::new(),
+    );
+    w.add_fingerprint().unwrap();
+    let request = w.finish();
+    const WINDOW: u64 = 32;
+    const TOTAL: u64 = 200_000;
+    let mut buf = [0u8; 256];
+    let (mut sent, mut received) = (0u64, 0u64);
+    let start = std::time::Instant::now();
+    let deadline = start + Duration::from_secs(60);
+    while received < TOTAL && std::time::Instant::now() < deadline {
+        while sent < TOTAL && sent - received < WINDOW {
+            client.send_to(&request, server).await.unwrap();
+            sent += 1;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), client.recv_from(&mut buf)).await {
+            Ok(r) => {
+                r.unwrap();
+                received += 1;
+            }
+            // A lost datagram: let the window refill.
+            Err(_) => received = received.max(sent.saturating_sub(WINDOW / 2)),
+        }
+    }
+    let took = start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    thread.join().unwrap();
+    let answered = metrics.snapshot().answered;
+    println!("| path | requests | answered | seconds | answers/s |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| UDP loopback, 1 client socket, window {WINDOW} | {sent} | {answered} | {took:.2} | {:.0} |",
+        answered as f64 / took
+    );
+}
