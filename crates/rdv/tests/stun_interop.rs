@@ -33,25 +33,28 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-/// Starts a point serving STUN on a port the system picks, and reads the
-/// `stun on` line.
-fn point() -> Point {
+/// Starts a point serving STUN on a port the system picks (by the flag, or
+/// by the config file when `by_file`), and reads the `stun on` line.
+fn point(by_file: bool) -> Point {
     let dir = tempfile::tempdir().unwrap();
     let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
-    let mut child = Command::new(RDV)
-        .args([
-            "point",
-            "--store",
-            "memory",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ])
-        .args([
-            "--stun-listen",
-            "127.0.0.1:0",
-            "--metrics",
-            &metrics.to_string(),
-        ])
+    let mut cmd = Command::new(RDV);
+    cmd.args([
+        "point",
+        "--store",
+        "memory",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ])
+    .args(["--metrics", &metrics.to_string()]);
+    if by_file {
+        let file = dir.path().join("point.toml");
+        std::fs::write(&file, "stun_listen = \"127.0.0.1:0\"\n").unwrap();
+        cmd.arg("--config").arg(file);
+    } else {
+        cmd.args(["--stun-listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -111,7 +114,7 @@ fn coturn_stunclient_gets_its_address_from_rdv_point() {
     let Some(stunclient) = binary("turnutils_stunclient", "coturn") else {
         return;
     };
-    let point = point();
+    let point = point(false);
     let out = Command::new(stunclient)
         .args(["-p", &point.stun.port().to_string()])
         // From another loopback address than the server's, so that the
@@ -139,6 +142,41 @@ fn coturn_stunclient_gets_its_address_from_rdv_point() {
     let metrics = scrape(point.metrics);
     assert!(counter(&metrics, "answered") >= 1, "{metrics}");
     assert_eq!(counter(&metrics, "malformed"), 0, "{metrics}");
+}
+
+#[test]
+fn the_config_key_serves_stun_too_and_rdv_client_gets_an_answer() {
+    let point = point(true);
+    let socket = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // One Binding request by rdv's client core, over a plain socket.
+    let now = std::time::Instant::now();
+    let config = rdv_stun::ClientConfig {
+        servers: vec![point.stun],
+        ..Default::default()
+    };
+    let mut client = rdv_stun::StunClient::new(config, [9; 32], now);
+    let request = client.poll_transmit(now).unwrap();
+    socket.send_to(request.contents(), point.stun).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    client.handle_input(now, from, &buf[..n]);
+    assert_eq!(client.reflexive(), Some(socket.local_addr().unwrap()));
+    // Junk gets no answer and is counted.
+    socket
+        .send_to(b"\x00\x01junk junk junk junk", point.stun)
+        .unwrap();
+    let mut malformed = 0;
+    for _ in 0..100 {
+        malformed = counter(&scrape(point.metrics), "malformed");
+        if malformed == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(malformed, 1);
 }
 
 /// The path of `name` on PATH, or a one-line skip reason. In CI (`CI` set)
