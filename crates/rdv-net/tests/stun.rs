@@ -114,13 +114,14 @@ fn free_udp_port() -> u16 {
 
 /// coturn as a plain STUN server: `--stun-only` (no TURN, no allocation,
 /// no authentication), no config file (`-n`), no CLI, TLS or DTLS
-/// listeners, one loopback address, logs to stderr of a discarded pipe.
+/// listeners, the loopback addresses, logs to stderr of a discarded pipe.
 fn start_coturn(turnserver: &std::path::Path, port: u16) -> Killed {
     let dir = std::env::temp_dir().join(format!("rdv-coturn-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let child = Command::new(turnserver)
         .args(["-n", "--stun-only", "--no-cli", "--no-tls", "--no-dtls"])
-        .args(["-L", "127.0.0.1", "--listening-port", &port.to_string()])
+        .args(["-L", "127.0.0.1", "-L", "::1"])
+        .args(["--listening-port", &port.to_string()])
         .args([
             "--log-file",
             "stdout",
@@ -153,6 +154,16 @@ async fn rdv_client_against_coturn() {
         .await
         .unwrap();
     assert_eq!(mapped, client.local_addr().unwrap());
+    // IPv6 (XOR-MAPPED-ADDRESS's 128-bit form), where the host has ::1.
+    let Ok(client6) = UdpSocket::bind("[::1]:0").await else {
+        eprintln!("skipped the IPv6 half: no ::1 on this host");
+        return;
+    };
+    let server6: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
+    let mapped6 = reflexive_address(&client6, vec![server6], seed(5), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(mapped6, client6.local_addr().unwrap());
 }
 
 /// Binding requests answered per second by [`serve`] over UDP loopback:
