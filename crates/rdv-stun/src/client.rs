@@ -22,6 +22,9 @@ use crate::server::parse_datagram;
 /// A Binding request: header and FINGERPRINT (RFC 8489 §7 recommends it
 /// when STUN shares a port with another protocol, as it does with QUIC).
 const REQUEST_LEN: usize = 28;
+/// The smallest retransmission timeout and re-query interval accepted.
+const MIN_RTO: Duration = Duration::from_millis(1);
+const MIN_REQUERY: Duration = Duration::from_secs(1);
 /// Events kept for the owner at most; older ones are dropped (and counted).
 const MAX_EVENTS: usize = 256;
 /// MAPPED-ADDRESS (RFC 8489 §14.1), read when a server of the RFC 3489 era
@@ -166,7 +169,12 @@ impl StunClient {
     /// fresh randomness (from the operating system in a process, fixed in
     /// tests): transaction ids derive from it, and RFC 8489 §6 wants them
     /// unpredictable so that an off-path host cannot forge an answer.
-    pub fn new(config: ClientConfig, seed: [u8; 32], now: Instant) -> Self {
+    ///
+    /// `rto` is raised to 1 ms and `requery_interval` to 1 s at least: a
+    /// zero would make the owner's timer loop spin.
+    pub fn new(mut config: ClientConfig, seed: [u8; 32], now: Instant) -> Self {
+        config.rto = config.rto.max(MIN_RTO);
+        config.requery_interval = config.requery_interval.max(MIN_REQUERY);
         let key = blake3::derive_key("rdv stun client v1 transaction ids", &seed);
         let servers = config
             .servers

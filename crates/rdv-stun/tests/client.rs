@@ -266,3 +266,29 @@ fn a_client_without_servers_never_wakes() {
     assert_eq!(client.poll_timeout(), None);
     assert!(client.poll_transmit(Instant::now()).is_none());
 }
+
+#[test]
+fn zero_timers_are_raised_so_the_owner_cannot_spin() {
+    let t0 = Instant::now();
+    let config = ClientConfig {
+        rto: Duration::ZERO,
+        requery_interval: Duration::ZERO,
+        jitter: 0.0,
+        ..config(&[S1])
+    };
+    let mut client = StunClient::new(config, [7; 32], t0);
+    let mut now = t0;
+    // Follow the timer until the transaction fails: the clock must advance
+    // at every step.
+    for _ in 0..20 {
+        let _ = drain(&mut client, now);
+        if client.poll_event().is_some() {
+            break;
+        }
+        let next = client.poll_timeout().expect("timer");
+        assert!(next > now);
+        now = next;
+    }
+    assert_eq!(client.counters().failed, 1);
+    assert!(client.poll_timeout().expect("timer") >= now + Duration::from_secs(1));
+}
