@@ -25,7 +25,8 @@ pub use server::{Drop, Outcome, ServerConfig, ServerCounters, StunServer};
 /// The STUN codec, re-exported so that drivers and tests use the same version.
 pub use stun_types;
 
-/// The largest answer [`StunServer::handle`] writes: a 420 error response
-/// listing [`server::MAX_UNKNOWN`] attribute types. Binding success
-/// responses are 52 bytes at most (IPv6 XOR-MAPPED-ADDRESS and FINGERPRINT).
+/// The size of the buffer [`StunServer::handle`] writes into. Its largest
+/// answer is a 420 error response listing 16 attribute types (92 bytes);
+/// Binding success responses are 52 bytes at most (IPv6
+/// XOR-MAPPED-ADDRESS and FINGERPRINT).
 pub const MAX_ANSWER: usize = 128;
