@@ -25,6 +25,9 @@ const REQUEST_LEN: usize = 28;
 /// The smallest retransmission timeout and re-query interval accepted.
 const MIN_RTO: Duration = Duration::from_millis(1);
 const MIN_REQUERY: Duration = Duration::from_secs(1);
+/// The largest retransmission timeout and re-query interval accepted.
+const MAX_RTO: Duration = Duration::from_secs(60);
+const MAX_REQUERY: Duration = Duration::from_secs(86_400);
 /// Events kept for the owner at most; older ones are dropped (and counted).
 const MAX_EVENTS: usize = 256;
 /// MAPPED-ADDRESS (RFC 8489 §14.1), read when a server of the RFC 3489 era
@@ -170,11 +173,21 @@ impl StunClient {
     /// tests): transaction ids derive from it, and RFC 8489 §6 wants them
     /// unpredictable so that an off-path host cannot forge an answer.
     ///
-    /// `rto` is raised to 1 ms and `requery_interval` to 1 s at least: a
-    /// zero would make the owner's timer loop spin.
+    /// Out-of-range settings are brought into range rather than refused:
+    /// `rto` to 1 ms ..= 1 min and `requery_interval` to 1 s ..= 1 day (a
+    /// zero would make the owner's timer loop spin, a huge value overflow
+    /// `Instant`), `jitter` to 0 ..= 1 (0 when not a number).
     pub fn new(mut config: ClientConfig, seed: [u8; 32], now: Instant) -> Self {
-        config.rto = config.rto.max(MIN_RTO);
-        config.requery_interval = config.requery_interval.max(MIN_REQUERY);
+        config.rto = config.rto.clamp(MIN_RTO, MAX_RTO);
+        config.max_rto = config.max_rto.min(MAX_RTO);
+        config.rc = config.rc.clamp(1, 64);
+        config.rm = config.rm.min(1000);
+        config.requery_interval = config.requery_interval.clamp(MIN_REQUERY, MAX_REQUERY);
+        config.jitter = if config.jitter.is_finite() {
+            config.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let key = blake3::derive_key("rdv stun client v1 transaction ids", &seed);
         let servers = config
             .servers
@@ -270,7 +283,7 @@ impl StunClient {
     pub fn handle_timeout(&mut self, now: Instant) {
         let (rto, rc, rm, max_rto) = (
             self.config.rto,
-            self.config.rc.max(1),
+            self.config.rc,
             self.config.rm,
             self.config.max_rto,
         );
@@ -376,9 +389,10 @@ impl StunClient {
 
 /// RFC 8489 §6.2.1: the first retransmission after RTO, then each interval
 /// doubles (500 ms, 1 s, 2 s, ...: requests at 0, 0.5, 1.5, 3.5 s ... with
-/// RTO 500 ms), up to `max_rto` when that is not zero.
+/// RTO 500 ms), up to `max_rto` when that is not zero, and never past an
+/// hour (with up to 64 requests, doubling would otherwise overflow time).
 fn next_interval(interval: Duration, max_rto: Duration) -> Duration {
-    let doubled = interval.saturating_mul(2);
+    let doubled = interval.saturating_mul(2).min(Duration::from_secs(3600));
     if max_rto.is_zero() {
         doubled
     } else {
@@ -400,10 +414,10 @@ fn jittered(rng: &mut blake3::OutputReader, config: &ClientConfig) -> Duration {
     rng.fill(&mut b);
     // 53 random bits as a float in [0, 1).
     let unit = (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64;
-    let jitter = config.jitter.clamp(0.0, 1.0);
+    // `jitter` is within 0..=1 (see `StunClient::new`): a factor in 0..=2.
     config
         .requery_interval
-        .mul_f64(1.0 - jitter + 2.0 * jitter * unit)
+        .mul_f64(1.0 - config.jitter + 2.0 * config.jitter * unit)
 }
 
 /// XOR-MAPPED-ADDRESS, else MAPPED-ADDRESS (RFC 8489 §14.1, for servers of

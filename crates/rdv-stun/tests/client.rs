@@ -292,3 +292,28 @@ fn zero_timers_are_raised_so_the_owner_cannot_spin() {
     assert_eq!(client.counters().failed, 1);
     assert!(client.poll_timeout().expect("timer") >= now + Duration::from_secs(1));
 }
+
+#[test]
+fn extreme_settings_do_not_panic() {
+    let t0 = Instant::now();
+    let config = ClientConfig {
+        rto: Duration::MAX,
+        max_rto: Duration::MAX,
+        rc: u32::MAX,
+        rm: u32::MAX,
+        requery_interval: Duration::MAX,
+        jitter: f64::NAN,
+        ..config(&[S1])
+    };
+    let mut client = StunClient::new(config, [8; 32], t0);
+    let mut now = t0;
+    for _ in 0..200 {
+        let _ = drain(&mut client, now);
+        if client.poll_event().is_some() {
+            break;
+        }
+        now = client.poll_timeout().expect("timer");
+    }
+    assert_eq!(client.counters().failed, 1);
+    assert_eq!(client.counters().requests, 64);
+}
