@@ -95,12 +95,14 @@ fn binary(name: &str, package: &str) -> Option<std::path::PathBuf> {
     found
 }
 
-struct Killed(Child);
+/// A child process, killed (and its scratch directory removed) when dropped.
+struct Killed(Child, std::path::PathBuf);
 
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -137,7 +139,7 @@ fn start_coturn(turnserver: &std::path::Path, port: u16) -> Killed {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Killed(child)
+    Killed(child, dir)
 }
 
 #[tokio::test]
