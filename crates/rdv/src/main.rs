@@ -18,9 +18,11 @@ use clap::Parser;
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     // The daemon logs what it does; the one-shot commands only what went wrong.
+    // stun_types logs a WARN for each malformed STUN datagram it parses:
+    // quieted by default, or anyone could flood the point's log.
     let default_level = match args.command {
-        cli::Command::Point(_) => "info",
-        _ => "warn",
+        cli::Command::Point(_) => "info,stun_types=error",
+        _ => "warn,stun_types=error",
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
