@@ -2,6 +2,8 @@
 //!
 //! - [`PointServer`]: serves `/rendezvous/1.0.0` from a [`rdv_point::Point`].
 //! - [`client::spawn`]: runs a [`rdv_client::Service`] and gives a [`client::Client`] handle.
+//! - [`stun::serve`]: a STUN server (Binding only) over UDP; [`stun::drive_client`]
+//!   runs an `rdv_stun::StunClient` over a socket.
 //! - [`node::Node`]: a ready libp2p node (TCP, QUIC, Noise, Yamux, identify,
 //!   ping, connection limits) for the daemon and the CLI.
 //!
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod node;
 pub mod quota;
 mod server;
+pub mod stun;
 
 pub use libp2p_stream;
 pub use server::{PointServer, ReconfigureError, ServerConfig};

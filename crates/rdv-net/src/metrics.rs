@@ -4,6 +4,7 @@
 //! histogram, read by a scrape every few seconds.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -46,6 +47,7 @@ pub struct Metrics {
     point_queue: AtomicU64,
     write_batches: AtomicU64,
     batched_registers: AtomicU64,
+    stun: Arc<StunMetrics>,
 }
 
 impl Metrics {
@@ -119,6 +121,12 @@ impl Metrics {
     pub(crate) fn write_batch(&self, n: usize) {
         self.write_batches.fetch_add(1, Relaxed);
         self.batched_registers.fetch_add(n as u64, Relaxed);
+    }
+
+    /// The STUN server's counters (shared with its UDP loop, see
+    /// [`crate::stun::serve`]); rendered with the rest.
+    pub fn stun(&self) -> Arc<StunMetrics> {
+        self.stun.clone()
     }
 
     /// Requests counted so far of `kind` with `status`.
@@ -216,6 +224,7 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+        self.stun.render(&mut out);
         let name = "rdv_verification_seconds";
         let _ = writeln!(
             out,
@@ -238,5 +247,71 @@ impl Metrics {
         );
         let _ = writeln!(out, "{name}_count {count}");
         out
+    }
+}
+
+/// Counters of the STUN server (`rdv point --stun-listen`): one per outcome
+/// of a datagram, and socket errors.
+#[derive(Default, Debug)]
+pub struct StunMetrics {
+    answered: AtomicU64,
+    unknown_attributes: AtomicU64,
+    rate_limited: AtomicU64,
+    malformed: AtomicU64,
+    non_binding: AtomicU64,
+    io_errors: AtomicU64,
+}
+
+impl StunMetrics {
+    /// Counts what became of one datagram.
+    pub fn record(&self, outcome: rdv_stun::Outcome) {
+        use rdv_stun::{Drop, Outcome};
+        let counter = match outcome {
+            Outcome::Answered(_) => &self.answered,
+            Outcome::UnknownAttributes(_) => &self.unknown_attributes,
+            Outcome::Dropped(Drop::RateLimited) => &self.rate_limited,
+            Outcome::Dropped(Drop::Malformed) => &self.malformed,
+            Outcome::Dropped(Drop::NotBinding) => &self.non_binding,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed receive or send.
+    pub fn io_error(&self) {
+        self.io_errors.fetch_add(1, Relaxed);
+    }
+
+    /// The counts so far, as the core's counter type.
+    pub fn snapshot(&self) -> rdv_stun::ServerCounters {
+        rdv_stun::ServerCounters {
+            answered: self.answered.load(Relaxed),
+            unknown_attributes: self.unknown_attributes.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            malformed: self.malformed.load(Relaxed),
+            non_binding: self.non_binding.load(Relaxed),
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "rdv_stun_datagrams_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Datagrams received by the STUN server, by what became of them.\n# TYPE {name} counter"
+        );
+        for (result, v) in [
+            ("answered", &self.answered),
+            ("unknown_attributes", &self.unknown_attributes),
+            ("rate_limited", &self.rate_limited),
+            ("malformed", &self.malformed),
+            ("non_binding", &self.non_binding),
+        ] {
+            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", v.load(Relaxed));
+        }
+        let name = "rdv_stun_io_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed receives and sends on the STUN socket.\n# TYPE {name} counter\n{name} {}",
+            self.io_errors.load(Relaxed)
+        );
     }
 }

@@ -110,6 +110,10 @@ pub struct PointArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Also serve STUN Binding requests (RFC 8489, no TURN) on this UDP
+    /// address, e.g. 0.0.0.0:3478; prints `stun on IP:PORT`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub stun_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]

@@ -20,9 +20,11 @@ fn main() -> ExitCode {
     let json = args.command.json();
     files::set_data_dir(args.data.clone());
     // The daemon logs what it does; the one-shot commands only what went wrong.
+    // stun_types logs a WARN for each malformed STUN datagram it parses:
+    // quieted by default, or anyone could flood the point's log.
     let default_level = match args.command {
-        cli::Command::Point(_) => "info",
-        _ => "warn",
+        cli::Command::Point(_) => "info,stun_types=error",
+        _ => "warn,stun_types=error",
     };
     let log = LogControl::init(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -33,6 +33,7 @@ struct FileConfig {
     max_namespaces: Option<usize>,
     max_discover_limit: Option<u64>,
     metrics: Option<SocketAddr>,
+    stun_listen: Option<SocketAddr>,
     /// Not a flag: where the cookie secret is kept. Default ./rdv-data/cookie.key.
     cookie_secret: Option<PathBuf>,
     /// Not a flag: established connections at most. Default 4096.
@@ -94,6 +95,7 @@ struct Settings {
     cookie_secret: PathBuf,
     point: Config,
     metrics: Option<SocketAddr>,
+    stun_listen: Option<SocketAddr>,
     max_connections: u32,
     max_connections_per_peer: u32,
     max_pending_connections: u32,
@@ -230,6 +232,7 @@ fn resolve(args: &PointArgs) -> Result<Settings, Failure> {
             .unwrap_or_else(|| files::data_dir().join("cookie.key")),
         point,
         metrics: args.metrics.or(file.metrics),
+        stun_listen: args.stun_listen.or(file.stun_listen),
         max_connections: positive(
             "max_connections",
             file.max_connections,
@@ -459,6 +462,14 @@ async fn serve<S: Store + Send + 'static>(
         Some(addr) => Some(metrics_http::bind(addr).await?),
         None => None,
     };
+    let stun_socket = match settings.stun_listen {
+        Some(addr) => Some(
+            tokio::net::UdpSocket::bind(addr)
+                .await
+                .map_err(|e| Failure::usage(format!("cannot bind --stun-listen {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     let node_config = NodeConfig {
         listen: settings.listen.clone(),
         serve_queue: Some(settings.stream_queue),
@@ -497,6 +508,24 @@ async fn serve<S: Store + Send + 'static>(
         .map_err(|e| Failure::usage(format!("cannot watch SIGINT: {e}")))?;
     let mut sighup = signal(SignalKind::hangup())
         .map_err(|e| Failure::usage(format!("cannot watch SIGHUP: {e}")))?;
+    let (stun_stop, stun_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(socket) = stun_socket {
+        let bound = socket
+            .local_addr()
+            .map_err(|e| Failure::network(e.to_string()))?;
+        let metrics = server.metrics().stun();
+        tokio::spawn(rdv_net::stun::serve(
+            socket,
+            Default::default(),
+            metrics,
+            async {
+                let _ = stun_stopped.await;
+            },
+        ));
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "stun on {bound}");
+        let _ = out.flush();
+    }
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -518,6 +547,7 @@ async fn serve<S: Store + Send + 'static>(
     }
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
+    let _ = stun_stop.send(());
     let _ = serving.await;
     drop(node);
     Ok(())
