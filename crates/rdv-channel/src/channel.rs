@@ -64,6 +64,16 @@ const KIND_REKEY_INIT: u8 = 2;
 const KIND_REKEY_RESPONSE: u8 = 3;
 const KIND_CLOSE: u8 = 4;
 const KIND_REKEY_DONE: u8 = 5;
+const KIND_KEY_UPDATE: u8 = 6;
+
+/// Frames sealed under one key before the sender updates it (the volume
+/// bound of a key, as WireGuard rekeys after 2^60 messages and TLS 1.3 by
+/// key updates; ours is far lower so that a long-lived channel's keys turn
+/// over often).
+pub const KEY_UPDATE_FRAMES: u64 = 1 << 20;
+/// Time a key is used before the sender updates it: 2 minutes, as
+/// WireGuard's `REKEY_AFTER_TIME`. Driven by [`SecureChannel::poll_key_update`].
+pub const KEY_UPDATE_INTERVAL_MS: u64 = 120_000;
 
 /// Why a channel failed. Local: the peer is never told.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,8 +200,8 @@ pub struct RekeyMaterial {
     pub local_static: Zeroizing<[u8; 32]>,
     /// The pair's PSK of the new epoch.
     pub psk: Psk,
-    /// 32 bytes from the caller's generator.
-    pub entropy: [u8; 32],
+    /// 32 bytes from the caller's generator (wiped on drop).
+    pub entropy: Zeroizing<[u8; 32]>,
     /// Handshake timeout.
     pub timeout_ms: u64,
 }
@@ -208,6 +218,29 @@ struct Direction {
     epoch: Epoch,
     key: DirectionKey,
     counter: u64,
+    /// Frames sealed or opened under `key`.
+    used: u64,
+    /// Key updates since the handshake of `epoch`.
+    generation: u64,
+}
+
+impl Direction {
+    fn new(epoch: Epoch, key: DirectionKey) -> Self {
+        Self {
+            epoch,
+            key,
+            counter: 0,
+            used: 0,
+            generation: 0,
+        }
+    }
+    /// Moves to the next key (`REKEY`); the old one is dropped (wiped).
+    fn update(&mut self) -> Result<(), ChannelError> {
+        self.key = self.key.rekeyed().map_err(|_| ChannelError::Garbled)?;
+        self.used = 0;
+        self.generation += 1;
+        Ok(())
+    }
 }
 
 /// A secure channel between two members of a context (the seed's
@@ -231,6 +264,10 @@ pub struct SecureChannel {
     inbuf: Vec<u8>,
     message: Vec<u8>,
     max_message_len: usize,
+    key_update_frames: u64,
+    /// When the current send key's time started (first
+    /// [`SecureChannel::poll_key_update`], or the rotation).
+    keys_at_ms: Option<u64>,
 }
 
 impl std::fmt::Debug for SecureChannel {
@@ -278,6 +315,8 @@ impl SecureChannel {
             inbuf: Vec::new(),
             message: Vec::new(),
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            key_update_frames: KEY_UPDATE_FRAMES,
+            keys_at_ms: None,
         }
     }
 
@@ -302,16 +341,8 @@ impl SecureChannel {
         self.binding = e.split.handshake_hash;
         self.remote_static = e.remote_static;
         self.epoch = e.epoch;
-        self.send = Some(Direction {
-            epoch: e.epoch,
-            key: e.split.send,
-            counter: 0,
-        });
-        self.recv = Some(Direction {
-            epoch: e.epoch,
-            key: e.split.recv,
-            counter: 0,
-        });
+        self.send = Some(Direction::new(e.epoch, e.split.send));
+        self.recv = Some(Direction::new(e.epoch, e.split.recv));
         self.state = ChannelState::Active;
     }
 
@@ -431,6 +462,12 @@ impl SecureChannel {
             .seal_in_place(d.counter, out, plain)
             .map_err(|_: AeadError| ChannelError::Garbled)?;
         d.counter += 1;
+        d.used += 1;
+        if kind == KIND_KEY_UPDATE {
+            // The update travels under the old key; everything after it
+            // under the new one.
+            d.update()?;
+        }
         let len = u16::try_from(out.len() - start - 2)
             .map_err(|_| ChannelError::MessageTooLarge { max: MAX_FRAGMENT })?;
         out[start..start + 2].copy_from_slice(&len.to_be_bytes());
@@ -441,6 +478,10 @@ impl SecureChannel {
     /// to `out`.
     pub fn encrypt_into(&mut self, message: &[u8], out: &mut Vec<u8>) -> Result<(), ChannelError> {
         self.check_can_send()?;
+        let used = self.send.as_ref().map_or(0, |d| d.used);
+        if used >= self.key_update_frames {
+            self.seal_record(KIND_KEY_UPDATE, &[], out)?;
+        }
         if message.len() > self.max_message_len {
             return Err(ChannelError::MessageTooLarge {
                 max: self.max_message_len,
@@ -468,6 +509,42 @@ impl SecureChannel {
         let mut out = Vec::new();
         self.encrypt_into(message, &mut out)?;
         Ok(out)
+    }
+
+    /// The time half of key updates: the first call starts the clock of
+    /// the current send key; once it has been in use for
+    /// [`KEY_UPDATE_INTERVAL_MS`], returns a key-update frame to send (the
+    /// key after it is `REKEY` of this one, Noise spec §4.2) and restarts
+    /// the clock. Drivers call it from their writer, with the time. The
+    /// volume half ([`KEY_UPDATE_FRAMES`]) is automatic in
+    /// [`SecureChannel::encrypt_into`]. Not while a rotation is under way
+    /// (the rotation brings new keys anyway).
+    pub fn poll_key_update(&mut self, now_ms: u64) -> Result<Option<Vec<u8>>, ChannelError> {
+        if !matches!(self.state, ChannelState::Active) {
+            return Ok(None);
+        }
+        let since = *self.keys_at_ms.get_or_insert(now_ms);
+        if now_ms.saturating_sub(since) < KEY_UPDATE_INTERVAL_MS {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        self.seal_record(KIND_KEY_UPDATE, &[], &mut out)?;
+        self.keys_at_ms = Some(now_ms);
+        Ok(Some(out))
+    }
+
+    /// Key updates since the last handshake, (send, receive).
+    pub fn key_generations(&self) -> (u64, u64) {
+        (
+            self.send.as_ref().map_or(0, |d| d.generation),
+            self.recv.as_ref().map_or(0, |d| d.generation),
+        )
+    }
+
+    /// Sets the volume bound of a key (default [`KEY_UPDATE_FRAMES`]).
+    pub fn with_key_update_frames(mut self, frames: u64) -> Self {
+        self.key_update_frames = frames.max(1);
+        self
     }
 
     /// Closes the channel: returns the `Close` frame to send, drops the keys.
@@ -594,6 +671,7 @@ impl SecureChannel {
             .open_in_place(counter, &mut frame[16..])
             .map_err(|_| ChannelError::Garbled)?;
         d.counter += 1;
+        d.used += 1;
         if switched {
             self.epoch = epoch;
             self.state = ChannelState::Active;
@@ -657,19 +735,12 @@ impl SecureChannel {
                 let est = rekey.complete()?;
                 self.binding = est.split.handshake_hash;
                 // Both directions move now; the old keys are dropped here.
-                self.send = Some(Direction {
-                    epoch: e,
-                    key: est.split.send,
-                    counter: 0,
-                });
-                self.recv = Some(Direction {
-                    epoch: e,
-                    key: est.split.recv,
-                    counter: 0,
-                });
+                self.send = Some(Direction::new(e, est.split.send));
+                self.recv = Some(Direction::new(e, est.split.recv));
                 self.epoch = e;
                 self.state = ChannelState::Active;
                 self.rotation_due = None;
+                self.keys_at_ms = Some(now_ms);
                 let mut send = Vec::new();
                 self.seal_record(KIND_REKEY_DONE, &[], &mut send)?;
                 events.push(Incoming::Rotated { epoch: e, send });
@@ -678,6 +749,16 @@ impl SecureChannel {
                 if !switched {
                     return Err(ChannelError::Unexpected("rekey done"));
                 }
+            }
+            KIND_KEY_UPDATE => {
+                if !body.is_empty() {
+                    return Err(ChannelError::Garbled);
+                }
+                // The peer's next frame comes under REKEY of this key.
+                self.recv
+                    .as_mut()
+                    .ok_or(ChannelError::NotActive("without keys"))?
+                    .update()?;
             }
             other => return Err(ChannelError::UnknownRecord(other)),
         }
@@ -703,7 +784,7 @@ impl SecureChannel {
             return Err(ChannelError::Unexpected("rotation to an epoch not newer"));
         }
         let config = self.rekey_config(&material);
-        let mut init = Initiator::new(config, self.remote_static, material.entropy);
+        let mut init = Initiator::new(config, self.remote_static, *material.entropy);
         let msg = init.create_init_message(material.epoch, now_ms)?;
         let mut body = material.epoch.to_be_bytes().to_vec();
         body.extend_from_slice(&msg);
@@ -739,7 +820,7 @@ impl SecureChannel {
                 &material.local_static,
                 &config.prologue,
                 &msg,
-                material.entropy,
+                *material.entropy,
             )?;
             respond(&config, &self.remote_static, opened, None, now_ms)
         })();
@@ -752,16 +833,9 @@ impl SecureChannel {
         let mut out = Vec::new();
         self.seal_record(KIND_REKEY_RESPONSE, &body, &mut out)?;
         self.binding = est.split.handshake_hash;
-        self.send = Some(Direction {
-            epoch,
-            key: est.split.send,
-            counter: 0,
-        });
-        self.next_recv = Some(Direction {
-            epoch,
-            key: est.split.recv,
-            counter: 0,
-        });
+        self.send = Some(Direction::new(epoch, est.split.send));
+        self.next_recv = Some(Direction::new(epoch, est.split.recv));
+        self.keys_at_ms = Some(now_ms);
         Ok(out)
     }
 

@@ -130,9 +130,16 @@ impl NoiseHandshaker {
     pub fn static_secret(&self) -> Zeroizing<[u8; 32]> {
         self.static_secret.clone()
     }
+    /// Mixes 32 bytes from the operating system into this handshaker's
+    /// generator. Drivers call it before every handshake they start or
+    /// answer (`tcp.rs`), so a forked process or a cloned VM does not repeat
+    /// ephemeral keys; the core itself reads no random source.
+    pub fn reseed(&mut self, fresh: &[u8; 32]) {
+        self.rng.reseed(fresh);
+    }
     /// 32 fresh bytes (entropy for a rotation).
-    pub fn entropy(&mut self) -> [u8; 32] {
-        self.rng.array()
+    pub fn entropy(&mut self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.rng.array())
     }
     /// The timeout.
     pub fn timeout_ms(&self) -> u64 {

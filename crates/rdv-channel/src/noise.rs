@@ -15,6 +15,14 @@
 //!   state. The nonce layout is Noise's: 4 zero bytes then the 64-bit
 //!   counter little-endian, empty associated data, so the cacophony
 //!   transport vectors check this code too.
+//! * **Handshake secrets are wiped.** snow 0.10 wipes nothing itself. Our
+//!   resolver hands snow a DH ([`WipedDh`]: the static and ephemeral private
+//!   keys) and a cipher ([`WipedChaChaPoly`]: the handshake's `k`) that wipe
+//!   their keys on drop, and [`split`] overwrites the PSK slot before the
+//!   state is dropped. What snow keeps in its own arrays, the chaining key
+//!   and the handshake hash, it does not let us reach: they are not wiped
+//!   (the chaining key is one-way from the transport keys, and the
+//!   handshake hash is public, the channel id).
 
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
@@ -82,13 +90,146 @@ impl CryptoResolver for Resolver {
         })
     }
     fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
+        match choice {
+            snow::params::DHChoice::Curve25519 => Some(Box::<WipedDh>::default()),
+            _ => None,
+        }
     }
     fn resolve_hash(&self, choice: &snow::params::HashChoice) -> Option<Box<dyn Hash>> {
         DefaultResolver.resolve_hash(choice)
     }
     fn resolve_cipher(&self, choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
+        match choice {
+            snow::params::CipherChoice::ChaChaPoly => Some(Box::<WipedChaChaPoly>::default()),
+            _ => None,
+        }
+    }
+}
+
+/// How many wiping DH and cipher key holders were dropped (tests check that
+/// the handshake's secrets went through them).
+#[cfg(test)]
+pub(crate) static WIPED_DH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+#[cfg(test)]
+pub(crate) static WIPED_CIPHER: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// snow's X25519 (RFC 7748) with the private key wiped on drop.
+#[derive(Default)]
+pub(crate) struct WipedDh {
+    private: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+}
+
+impl WipedDh {
+    fn derive_public(&mut self) {
+        self.public = x25519_dalek::x25519(*self.private, x25519_dalek::X25519_BASEPOINT_BYTES);
+    }
+}
+
+#[cfg(test)]
+impl Drop for WipedDh {
+    fn drop(&mut self) {
+        WIPED_DH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Dh for WipedDh {
+    fn name(&self) -> &'static str {
+        "25519"
+    }
+    fn pub_len(&self) -> usize {
+        32
+    }
+    fn priv_len(&self) -> usize {
+        32
+    }
+    fn set(&mut self, privkey: &[u8]) {
+        let n = privkey.len().min(32);
+        self.private[..n].copy_from_slice(&privkey[..n]);
+        self.derive_public();
+    }
+    fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
+        rng.try_fill_bytes(&mut self.private[..])?;
+        self.derive_public();
+        Ok(())
+    }
+    fn pubkey(&self) -> &[u8] {
+        &self.public
+    }
+    fn privkey(&self) -> &[u8] {
+        &self.private[..]
+    }
+    fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
+        let theirs: [u8; 32] = pubkey
+            .get(..32)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(snow::Error::Dh)?;
+        let shared = Zeroizing::new(x25519_dalek::x25519(*self.private, theirs));
+        out.get_mut(..32)
+            .ok_or(snow::Error::Dh)?
+            .copy_from_slice(&shared[..]);
+        Ok(())
+    }
+}
+
+/// snow's ChaChaPoly cipher (the handshake's `k`) with the key wiped on
+/// drop.
+#[derive(Default)]
+pub(crate) struct WipedChaChaPoly {
+    key: Zeroizing<[u8; 32]>,
+}
+
+#[cfg(test)]
+impl Drop for WipedChaChaPoly {
+    fn drop(&mut self) {
+        WIPED_CIPHER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Cipher for WipedChaChaPoly {
+    fn name(&self) -> &'static str {
+        "ChaChaPoly"
+    }
+    fn set(&mut self, key: &[u8; 32]) {
+        self.key.copy_from_slice(key);
+    }
+    fn encrypt(&self, nonce: u64, authtext: &[u8], plaintext: &[u8], out: &mut [u8]) -> usize {
+        let n = plaintext.len();
+        // snow sizes `out` for the plaintext and the tag; a shorter one is
+        // a bug in the caller, reported as nothing written.
+        let Some(body) = out.get_mut(..n + TAG_LEN) else {
+            return 0;
+        };
+        body[..n].copy_from_slice(plaintext);
+        let aead = ChaCha20Poly1305::new(&Key::from(*self.key));
+        let (text, tag_out) = body.split_at_mut(n);
+        match aead.encrypt_inout_detached(&DirectionKey::nonce(nonce), authtext, text.into()) {
+            Ok(tag) => {
+                tag_out.copy_from_slice(&tag);
+                n + TAG_LEN
+            }
+            Err(_) => 0,
+        }
+    }
+    fn decrypt(
+        &self,
+        nonce: u64,
+        authtext: &[u8],
+        ciphertext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, snow::Error> {
+        let n = ciphertext
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(snow::Error::Decrypt)?;
+        let body = out.get_mut(..n).ok_or(snow::Error::Decrypt)?;
+        body.copy_from_slice(&ciphertext[..n]);
+        let tag = Tag::try_from(&ciphertext[n..]).map_err(|_| snow::Error::Decrypt)?;
+        ChaCha20Poly1305::new(&Key::from(*self.key))
+            .decrypt_inout_detached(&DirectionKey::nonce(nonce), authtext, body.into(), &tag)
+            .map_err(|_| snow::Error::Decrypt)?;
+        Ok(n)
     }
 }
 
@@ -164,6 +305,9 @@ pub(crate) fn split(mut hs: snow::HandshakeState) -> Result<Split, snow::Error> 
     );
     let (k1, k2) = hs.dangerously_get_raw_split();
     let (k1, k2) = (Zeroizing::new(k1), Zeroizing::new(k2));
+    // snow keeps the PSK in an array of its own: overwrite it before the
+    // state is dropped.
+    let _ = hs.set_psk(usize::from(PSK_SLOT), &[0; 32]);
     let (send, recv) = if hs.is_initiator() {
         (&k1, &k2)
     } else {
@@ -203,6 +347,17 @@ impl DirectionKey {
             .map_err(|_| AeadError)?;
         buf.extend_from_slice(&tag);
         Ok(())
+    }
+    /// Noise's `REKEY(k)` (Noise spec §4.2, "Rekey"): the first 32 bytes of
+    /// `ENCRYPT(k, 2^64 - 1, empty, 32 zero bytes)`, a one-way function of
+    /// the key. The channel's key updates use it (nonce `2^64 - 1` is never
+    /// a frame counter: `seal_record` stops before it).
+    pub(crate) fn rekeyed(&self) -> Result<Self, AeadError> {
+        let mut buf = Zeroizing::new(vec![0u8; 32]);
+        self.seal_in_place(u64::MAX, &mut buf, 0)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(&buf[..32]);
+        Ok(Self::new(&key))
     }
     /// Decrypts a Noise transport message in place; returns the plaintext
     /// length (`buf.len() - TAG_LEN`).
@@ -424,6 +579,28 @@ pub(crate) mod tests {
             let n = rx.open_in_place(counter, &mut b).unwrap();
             assert_eq!(&b[..n], &hex(p)[..]);
         }
+    }
+
+    #[test]
+    fn the_handshakes_private_keys_and_cipher_keys_live_in_wiping_holders() {
+        use std::sync::atomic::Ordering;
+        let dh = WIPED_DH.load(Ordering::Relaxed);
+        let cipher = WIPED_CIPHER.load(Ordering::Relaxed);
+        {
+            let (mut i, mut r) = vector_states(PSK_SLOT);
+            let mut buf = vec![0u8; MAX_NOISE_MESSAGE];
+            let mut out = vec![0u8; MAX_NOISE_MESSAGE];
+            let n = i.write_message(b"hi", &mut buf).unwrap();
+            r.read_message(&buf[..n], &mut out).unwrap();
+            let n = r.write_message(b"", &mut buf).unwrap();
+            i.read_message(&buf[..n], &mut out).unwrap();
+            split(i).unwrap();
+            split(r).unwrap();
+        }
+        // Each side: its static and ephemeral DH keys, and its cipher
+        // states (other tests may add more at the same time).
+        assert!(WIPED_DH.load(Ordering::Relaxed) - dh >= 4);
+        assert!(WIPED_CIPHER.load(Ordering::Relaxed) - cipher >= 2);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use x25519_dalek::rand_core::{TryCryptoRng, TryRng};
 pub use x25519_dalek::rand_core::CryptoRng;
 
 const LABEL: &str = "rdv context v1 seeded-rng";
+const RESEED_LABEL: &str = "rdv context v1 seeded-rng-reseed";
 
 /// A deterministic cryptographic generator: the BLAKE3 extendable output
 /// keyed with a 32-byte seed. Seed it from the operating system in a
@@ -34,6 +35,20 @@ impl SeededRng {
         let mut seed = [0; 32];
         rng.fill_bytes(&mut seed);
         Self::from_seed(seed)
+    }
+    /// Mixes `fresh` bytes (from the operating system) into the generator:
+    /// the next output depends on both the old state and `fresh`. A driver
+    /// reseeds before every handshake, so a process that was forked or a VM
+    /// that was cloned with this generator in memory does not repeat
+    /// ephemeral keys.
+    pub fn reseed(&mut self, fresh: &[u8; 32]) {
+        let mut old = [0u8; 32];
+        self.stream.fill(&mut old);
+        let mut h = blake3::Hasher::new_derive_key(RESEED_LABEL);
+        h.update(&old);
+        h.update(fresh);
+        self.stream = blake3::Hasher::new_keyed(h.finalize().as_bytes()).finalize_xof();
+        zeroize::Zeroize::zeroize(&mut old);
     }
     /// `N` fresh bytes.
     pub fn array<const N: usize>(&mut self) -> [u8; N] {
@@ -75,6 +90,22 @@ pub(crate) fn random_array<const N: usize, R: CryptoRng + ?Sized>(rng: &mut R) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reseed_changes_what_follows_and_depends_on_both_inputs() {
+        let mut a = SeededRng::from_seed([1; 32]);
+        let mut b = SeededRng::from_seed([1; 32]);
+        // Two clones of one generator (a fork) reseeded differently part.
+        a.reseed(&[2; 32]);
+        b.reseed(&[3; 32]);
+        assert_ne!(a.array::<32>(), b.array::<32>());
+        // The same fresh bytes on different states give different outputs.
+        let mut c = SeededRng::from_seed([4; 32]);
+        let mut d = SeededRng::from_seed([5; 32]);
+        c.reseed(&[9; 32]);
+        d.reseed(&[9; 32]);
+        assert_ne!(c.array::<32>(), d.array::<32>());
+    }
 
     #[test]
     fn same_seed_same_bytes_other_seed_other_bytes() {
