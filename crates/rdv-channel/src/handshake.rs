@@ -14,12 +14,16 @@
 //!   `BLAKE3-keyed(derive_key("rdv channel v1 psk-confirm", psk), rs || ts)`
 //!   (`rs` the responder's static key).
 //!   The responder checks it, the static key against the context's
-//!   membership, the timestamp against `now` and the ephemeral against a
-//!   bounded replay cache, and sends nothing when any check fails.
+//!   membership, and the timestamp, and sends nothing when any check fails.
+//! * **Replays without trusting clocks** (as WireGuard's TAI64N timestamp,
+//!   WireGuard paper §5.1): the responder keeps, per initiator static key,
+//!   the last timestamp it accepted, and takes only a strictly larger one
+//!   ([`ReplayCache`]); an initiator's handshaker makes its timestamps
+//!   strictly increasing. The distance to the responder's clock is bounded
+//!   only loosely ([`MAX_CLOCK_SKEW_MS`], 10 minutes), so members whose
+//!   clocks disagree by seconds or minutes still connect and rotate.
 //! * **Timeout** driven by the `now_ms` arguments: an initiator whose answer
 //!   comes after `timeout_ms` refuses it.
-
-use std::collections::VecDeque;
 
 use rdv_context::{AuthorityId, ContextId, Epoch};
 use zeroize::Zeroizing;
@@ -28,6 +32,11 @@ use crate::noise::{self, Entropy, MAX_NOISE_MESSAGE, RawConfig, Split};
 
 /// Default handshake timeout.
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
+/// How far message 1's timestamp may be from the responder's clock. Replay
+/// protection does not rest on it (see [`ReplayCache`]); it only bounds how
+/// long a captured message 1 stays worth replaying to a responder that
+/// restarted and forgot the initiator's last timestamp.
+pub const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
 const PROLOGUE_LABEL: &[u8] = b"rdv channel v1";
 const REKEY_PROLOGUE_LABEL: &[u8] = b"rdv channel v1 rekey";
 const CONFIRM_LABEL: &str = "rdv channel v1 psk-confirm";
@@ -80,9 +89,14 @@ pub enum HandshakeError {
         /// The window.
         window_ms: u64,
     },
-    /// Message 1 was seen before.
+    /// Message 1 was seen before: its timestamp is not newer than the last
+    /// one accepted from this initiator.
     #[error("message 1 replayed")]
     Replayed,
+    /// The replay state is full of initiators seen within the freshness
+    /// window.
+    #[error("too many initiators within the freshness window")]
+    Busy,
     /// The message is malformed or too large.
     #[error("malformed handshake message: {0}")]
     Malformed(&'static str),
@@ -331,31 +345,60 @@ impl Initiator {
     }
 }
 
-/// A bounded memory of message-1 ephemerals seen, to refuse replays within
-/// the timestamp window (outside it, the timestamp check refuses them).
+/// Per-initiator replay state: the last message-1 timestamp accepted from
+/// each initiator static key. A message 1 is accepted only with a larger
+/// timestamp, whatever other peers do (a global FIFO of ephemerals could be
+/// flushed by handshakes of others). Entries are added only after the
+/// initiator proved the PSK, so only members fill it; when full, entries
+/// older than the freshness window go first (a replay of those is refused by
+/// the window), and if none is that old a new initiator is refused
+/// ([`HandshakeError::Busy`]) rather than an entry forgotten.
 #[derive(Debug)]
 pub struct ReplayCache {
-    seen: VecDeque<([u8; 32], u64)>,
+    last: hashbrown::HashMap<[u8; 32], u64>,
     max: usize,
 }
 
 impl ReplayCache {
-    /// A cache of at most `max` entries (the oldest are forgotten first).
+    /// A cache of at most `max` initiators.
     pub fn new(max: usize) -> Self {
         Self {
-            seen: VecDeque::new(),
+            last: hashbrown::HashMap::new(),
             max: max.max(1),
         }
     }
-    fn check_and_insert(&mut self, e: [u8; 32], ts: u64) -> Result<(), HandshakeError> {
-        if self.seen.iter().any(|(x, _)| *x == e) {
-            return Err(HandshakeError::Replayed);
+    /// Accepts `ts` from `initiator` at `now_ms` if it is newer than the
+    /// last one accepted from it, and remembers it.
+    pub fn check_and_insert(
+        &mut self,
+        initiator: [u8; 32],
+        ts: u64,
+        now_ms: u64,
+    ) -> Result<(), HandshakeError> {
+        if let Some(last) = self.last.get_mut(&initiator) {
+            if ts <= *last {
+                return Err(HandshakeError::Replayed);
+            }
+            *last = ts;
+            return Ok(());
         }
-        if self.seen.len() >= self.max {
-            self.seen.pop_front();
+        if self.last.len() >= self.max {
+            let floor = now_ms.saturating_sub(MAX_CLOCK_SKEW_MS);
+            self.last.retain(|_, t| *t >= floor);
+            if self.last.len() >= self.max {
+                return Err(HandshakeError::Busy);
+            }
         }
-        self.seen.push_back((e, ts));
+        self.last.insert(initiator, ts);
         Ok(())
+    }
+    /// Initiators remembered.
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
     }
 }
 
@@ -363,7 +406,6 @@ impl ReplayCache {
 pub struct OpenedInit {
     hs: Box<snow::HandshakeState>,
     payload: Vec<u8>,
-    ephemeral: [u8; 32],
     /// The initiator's static key (authenticated by `es`/`ss`).
     pub initiator_static: [u8; 32],
     /// The authority named in the payload.
@@ -417,12 +459,9 @@ pub fn open_init(
             .map_err(|_| HandshakeError::Malformed("authority"))?,
     )
     .map_err(|_| HandshakeError::Malformed("authority"))?;
-    let mut ephemeral = [0u8; 32];
-    ephemeral.copy_from_slice(&message[..32]);
     Ok(OpenedInit {
         hs: Box::new(hs),
         payload,
-        ephemeral,
         initiator_static,
         claimed,
         message: message.to_vec(),
@@ -449,7 +488,6 @@ pub fn respond(
     let OpenedInit {
         mut hs,
         payload,
-        ephemeral,
         initiator_static,
         claimed,
         ..
@@ -474,10 +512,10 @@ pub fn respond(
             .map_err(|_| HandshakeError::Malformed("ts"))?,
     );
     let skew_ms = ts.abs_diff(now_ms);
-    if skew_ms > config.timeout_ms {
+    if skew_ms > MAX_CLOCK_SKEW_MS {
         return Err(HandshakeError::Stale {
             skew_ms,
-            window_ms: config.timeout_ms,
+            window_ms: MAX_CLOCK_SKEW_MS,
         });
     }
     // The initiator computed the confirmation over our static key.
@@ -488,7 +526,7 @@ pub fn respond(
         return Err(HandshakeError::PskMismatch);
     }
     if let Some(r) = replay {
-        r.check_and_insert(ephemeral, ts)?;
+        r.check_and_insert(initiator_static, ts, now_ms)?;
     }
     noise::set_psk(&mut hs, &config.psk)?;
     let mut msg = vec![0u8; MAX_NOISE_MESSAGE];

@@ -34,6 +34,10 @@ pub struct NoiseHandshaker {
     responded: HashMap<(ContextId, AuthorityId), Established>,
     opened: Option<(ContextId, OpenedInit)>,
     replay: ReplayCache,
+    /// The last message-1 timestamp this authority sent: the next is
+    /// strictly larger, whatever the clock says (responders refuse one that
+    /// is not).
+    last_sent_ts: u64,
 }
 
 impl std::fmt::Debug for NoiseHandshaker {
@@ -58,7 +62,10 @@ impl NoiseHandshaker {
             pending: HashMap::new(),
             responded: HashMap::new(),
             opened: None,
-            replay: ReplayCache::new(4096),
+            // One entry per initiator (members only): room for many
+            // contexts' members.
+            replay: ReplayCache::new(1 << 16),
+            last_sent_ts: 0,
         }
     }
     /// Sets the handshake timeout.
@@ -178,7 +185,9 @@ impl Handshaker for At<'_> {
             return Err(HandshakeError::OutOfOrder("too many pending handshakes"));
         }
         let mut init = Initiator::new(h.config(p), remote_static, h.rng.array());
-        let msg = init.create_init_message(p.epoch, self.now_ms)?;
+        let ts = self.now_ms.max(h.last_sent_ts.saturating_add(1));
+        let msg = init.create_init_message(p.epoch, ts)?;
+        h.last_sent_ts = ts;
         h.pending.insert((p.context_id, p.remote), init);
         Ok(msg)
     }
