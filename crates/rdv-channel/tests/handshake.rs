@@ -207,7 +207,7 @@ fn two_handshakes_in_one_millisecond_are_both_answered() {
 #[test]
 fn replay_state_is_per_initiator_and_never_forgets_a_fresh_one() {
     let now = T0;
-    let mut r = handshake::ReplayCache::new(4);
+    let mut r = rdv_channel::handshake::ReplayCache::new(4);
     let alice = [1u8; 32];
     r.check_and_insert(alice, now, now).unwrap();
     assert_eq!(
@@ -233,7 +233,7 @@ fn replay_state_is_per_initiator_and_never_forgets_a_fresh_one() {
     r.check_and_insert(alice, now + 1, now + 1).unwrap();
     // Once entries are older than the freshness window they make room
     // (a replay of those fails the window check instead).
-    let later = now + handshake::MAX_CLOCK_SKEW_MS + 10;
+    let later = now + rdv_channel::handshake::MAX_CLOCK_SKEW_MS + 10;
     r.check_and_insert([9; 32], later, later).unwrap();
     assert!(r.len() <= 4);
 }
@@ -254,7 +254,10 @@ fn message_1_too_old_is_refused_and_a_late_answer_times_out() {
     let (mut a, mut b) = pair();
     let init = a.initiate(b.me(), T0 + 10).unwrap();
     let err = b
-        .answer(&init, T0 + 10 + handshake::MAX_CLOCK_SKEW_MS + 1)
+        .answer(
+            &init,
+            T0 + 10 + rdv_channel::handshake::MAX_CLOCK_SKEW_MS + 1,
+        )
         .unwrap_err();
     assert!(err.contains("window"), "{err}");
     let init = a.initiate(b.me(), T0 + 20).unwrap();
