@@ -184,6 +184,13 @@ impl<S: JournalStore> Node<S> {
         };
         Some(f(&mut r))
     }
+    /// Removes up to `limit` facts past the journal's retention window
+    /// (and their index entries); the scheduler calls it every period.
+    pub fn collect_garbage(&mut self, now_ms: u64, limit: usize) -> Result<usize, AgentError> {
+        Ok(self
+            .with_replica(|r| r.collect_garbage(now_ms, limit))
+            .unwrap_or(Ok(0))?)
+    }
     /// Handshake messages queued by outcomes (the caller sends them).
     pub fn take_outbox(&mut self) -> Vec<Outbound> {
         self.books.fx.take_outbox()
@@ -359,7 +366,11 @@ impl<S> Drop for SyncAgent<S> {
     }
 }
 
-/// Kicks every peer once a period, those needing a refresh first.
+/// Facts garbage-collected per scheduler period at most.
+const GC_PER_PERIOD: usize = 1_024;
+
+/// Kicks every peer once a period, those needing a refresh first, after
+/// collecting the journal's garbage.
 async fn schedule<S: JournalStore + Send + 'static>(
     node: Arc<Mutex<Node<S>>>,
     peers: Arc<std::sync::Mutex<HashMap<AuthorityId, Peer>>>,
@@ -374,9 +385,16 @@ async fn schedule<S: JournalStore + Send + 'static>(
         };
         tokio::time::sleep(config.interval + Duration::from_millis(extra)).await;
         let first = {
-            let n = node.lock().await;
-            RendezvousAdapter::new(&n.service)
-                .peers_needing_refresh(n.context.id(), (config.clock)())
+            let mut n = node.lock().await;
+            let now = (config.clock)();
+            // Expired descriptors and old channel records leave the
+            // journal (bounded per period, so a long backlog never holds
+            // the lock for long); sync cannot bring them back because
+            // the journal refuses facts below the same floor.
+            if let Err(e) = n.collect_garbage(now, GC_PER_PERIOD) {
+                tracing::warn!(error = %e, "journal garbage collection failed");
+            }
+            RendezvousAdapter::new(&n.service).peers_needing_refresh(n.context.id(), now)
         };
         let peers = lock_peers(&peers);
         let order = first

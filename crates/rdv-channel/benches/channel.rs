@@ -26,7 +26,7 @@ fn configs(a: &Identity, b: &Identity) -> (HandshakeConfig, HandshakeConfig) {
         local_static: l.static_secret_bytes(),
         psk: Zeroizing::new([9; 32]),
         timeout_ms: 5_000,
-        prologue: prologue(&ctx, 0),
+        prologue: prologue(&ctx, 0, rdv_context::Route::Direct),
     };
     (mk(a, b), mk(b, a))
 }

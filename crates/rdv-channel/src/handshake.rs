@@ -25,7 +25,7 @@
 //! * **Timeout** driven by the `now_ms` arguments: an initiator whose answer
 //!   comes after `timeout_ms` refuses it.
 
-use rdv_context::{AuthorityId, ContextId, Epoch};
+use rdv_context::{AuthorityId, ContextId, Epoch, Route};
 use zeroize::Zeroizing;
 
 use crate::noise::{self, Entropy, MAX_NOISE_MESSAGE, RawConfig, Split};
@@ -71,6 +71,11 @@ pub enum HandshakeError {
     /// wrong PSK, other prologue (context or epoch), or altered bytes.
     #[error("handshake message does not authenticate")]
     NotAuthentic,
+    /// Message 1's `mac1` is not under this responder's key: the sender
+    /// does not know this member's static key. Checked before any X25519
+    /// operation, so such a message costs one keyed hash.
+    #[error("message 1 is not addressed to this member (mac1)")]
+    Mac1Mismatch,
     /// Message 1 decrypted but its PSK confirmation does not match: the
     /// initiator holds another PSK (another epoch secret, or none).
     #[error("the initiator does not hold this pair's PSK")]
@@ -115,12 +120,23 @@ impl From<snow::Error> for HandshakeError {
     }
 }
 
-/// The prologue binding a handshake to a context epoch.
-pub fn prologue(context: &ContextId, epoch: Epoch) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PROLOGUE_LABEL.len() + 40);
+/// The prologue binding a handshake to a context epoch and to its route.
+///
+/// The route travels in clear in `HandshakeInit` and selects the
+/// responder's operation (`AcceptDirect` or `AcceptRelay`, with their own
+/// costs and capabilities); in the prologue, an on-path flip of it makes
+/// message 1 fail to authenticate instead of silently changing what the
+/// responder charges and checks (Noise rev. 34, section 6: both sides must
+/// hold the same prologue).
+pub fn prologue(context: &ContextId, epoch: Epoch, route: Route) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PROLOGUE_LABEL.len() + 41);
     p.extend_from_slice(PROLOGUE_LABEL);
     p.extend_from_slice(context.as_bytes());
     p.extend_from_slice(&epoch.to_be_bytes());
+    p.push(match route {
+        Route::Direct => 0,
+        Route::Relay => 1,
+    });
     p
 }
 

@@ -10,7 +10,7 @@
 use hashbrown::HashMap;
 use rdv_context::{
     AuthorityId, Context, ContextId, CryptoRng, HandshakeComplete, HandshakeInit, HandshakeParams,
-    Handshaker, Identity, Responded, SeededRng,
+    Handshaker, Identity, Responded, SeededRng, mac1_key,
 };
 use zeroize::Zeroizing;
 
@@ -27,6 +27,9 @@ pub const MAX_PENDING: usize = 256;
 pub struct NoiseHandshaker {
     local: AuthorityId,
     static_secret: Zeroizing<[u8; 32]>,
+    /// [`mac1_key`] of this side's static public key: message 1 must carry
+    /// a MAC under it before any X25519 work is spent on it.
+    mac1_key: [u8; 32],
     rng: SeededRng,
     timeout_ms: u64,
     members: HashMap<ContextId, HashMap<AuthorityId, [u8; 32]>>,
@@ -56,6 +59,7 @@ impl NoiseHandshaker {
         Self {
             local: identity.authority(),
             static_secret: identity.static_secret_bytes(),
+            mac1_key: mac1_key(&identity.static_public()),
             rng: SeededRng::from_rng(rng),
             timeout_ms: DEFAULT_TIMEOUT_MS,
             members: HashMap::new(),
@@ -101,7 +105,10 @@ impl NoiseHandshaker {
         &mut self,
         init: &HandshakeInit,
     ) -> Result<AuthorityId, HandshakeError> {
-        let p = prologue(&init.context_id, init.epoch);
+        if !init.mac1_matches(&self.mac1_key) {
+            return Err(HandshakeError::Mac1Mismatch);
+        }
+        let p = prologue(&init.context_id, init.epoch, init.route);
         let opened = open_init(&self.static_secret, &p, &init.payload, self.rng.array())?;
         let who = self
             .member_by_static(&init.context_id, &opened.initiator_static)
@@ -161,7 +168,7 @@ impl NoiseHandshaker {
             local_static: self.static_secret.clone(),
             psk: Zeroizing::new(*p.psk),
             timeout_ms: self.timeout_ms,
-            prologue: prologue(&p.context_id, p.epoch),
+            prologue: prologue(&p.context_id, p.epoch, p.route),
         }
     }
 }

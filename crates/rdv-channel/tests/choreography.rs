@@ -44,6 +44,7 @@ fn init_msg(m: &Member) -> HandshakeInit {
         epoch: 0,
         route: Route::Direct,
         payload: vec![1; 96],
+        mac1: [0; MAC1_LEN],
     }
 }
 

@@ -117,14 +117,10 @@ fn initiator_with_wrong_psk_gets_no_answer_and_no_fact() {
         psk: &[9; 32],
         remote_static: Some(desc.static_key),
         transport: None,
+        route: Route::Direct,
     };
     let payload = a.hs.at(T0 + 10).initiate(&params).unwrap();
-    let init = HandshakeInit {
-        context_id: ctx,
-        epoch: 0,
-        route: Route::Direct,
-        payload,
-    };
+    let init = HandshakeInit::new(ctx, 0, Route::Direct, payload, &b.identity.static_public());
     let err = b.answer(&init, T0 + 11).unwrap_err();
     assert!(err.contains("initiator does not hold"), "{err}");
     assert_eq!(b.channels_established(), 0);
@@ -143,14 +139,10 @@ fn wrong_static_key_fails_message_1() {
         psk: &a.service.handshake_psk(&ctx, &b.me()).unwrap(),
         remote_static: Some(identity(9).static_public()),
         transport: None,
+        route: Route::Direct,
     };
     let payload = a.hs.at(T0 + 10).initiate(&params).unwrap();
-    let init = HandshakeInit {
-        context_id: ctx,
-        epoch: 0,
-        route: Route::Direct,
-        payload,
-    };
+    let init = HandshakeInit::new(ctx, 0, Route::Direct, payload, &b.identity.static_public());
     let err = b.answer(&init, T0 + 11).unwrap_err();
     assert!(err.contains("does not authenticate"), "{err}");
     assert_eq!(b.channels_established(), 0);
@@ -169,9 +161,15 @@ fn stale_epoch_is_refused_by_the_service_and_by_the_prologue() {
     b.rekeyed();
     let err = b.answer(&init, T0 + 11).unwrap_err();
     assert!(err.contains("epoch"), "{err}");
-    // Relabelled as epoch 1, the prologue (context, epoch 0) does not match.
-    let mut relabelled = init.clone();
-    relabelled.epoch = 1;
+    // Relabelled as epoch 1 (mac1 recomputed, as anyone knowing Bob's
+    // static key can), the prologue (context, epoch 0) does not match.
+    let relabelled = HandshakeInit::new(
+        init.context_id,
+        1,
+        init.route,
+        init.payload.clone(),
+        &b.identity.static_public(),
+    );
     let err = b.hs.identify_initiator(&relabelled).unwrap_err();
     assert_eq!(err, HandshakeError::NotAuthentic);
     assert_eq!(b.channels_established(), 0);
@@ -289,16 +287,12 @@ fn peer_outside_the_context_gets_no_answer() {
         local_static: mallory.static_secret_bytes(),
         psk: zeroize::Zeroizing::new([3; 32]),
         timeout_ms: 5_000,
-        prologue: rdv_channel::handshake::prologue(&ctx, 0),
+        prologue: rdv_channel::handshake::prologue(&ctx, 0, Route::Direct),
     };
     let mut init = Initiator::new(cfg, b.identity.static_public(), [4; 32]);
     let payload = init.create_init_message(0, T0 + 10).unwrap();
-    let msg = HandshakeInit {
-        context_id: ctx,
-        epoch: 0,
-        route: Route::Direct,
-        payload,
-    };
+    // Mallory knows Bob's static key, so her mac1 passes; Noise refuses.
+    let msg = HandshakeInit::new(ctx, 0, Route::Direct, payload, &b.identity.static_public());
     assert_eq!(
         b.hs.identify_initiator(&msg).unwrap_err(),
         HandshakeError::UnknownInitiator
@@ -321,4 +315,76 @@ fn garbled_message_2_fails_the_initiator() {
         HandshakeError::NotAuthentic
     );
     assert_eq!(a.channels_established(), 0);
+}
+
+/// Issue 13, item 6: the route travels in clear beside message 1; an
+/// on-path attacker who flips it would change the responder's operation
+/// (AcceptRelay instead of AcceptDirect: other cost, other capability).
+/// Bound into the prologue, the flip makes message 1 fail to open, and the
+/// unflipped message still connects.
+#[test]
+fn a_route_flipped_on_the_way_breaks_message_1() {
+    let (mut a, mut b) = pair();
+    let ctx = a.ctx();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    assert_eq!(init.route, Route::Direct);
+    // The attacker knows Bob's static key (a member, or anyone it leaked
+    // to), so it makes the mac1 right for the flipped route; only the
+    // prologue stands in its way.
+    let flipped = HandshakeInit::new(
+        init.context_id,
+        init.epoch,
+        Route::Relay,
+        init.payload.clone(),
+        &b.identity.static_public(),
+    );
+
+    let err = b.answer(&flipped, T0 + 11).unwrap_err();
+    assert!(err.contains("does not authenticate"), "{err}");
+    // Past identification too (a driver that skipped it): the handshaker's
+    // own prologue refuses the flipped route.
+    let err = b.answer_as(a.me(), flipped, T0 + 11).unwrap_err();
+    assert!(err.contains("does not authenticate"), "{err}");
+    assert_eq!(b.channels_established(), 0);
+    assert!(b.hs.take_responded(ctx, a.me()).is_none());
+
+    let complete = b.answer(&init, T0 + 12).unwrap();
+    a.finish(b.me(), &complete, T0 + 13).unwrap();
+    assert_eq!(b.channels_established(), 1);
+}
+
+/// Issue 13, item 4: message 1 carries a MAC under a key derived from the
+/// responder's static key; a message without the right one is refused with
+/// `Mac1Mismatch` before any Noise work, whatever else it holds.
+#[test]
+fn message_1_without_the_responders_mac1_is_refused_before_noise() {
+    let (mut a, mut b) = pair();
+    let init = a.initiate(b.me(), T0 + 10).unwrap();
+    // One bit of mac1 changed.
+    let mut bad = init.clone();
+    bad.mac1[0] ^= 1;
+    assert_eq!(
+        b.hs.identify_initiator(&bad).unwrap_err(),
+        HandshakeError::Mac1Mismatch
+    );
+    // A genuine message made for another member's static key.
+    let other = HandshakeInit::new(
+        init.context_id,
+        init.epoch,
+        init.route,
+        init.payload.clone(),
+        &identity(9).static_public(),
+    );
+    assert_eq!(
+        b.hs.identify_initiator(&other).unwrap_err(),
+        HandshakeError::Mac1Mismatch
+    );
+    // The mac1 covers the route too: a flip alone fails the pre-check.
+    let mut flipped = init.clone();
+    flipped.route = Route::Relay;
+    assert_eq!(
+        b.hs.identify_initiator(&flipped).unwrap_err(),
+        HandshakeError::Mac1Mismatch
+    );
+    assert_eq!(b.hs.identify_initiator(&init).unwrap(), a.me());
 }

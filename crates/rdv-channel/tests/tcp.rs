@@ -238,17 +238,11 @@ fn mallory_init(b: &Member) -> Vec<u8> {
         local_static: mallory.static_secret_bytes(),
         psk: zeroize::Zeroizing::new([3; 32]),
         timeout_ms: 5_000,
-        prologue: prologue(&ctx, 0),
+        prologue: prologue(&ctx, 0, rdv_context::Route::Direct),
     };
     let mut i = Initiator::new(cfg, b.identity.static_public(), [4; 32]);
     let payload = i.create_init_message(0, clock()).unwrap();
-    HandshakeInit {
-        context_id: ctx,
-        epoch: 0,
-        route: Route::Direct,
-        payload,
-    }
-    .to_bytes()
+    HandshakeInit::new(ctx, 0, Route::Direct, payload, &b.identity.static_public()).to_bytes()
 }
 
 async fn refused(b: &mut Member, frame: Vec<u8>) -> TcpError {

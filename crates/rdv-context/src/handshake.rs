@@ -24,6 +24,18 @@ pub enum Route {
     Relay,
 }
 
+/// Length of [`HandshakeInit::mac1`].
+pub const MAC1_LEN: usize = 16;
+
+const MAC1_KEY_CONTEXT: &str = "rdv handshake mac1 v1";
+
+/// The key of [`HandshakeInit::mac1`] for a responder: derived from its
+/// static X25519 public key, which only the context's members learn (from
+/// descriptors sealed under the epoch key).
+pub fn mac1_key(responder_static: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(MAC1_KEY_CONTEXT, responder_static)
+}
+
 /// The first handshake message (Noise IKpsk2 message 1), opaque here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeInit {
@@ -35,6 +47,14 @@ pub struct HandshakeInit {
     pub route: Route,
     /// The Noise message.
     pub payload: Vec<u8>,
+    /// A MAC over everything before it, under [`mac1_key`] of the
+    /// responder's static key: the responder checks it (one keyed hash)
+    /// before any X25519 work, so a stranger who does not know the
+    /// responder's static key cannot make it spend two scalar
+    /// multiplications per message (WireGuard's `mac1`, Donenfeld,
+    /// "WireGuard: Next Generation Kernel Network Tunnel", NDSS 2017,
+    /// section 5.4.4). It authenticates nothing else: Noise does.
+    pub mac1: [u8; MAC1_LEN],
 }
 
 /// The answer (Noise IKpsk2 message 2), opaque here.
@@ -67,15 +87,54 @@ fn read_common(r: &mut Reader<'_>) -> Result<(ContextId, Epoch), DecodeError> {
 }
 
 impl HandshakeInit {
-    /// Bytes: version, context, epoch, route, payload (32-bit length).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(48 + self.payload.len());
+    /// Message 1 for the responder whose static key is `responder_static`,
+    /// with its [`HandshakeInit::mac1`].
+    pub fn new(
+        context_id: ContextId,
+        epoch: Epoch,
+        route: Route,
+        payload: Vec<u8>,
+        responder_static: &[u8; 32],
+    ) -> Self {
+        let mut init = Self {
+            context_id,
+            epoch,
+            route,
+            payload,
+            mac1: [0; MAC1_LEN],
+        };
+        init.mac1 = init.compute_mac1(&mac1_key(responder_static));
+        init
+    }
+    /// Whether [`HandshakeInit::mac1`] is right for the responder whose
+    /// [`mac1_key`] is `key` (constant time).
+    pub fn mac1_matches(&self, key: &[u8; 32]) -> bool {
+        let want = self.compute_mac1(key);
+        want.iter()
+            .zip(self.mac1.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+    fn compute_mac1(&self, key: &[u8; 32]) -> [u8; MAC1_LEN] {
+        let body = self.body();
+        let mut out = [0; MAC1_LEN];
+        out.copy_from_slice(&blake3::keyed_hash(key, &body.buf).as_bytes()[..MAC1_LEN]);
+        out
+    }
+    fn body(&self) -> Writer {
+        let mut w = Writer::with_capacity(48 + MAC1_LEN + self.payload.len());
         write_common(&mut w, &self.context_id, self.epoch);
         w.u8(match self.route {
             Route::Direct => 0,
             Route::Relay => 1,
         })
         .bytes32(&self.payload);
+        w
+    }
+    /// Bytes: version, context, epoch, route, payload (32-bit length), mac1.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = self.body();
+        w.raw(&self.mac1);
         w.into_vec()
     }
     /// Decodes [`HandshakeInit::to_bytes`].
@@ -90,12 +149,14 @@ impl HandshakeInit {
         let payload = r
             .bytes32("handshake payload", MAX_HANDSHAKE_PAYLOAD)?
             .to_vec();
+        let mac1 = r.array("mac1")?;
         r.finish("handshake init")?;
         Ok(Self {
             context_id,
             epoch,
             route,
             payload,
+            mac1,
         })
     }
 }
@@ -143,6 +204,12 @@ pub struct HandshakeParams<'a> {
     pub remote_static: Option<[u8; 32]>,
     /// The transport chosen (initiator side).
     pub transport: Option<&'a TransportHint>,
+    /// The route of the handshake (direct or through a relay). It travels
+    /// in clear in [`HandshakeInit`] and decides the responder's cost and
+    /// capability check, so handshakers bind it into the Noise prologue:
+    /// a route flipped on the way makes message 1 fail to open (issue 13,
+    /// item 6).
+    pub route: Route,
 }
 
 /// The responder's result.

@@ -62,7 +62,8 @@ pub use guard::{
     Operation,
 };
 pub use handshake::{
-    HandshakeComplete, HandshakeInit, HandshakeParams, Handshaker, Responded, Route,
+    HandshakeComplete, HandshakeInit, HandshakeParams, Handshaker, MAC1_LEN, Responded, Route,
+    mac1_key,
 };
 pub use identity::{Identity, STATIC_KEY_BINDING_LEN, StaticKeyBinding};
 pub use ids::{AuthorityId, ContextId, Epoch};

@@ -381,6 +381,7 @@ impl RendezvousService {
             psk,
             remote_static: Some(descriptor.static_key),
             transport: Some(hint),
+            route,
         };
         let payload = handshaker
             .initiate(&params)
@@ -391,12 +392,13 @@ impl RendezvousService {
             Some(peer),
             vec![EffectCommand::SendHandshake {
                 peer,
-                message: HandshakeInit {
+                message: HandshakeInit::new(
                     context_id,
-                    epoch: keys.epoch(),
+                    keys.epoch(),
                     route,
                     payload,
-                },
+                    &descriptor.static_key,
+                ),
             }],
         ))
     }
@@ -451,6 +453,7 @@ impl RendezvousService {
             psk,
             remote_static: None,
             transport: None,
+            route: handshake.route,
         };
         let responded = match handshaker.respond(&params, &handshake.payload) {
             Ok(r) => r,

@@ -88,6 +88,7 @@ fn samples() -> (Samples, Member, Member) {
             epoch: 0,
             route: Route::Relay,
             payload: vec![1, 2, 3],
+            mac1: [0; MAC1_LEN],
         }
         .to_bytes(),
         complete: HandshakeComplete {
@@ -225,10 +226,11 @@ fn oversized_input_is_refused_before_decoding() {
         epoch: 0,
         route: Route::Direct,
         payload: vec![],
+        mac1: [0; MAC1_LEN],
     }
     .to_bytes();
     let n = init.len();
-    init[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+    init[n - 4 - MAC1_LEN..n - MAC1_LEN].copy_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(
         HandshakeInit::from_bytes(&init),
         Err(DecodeError::TooLong { .. })

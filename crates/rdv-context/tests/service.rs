@@ -419,6 +419,7 @@ fn interpreter_refuses_an_outcome_that_sends_before_charging() {
                     epoch: 0,
                     route: Route::Direct,
                     payload: vec![1],
+                    mac1: [0; MAC1_LEN],
                 },
             },
             EffectCommand::ChargeFlowBudget {

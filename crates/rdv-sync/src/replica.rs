@@ -120,6 +120,21 @@ impl<S: JournalStore> JournalReplica<'_, S> {
         }
         Ok(())
     }
+
+    /// Garbage collection with the index kept in step: removes up to
+    /// `limit` facts older than the journal's retention window at `now_ms`
+    /// ([`Journal::collect_garbage`]) and their index entries, so the
+    /// fingerprints sync compares stop counting them. Returns how many went.
+    pub fn collect_garbage(&mut self, now_ms: u64, limit: usize) -> Result<usize, SyncError> {
+        let gone = self
+            .journal
+            .collect_garbage(now_ms, limit)
+            .map_err(store_err)?;
+        for k in &gone {
+            self.index.remove(&Key::from(*k));
+        }
+        Ok(gone.len())
+    }
 }
 
 fn key(ts: HlcTimestamp, id: &FactId) -> Key {
