@@ -151,6 +151,12 @@ impl NoiseHandshaker {
     pub fn reseed(&mut self, fresh: &[u8; 32]) {
         self.rng.reseed(fresh);
     }
+    /// This side's mac1 key: a server checks
+    /// [`HandshakeInit::mac1_matches`] with a copy of it before taking any
+    /// lock shared between connections.
+    pub fn mac1_key(&self) -> [u8; 32] {
+        self.mac1_key
+    }
     /// 32 fresh bytes (entropy for a rotation).
     pub fn entropy(&mut self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.rng.array())

@@ -457,7 +457,9 @@ where
 
 /// Runs the handshake as responder on an accepted stream, for the context
 /// of `ep.snapshot`. On any failure the stream is dropped without a byte
-/// written.
+/// written. [`read_init`] then [`accept_init`]; a server that shares its
+/// endpoint between connections calls those two itself, so the wait for
+/// message 1 holds no lock (issue 13, item 4).
 pub async fn accept<I>(
     mut stream: TcpStream,
     ep: Endpoint<'_, I>,
@@ -468,8 +470,37 @@ where
     I: EffectInterpreter,
     I::Error: Display,
 {
-    let bytes = read_handshake_frame(&mut stream, config).await?;
-    let init = HandshakeInit::from_bytes(&bytes)?;
+    let init = read_init(&mut stream, config).await?;
+    accept_init(stream, init, ep, config, rekey).await
+}
+
+/// Reads and decodes message 1 from an accepted stream, within the
+/// handshake deadline and the frame bound. Needs nothing of the endpoint:
+/// a stranger who opens a socket and sends nothing holds no lock and
+/// blocks no other accept while this waits.
+pub async fn read_init(
+    stream: &mut TcpStream,
+    config: &TcpConfig,
+) -> Result<HandshakeInit, TcpError> {
+    let bytes = read_handshake_frame(stream, config).await?;
+    Ok(HandshakeInit::from_bytes(&bytes)?)
+}
+
+/// Answers message 1 read by [`read_init`]: identifies the initiator (the
+/// mac1 pre-check first), runs `prepare_handle_handshake` through the
+/// caller's interpreter and writes message 2. Quick (one handshake's
+/// cryptography, no wait on the peer), so it may run under a shared lock.
+pub async fn accept_init<I>(
+    mut stream: TcpStream,
+    init: HandshakeInit,
+    ep: Endpoint<'_, I>,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
     let ctx = ep.snapshot.context_id;
     if init.context_id != ctx || init.route != Route::Direct {
         return Err(TcpError::WrongContext);

@@ -1,0 +1,200 @@
+#![allow(missing_docs, clippy::unwrap_used)]
+//! The accept loop under strangers (issue 13, item 4): idle sockets hold no
+//! lock, half-open handshakes are bounded per address, and a message 1 not
+//! addressed to the member is dropped before the lock.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::*;
+use rdv_agent::Node;
+use rdv_agent::accept::{AcceptLimits, AcceptStats, accept_loop};
+use rdv_channel::tcp::{self, Endpoint};
+use rdv_channel::{TcpChannel, TcpConfig};
+use rdv_context::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+
+struct Lab {
+    alice: Arc<Mutex<Node<MemoryJournal>>>,
+    bob_addr: SocketAddr,
+    bob_static: [u8; 32],
+    ctx: ContextId,
+    accepted: mpsc::Receiver<TcpChannel>,
+    stats: Arc<AcceptStats>,
+    tcp: TcpConfig,
+    _serving: tokio::task::JoinHandle<()>,
+}
+
+/// Bob runs the accept loop with `limits` and a long read deadline (30 s:
+/// anything that waits on it shows as a hang, not as a slow pass); Alice
+/// holds his descriptor.
+async fn lab(limits: AcceptLimits) -> Lab {
+    let (alice, bob) = (identity(1), identity(2));
+    let mut actx = Context::create(&alice, &mut rng(10));
+    let bctx = actx
+        .invite(&alice, T0 + 86_400_000)
+        .accept(&bob, T0)
+        .unwrap();
+    actx.add_member(&bob.static_key_binding()).unwrap();
+    let ctx = actx.id();
+    let bob_static = bob.static_public();
+    let mut a = node(alice, actx, 20);
+    let mut b = node(bob, bctx, 21);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bob_addr = listener.local_addr().unwrap();
+    let out = publish_outcome(&mut b, &bob_addr.to_string(), clock());
+    b.books.run(&out, clock()).unwrap();
+    let sealed = match b.books.fx.journal(&ctx).unwrap().entries(None, 1).unwrap()[0].fact() {
+        RendezvousFact::Descriptor(s) => s.clone(),
+        _ => unreachable!(),
+    };
+    a.service.cache_descriptor(&sealed, clock()).unwrap();
+
+    let tcp = TcpConfig {
+        clock,
+        handshake_timeout: Duration::from_secs(30),
+        ..TcpConfig::default()
+    };
+    let (tx, accepted) = mpsc::channel(4);
+    let stats = Arc::new(AcceptStats::default());
+    let serving = tokio::spawn(accept_loop(
+        listener,
+        Arc::new(Mutex::new(b)),
+        limits,
+        tcp.clone(),
+        Arc::new(tcp::no_rekey),
+        tx,
+        stats.clone(),
+    ));
+    Lab {
+        alice: Arc::new(Mutex::new(a)),
+        bob_addr,
+        bob_static,
+        ctx,
+        accepted,
+        stats,
+        tcp,
+        _serving: serving,
+    }
+}
+
+/// Alice's handshake with Bob over a stream from `source`.
+async fn alice_connects(lab: &Lab, source: [u8; 4]) -> Result<TcpChannel, tcp::TcpError> {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(SocketAddr::from((source, 0))).unwrap();
+    let stream = sock.connect(lab.bob_addr).await.unwrap();
+    let mut guard = lab.alice.lock().await;
+    let n = &mut *guard;
+    let snap = snapshot(n);
+    let pb = identity(2).authority();
+    tcp::connect_stream(
+        stream,
+        Endpoint {
+            service: &mut n.service,
+            handshaker: &mut n.handshaker,
+            interpreter: &mut n.books,
+            snapshot: snap,
+        },
+        pb,
+        &lab.tcp,
+        tcp::no_rekey(),
+    )
+    .await
+}
+
+/// Sockets that connect and say nothing.
+async fn idle_from(lab: &Lab, source: [u8; 4], n: usize) -> Vec<TcpStream> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from((source, 0))).unwrap();
+        v.push(sock.connect(lab.bob_addr).await.unwrap());
+    }
+    v
+}
+
+/// Bounded wait for a counter to reach `want`.
+async fn counter_reaches(c: &std::sync::atomic::AtomicU64, want: u64) -> bool {
+    eventually(async || c.load(Ordering::Relaxed) >= want).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_strangers_do_not_stall_a_members_handshake() {
+    let mut lab = lab(AcceptLimits::default()).await;
+    // Four strangers hold sockets open and never send message 1. Each
+    // waits out the 30 s read deadline; if that wait held Bob's member
+    // state, Alice's handshake would wait too.
+    let _idle = idle_from(&lab, [127, 0, 0, 1], 4).await;
+    let ch = tokio::time::timeout(
+        Duration::from_secs(10),
+        alice_connects(&lab, [127, 0, 0, 1]),
+    )
+    .await
+    .expect("Alice's handshake waited on the strangers")
+    .unwrap();
+    let mut theirs = lab.accepted.recv().await.unwrap();
+    ch.send(b"hello".to_vec()).await.unwrap();
+    assert_eq!(theirs.recv().await.unwrap(), b"hello");
+    assert_eq!(theirs.context_id(), lab.ctx);
+    assert_eq!(lab.stats.accepted.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_handshakes_are_bounded_per_address() {
+    let mut lab = lab(AcceptLimits {
+        per_ip: 2,
+        total: 64,
+    })
+    .await;
+    let _idle = idle_from(&lab, [127, 0, 0, 1], 2).await;
+    // The third from the same address is closed at once, nothing written.
+    let mut third = idle_from(&lab, [127, 0, 0, 1], 1).await.remove(0);
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+        .await
+        .expect("the connection over the bound was left open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(counter_reaches(&lab.stats.refused_per_ip, 1).await);
+    // Another address still gets in, and so does Alice from it.
+    let ch = tokio::time::timeout(
+        Duration::from_secs(10),
+        alice_connects(&lab, [127, 0, 0, 2]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = lab.accepted.recv().await.unwrap();
+    drop(ch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_1_not_addressed_to_the_member_is_dropped_unanswered() {
+    let lab = lab(AcceptLimits::default()).await;
+    // A well-formed message 1 whose mac1 is under another key (the sender
+    // guessed at Bob's static key).
+    let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &[9; 32]);
+    assert!(!init.mac1_matches(&mac1_key(&lab.bob_static)));
+    let bytes = init.to_bytes();
+    let mut s = TcpStream::connect(lab.bob_addr).await.unwrap();
+    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&bytes);
+    tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer");
+    assert!(counter_reaches(&lab.stats.refused_mac1, 1).await);
+    assert_eq!(lab.stats.refused_handshake.load(Ordering::Relaxed), 0);
+}
