@@ -341,6 +341,16 @@ pub fn tcp_address(
         .ok_or(TcpError::NoTcpAddress(peer))
 }
 
+/// Mixes 32 bytes from the operating system into the handshaker before a
+/// handshake, so a forked process or a cloned VM that copied its generator
+/// state still draws ephemerals of its own (issue 13, item 9).
+fn reseed(handshaker: &mut NoiseHandshaker) -> Result<(), TcpError> {
+    let mut fresh = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut fresh[..]).map_err(|e| TcpError::Io(std::io::Error::other(e)))?;
+    handshaker.reseed(&fresh);
+    Ok(())
+}
+
 /// Guards and builds message 1 (charge and receipt run; nothing sent yet).
 fn prepare_init<I>(
     ep: &mut Endpoint<'_, I>,
@@ -356,6 +366,7 @@ where
         .service
         .handshake_psk(&ctx, &peer)
         .ok_or(TcpError::UnknownContext)?;
+    reseed(ep.handshaker)?;
     let outcome = ep.service.prepare_establish_channel(
         &ep.snapshot,
         ctx,
@@ -506,6 +517,7 @@ where
         return Err(TcpError::WrongContext);
     }
     let now = (config.clock)();
+    reseed(ep.handshaker)?;
     let who = ep.handshaker.identify_initiator(&init)?;
     let psk = ep
         .service
@@ -575,6 +587,7 @@ pub struct TcpChannel {
     remote: AuthorityId,
     initiator: bool,
     max_message_len: usize,
+    shared: Locked,
 }
 
 impl std::fmt::Debug for TcpChannel {
@@ -589,6 +602,12 @@ impl std::fmt::Debug for TcpChannel {
 }
 
 impl TcpChannel {
+    /// Key updates since the last handshake, (send, receive): every
+    /// [`crate::channel::KEY_UPDATE_INTERVAL_MS`] of use and every
+    /// [`crate::channel::KEY_UPDATE_FRAMES`] frames each key is replaced.
+    pub fn key_generations(&self) -> (u64, u64) {
+        lock(&self.shared).channel.key_generations()
+    }
     /// The channel id (first handshake hash).
     pub fn id(&self) -> [u8; 32] {
         self.id
@@ -766,24 +785,32 @@ fn spawn_channel(
     let (in_tx, in_rx) = mpsc::channel(depth);
     let (epoch_tx, epoch_rx) = watch::channel(channel.epoch());
     let (due_tx, due_rx) = watch::channel(channel.epoch());
-    let handle = TcpChannel {
-        commands: cmd_tx,
-        incoming: in_rx,
-        epoch: epoch_rx,
-        due: Arc::new(due_tx),
-        id: channel.id(),
-        context_id: channel.context_id(),
-        local: channel.local(),
-        remote: channel.remote(),
-        initiator: channel.is_initiator(),
-        max_message_len: config.max_message_len,
-    };
+    let initiator = channel.is_initiator();
+    let (id, context_id, local, remote) = (
+        channel.id(),
+        channel.context_id(),
+        channel.local(),
+        channel.remote(),
+    );
     let shared = Arc::new(Mutex::new(Shared {
         channel,
         out: Vec::new(),
         done: false,
         rotation_started: None,
     }));
+    let handle = TcpChannel {
+        commands: cmd_tx,
+        incoming: in_rx,
+        epoch: epoch_rx,
+        due: Arc::new(due_tx),
+        id,
+        context_id,
+        local,
+        remote,
+        initiator,
+        max_message_len: config.max_message_len,
+        shared: shared.clone(),
+    };
     let notify = Arc::new(Notify::new());
     let kick = Arc::new(Notify::new());
     let (rd, wr) = stream.into_split();
@@ -1080,11 +1107,19 @@ async fn writer(
     incoming: mpsc::Sender<Result<Vec<u8>, TcpError>>,
     clock: fn() -> u64,
 ) {
+    // Key updates by time (issue 13, item 9): the writer looks at the send
+    // key's age before every batch and, on an idle channel, every quarter
+    // of the interval.
+    let mut key_check = tokio::time::interval(Duration::from_millis(
+        crate::channel::KEY_UPDATE_INTERVAL_MS / 4,
+    ));
+    key_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let r = async {
         loop {
             let first = tokio::select! {
                 c = commands.recv() => Some(c.unwrap_or(Command::Close)),
                 _ = signals.notify.notified() => None,
+                _ = key_check.tick() => None,
             };
             let (bytes, finish) = {
                 let mut g = lock(&shared);
@@ -1092,6 +1127,9 @@ async fn writer(
                     return Ok(());
                 }
                 let mut out = std::mem::take(&mut g.out);
+                if let Some(update) = g.channel.poll_key_update(clock())? {
+                    out.extend(update);
+                }
                 let mut finish = false;
                 let mut next = first;
                 while let Some(c) = next.take() {

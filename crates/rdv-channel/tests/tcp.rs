@@ -659,3 +659,34 @@ async fn a_channel_dropped_by_its_application_closes_though_a_manager_holds_it()
     })
     .await;
 }
+
+/// Issue 13, item 9: the driver replaces a send key that has been in use
+/// for `KEY_UPDATE_INTERVAL_MS`, without a rotation or an epoch change,
+/// and the peer follows (the clock jumps instead of the test waiting).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_updates_keys_that_have_been_in_use_for_two_minutes() {
+    static JUMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    fn jumping() -> u64 {
+        clock() + JUMP.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    let cfg = TcpConfig {
+        clock: jumping,
+        ..config()
+    };
+    let (_a, _b, ca, mut cb) = shared_channel(cfg).await;
+    ca.send(b"one".to_vec()).await.unwrap();
+    assert_eq!(within(cb.recv()).await.unwrap(), b"one");
+    assert_eq!(ca.key_generations(), (0, 0));
+    JUMP.store(
+        rdv_channel::channel::KEY_UPDATE_INTERVAL_MS + 1_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    ca.send(b"two".to_vec()).await.unwrap();
+    assert_eq!(within(cb.recv()).await.unwrap(), b"two");
+    assert_eq!(ca.key_generations().0, 1, "Alice's send key was replaced");
+    assert_eq!(cb.key_generations().1, 1, "Bob follows");
+    // And the channel goes on under the new keys, both ways.
+    cb.send(b"three".to_vec()).await.unwrap();
+    let mut ca = ca;
+    assert_eq!(within(ca.recv()).await.unwrap(), b"three");
+}
