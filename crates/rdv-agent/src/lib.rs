@@ -7,6 +7,7 @@
 //! time, and decides when to sync.
 
 pub mod accept;
+pub mod discovery;
 pub mod sync;
 
 pub use sync::{AgentConfig, AgentError, Books, Node, PeerEnd, SyncAgent};

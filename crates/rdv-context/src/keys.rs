@@ -39,6 +39,8 @@ pub const LABEL_PSK_COMMITMENT: &str = "rdv context v1 psk-commitment";
 pub const LABEL_TAG_KEY: &str = "rdv context v1 rendezvous-tag-key";
 /// Label: blinded rendezvous tag of one period.
 pub const LABEL_RENDEZVOUS_TAG: &str = "rdv context v1 rendezvous-tag";
+/// Label of the seed of a member's libp2p identity on public points.
+pub const LABEL_RENDEZVOUS_PEER: &str = "rdv context v1 rendezvous-peer";
 /// Label: key that seals a secret to one member's static X25519 key.
 pub const LABEL_SEAL_KEY: &str = "rdv context v1 seal-key";
 /// Label: key of the MAC proving an epoch rekey's author holds the epoch
@@ -181,6 +183,25 @@ impl EpochKeys {
             LABEL_RENDEZVOUS_TAG,
             &[&self.tag_key, &period.to_be_bytes()],
         )
+    }
+    /// The seed of the Ed25519 libp2p identity under which `authority`
+    /// registers on public points in period `period` (issue 12: blinded
+    /// discovery). Every member can compute every member's seed, so a
+    /// member recognises the others among a namespace's registrations;
+    /// without the epoch secret the peer ids look random, change every
+    /// period and every epoch, and differ between contexts, so a point
+    /// cannot link one member's registrations. (A member could register
+    /// under another's seed; nothing rests on it: Noise authenticates the
+    /// channel that follows.)
+    pub fn rendezvous_peer_seed(
+        &self,
+        period: u64,
+        authority: &AuthorityId,
+    ) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(kdf(
+            LABEL_RENDEZVOUS_PEER,
+            &[&self.tag_key, &period.to_be_bytes(), authority.as_bytes()],
+        ))
     }
     /// MAC under the rekey key: proves knowledge of this epoch's secret.
     pub(crate) fn rekey_mac(&self, message: &[u8]) -> [u8; 32] {

@@ -80,6 +80,10 @@ fn vectors_published_in_the_doc_match_the_implementation() {
         ("tag_key", hex(&tag_key)),
         ("rendezvous_tag", hex(&v.keys.rendezvous_tag(12345))),
         (
+            "rendezvous_peer_seed_a",
+            hex(&v.keys.rendezvous_peer_seed(12345, &v.a)[..]),
+        ),
+        (
             "rekey_auth_key",
             hex(&blake3::derive_key(LABEL_REKEY_AUTH, &base(&v))),
         ),
@@ -124,6 +128,13 @@ fn documented_formulas_are_what_the_code_computes() {
         blake3::derive_key(
             LABEL_RENDEZVOUS_TAG,
             &[&tag_key[..], &12345u64.to_be_bytes()].concat()
+        )
+    );
+    assert_eq!(
+        *v.keys.rendezvous_peer_seed(12345, &v.a),
+        blake3::derive_key(
+            LABEL_RENDEZVOUS_PEER,
+            &[&tag_key[..], &12345u64.to_be_bytes(), v.a.as_bytes()].concat()
         )
     );
     assert_eq!(
