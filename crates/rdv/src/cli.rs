@@ -16,8 +16,21 @@ pub struct Cli {
     /// before or after the subcommand.
     #[arg(long, global = true, default_value = crate::files::DATA_DIR)]
     pub data: PathBuf,
+    /// Log lines on stderr as text (colours only on a terminal) or JSON
+    /// (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]

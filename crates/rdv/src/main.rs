@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Point(_) => "info,stun_types=error",
         _ => "warn,stun_types=error",
     };
-    let log = LogControl::init(default_level);
+    let log = LogControl::init(default_level, args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,8 +74,11 @@ pub struct LogControl {
 }
 
 impl LogControl {
-    /// Logs to stderr, filtered by `RUST_LOG` or else `default_level`.
-    fn init(default_level: &str) -> Self {
+    /// Logs to stderr, filtered by `RUST_LOG` or else `default_level`:
+    /// text with colours only when stderr is a terminal (a file or journald
+    /// gets no escape codes), or one JSON object per line for collectors.
+    fn init(default_level: &str, format: cli::LogFormat) -> Self {
+        use std::io::IsTerminal;
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         let (filter, from_env) = match tracing_subscriber::EnvFilter::try_from_default_env() {
@@ -83,9 +86,28 @@ impl LogControl {
             Err(_) => (tracing_subscriber::EnvFilter::new(default_level), false),
         };
         let (layer, handle) = tracing_subscriber::reload::Layer::new(filter);
+        let (text, json) = match format {
+            cli::LogFormat::Text => (
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_ansi(std::io::stderr().is_terminal()),
+                ),
+                None,
+            ),
+            cli::LogFormat::Json => (
+                None,
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr),
+                ),
+            ),
+        };
         tracing_subscriber::registry()
             .with(layer)
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(text)
+            .with(json)
             .init();
         Self { handle, from_env }
     }
