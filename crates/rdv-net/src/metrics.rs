@@ -38,6 +38,7 @@ pub struct Metrics {
     verify_count: AtomicU64,
     verify_sum_ns: AtomicU64,
     verify_skipped: AtomicU64,
+    store_failures: AtomicU64,
     connections: AtomicU64,
     registrations: AtomicU64,
     namespaces: AtomicU64,
@@ -78,9 +79,15 @@ impl Metrics {
             .fetch_add(took.as_nanos() as u64, Relaxed);
     }
 
-    /// Counts a refresh whose record was already stored (no verification).
+    /// Counts a REGISTER whose record was in the verification cache.
     pub fn verification_skipped(&self) {
         self.verify_skipped.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a store operation that failed (the point answered
+    /// `E_UNAVAILABLE` or `E_INTERNAL_ERROR`).
+    pub fn store_failed(&self) {
+        self.store_failures.fetch_add(1, Relaxed);
     }
 
     /// Records the store's counts (after each batch of the point thread).
@@ -142,6 +149,11 @@ impl Metrics {
     /// Renders every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP rdv_build_info The running rdv, by version.\n# TYPE rdv_build_info gauge\nrdv_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         let mut gauge = |name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
@@ -202,8 +214,13 @@ impl Metrics {
                 &self.streams_refused,
             ),
             (
+                "rdv_store_failures_total",
+                "Store operations that failed (answered E_UNAVAILABLE or E_INTERNAL_ERROR).",
+                &self.store_failures,
+            ),
+            (
                 "rdv_verification_skipped_total",
-                "Refreshes whose record was already stored and verified.",
+                "REGISTERs whose signed record was in the verification cache (the same bytes checked before), so no signature check ran.",
                 &self.verify_skipped,
             ),
             (

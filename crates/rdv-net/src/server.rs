@@ -746,7 +746,7 @@ fn point_thread<S: Store>(
                     Ok(job) => job,
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {
                         point.handle_timeout(Timestamp::now());
-                        drain_events(&mut point);
+                        drain_events(&mut point, &metrics);
                         dirty = true;
                         continue;
                     }
@@ -794,7 +794,7 @@ fn point_thread<S: Store>(
             }
         }
         flush_registers(&mut point, &mut registers, &mut replies, now, &metrics);
-        drain_events(&mut point);
+        drain_events(&mut point, &metrics);
         dirty = true;
         count(&point, false, &mut dirty);
     }
@@ -875,7 +875,7 @@ fn request_kind_of_response(m: &Message) -> MessageKind {
     }
 }
 
-fn drain_events<S: Store>(point: &mut Point<S>) {
+fn drain_events<S: Store>(point: &mut Point<S>, metrics: &Metrics) {
     while let Some(event) = point.poll_event() {
         match event {
             rdv_point::Event::RequestRefused {
@@ -884,7 +884,10 @@ fn drain_events<S: Store>(point: &mut Point<S>) {
                 status,
                 reason,
             } => tracing::debug!(%peer, ?kind, %status, %reason, "refused"),
-            rdv_point::Event::StoreFailed { error } => tracing::warn!(%error, "store failed"),
+            rdv_point::Event::StoreFailed { error } => {
+                metrics.store_failed();
+                tracing::warn!(%error, "store failed")
+            }
             rdv_point::Event::EventsDropped { count } => {
                 tracing::warn!(count, "point events dropped")
             }

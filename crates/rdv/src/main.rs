@@ -8,7 +8,7 @@ mod bench_cmd;
 mod cli;
 mod client_cmd;
 mod files;
-mod metrics_http;
+mod http;
 mod point_cmd;
 
 use std::process::ExitCode;

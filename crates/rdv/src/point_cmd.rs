@@ -16,7 +16,7 @@ use rdv_wire::Ttl;
 use serde::Deserialize;
 
 use crate::cli::PointArgs;
-use crate::{Failure, files, metrics_http};
+use crate::{Failure, files, http};
 
 /// The config file: every key mirrors a flag of `rdv point`; all optional.
 #[derive(Deserialize, Default, Debug)]
@@ -446,6 +446,25 @@ async fn reload<S: Store + Send + 'static>(server: &PointServer<S>, reloader: &R
     tracing::info!("SIGHUP: configuration reloaded");
 }
 
+/// What the HTTP server reads from the running point.
+struct HttpSource<S: Store + Send + 'static>(PointServer<S>);
+
+impl<S: Store + Send + 'static> http::Source for HttpSource<S> {
+    fn metrics(&self) -> String {
+        self.0.render_metrics()
+    }
+    async fn store_ready(&self) -> Result<(), String> {
+        // A round trip through the point thread that asks the store: a
+        // thread stuck on a dead database link does not answer.
+        self.0
+            .with_point(|p| {
+                let _ = p.store().stats();
+            })
+            .await
+            .ok_or_else(|| "the point thread has stopped".to_string())
+    }
+}
+
 async fn serve<S: Store + Send + 'static>(
     settings: Settings,
     keypair: libp2p::identity::Keypair,
@@ -458,10 +477,15 @@ async fn serve<S: Store + Send + 'static>(
             "cannot start the point thread: {e}; the system is out of threads or memory"
         ))
     })?;
-    let metrics_listener = match settings.metrics {
-        Some(addr) => Some(metrics_http::bind(addr).await?),
+    let http_listener = match settings.metrics {
+        Some(addr) => Some(http::bind(addr).await?),
         None => None,
     };
+    let info = http::Info::new(match settings.store {
+        StoreSpec::Memory => "memory",
+        StoreSpec::Sqlite(_) => "sqlite",
+        StoreSpec::Postgres { .. } => "postgres",
+    });
     let stun_socket = match settings.stun_listen {
         Some(addr) => Some(
             tokio::net::UdpSocket::bind(addr)
@@ -494,9 +518,12 @@ async fn serve<S: Store + Send + 'static>(
     let serving = tokio::spawn(server.clone().run(incoming, async {
         let _ = stop_rx.await;
     }));
-    if let Some(listener) = metrics_listener {
-        let s = server.clone();
-        tokio::spawn(metrics_http::serve(listener, move || s.render_metrics()));
+    if let Some(listener) = http_listener {
+        tokio::spawn(http::serve(
+            listener,
+            HttpSource(server.clone()),
+            info.clone(),
+        ));
     }
 
     // Both handlers are in place before the first "listening on" line, so
@@ -534,6 +561,7 @@ async fn serve<S: Store + Send + 'static>(
             event = events.recv() => match event {
                 None => return Err(Failure::network("the libp2p node stopped unexpectedly")),
                 Some(NodeEvent::Listening(addr)) => {
+                    info.listening_on(addr.to_string());
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "listening on {addr}");
                     let _ = out.flush();
