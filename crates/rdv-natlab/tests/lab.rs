@@ -282,3 +282,29 @@ fn a_panic_still_deletes_the_namespaces() {
         "left behind: {after:?}"
     );
 }
+
+#[test]
+fn commands_and_threads_run_inside_the_namespace() {
+    let Some(lab) = lab_or_skip() else { return };
+    let natted = lab.natted_host(NatKind::Cone).expect("natted host");
+    // A child process sees the host's interfaces, not the machine's.
+    let out = natted
+        .host
+        .command("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "eth0"])
+        .output()
+        .expect("ip netns exec");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("10."), "{text}");
+    assert!(text.contains(&natted.host.ip().to_string()), "{text}");
+    // A spawned thread sees the router's sysctls.
+    let forward = natted
+        .router
+        .spawn(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward"))
+        .expect("spawn")
+        .join()
+        .expect("join")
+        .expect("read sysctl");
+    assert_eq!(forward.trim(), "1");
+}
