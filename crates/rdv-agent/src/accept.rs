@@ -218,6 +218,21 @@ async fn handshake<S: JournalStore>(
     let init = tcp::read_init(&mut stream, config).await.inspect_err(|_| {
         stats.failed_read.fetch_add(1, Ordering::Relaxed);
     })?;
+    answer_init(stream, init, node, mac1_key, config, rekey, stats).await
+}
+
+/// Answers a message 1 already read from `stream` (with no lock held):
+/// the mac1 pre-check, then, under the member's lock, one handshake's
+/// cryptography. Refusals write nothing and are counted in `stats`.
+pub async fn answer_init<S: JournalStore>(
+    stream: tokio::net::TcpStream,
+    init: rdv_context::HandshakeInit,
+    node: &Mutex<Node<S>>,
+    mac1_key: &[u8; 32],
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+    stats: &AcceptStats,
+) -> Result<TcpChannel, TcpError> {
     if !init.mac1_matches(mac1_key) {
         stats.refused_mac1.fetch_add(1, Ordering::Relaxed);
         return Err(TcpError::Handshake(
@@ -246,7 +261,7 @@ async fn handshake<S: JournalStore>(
 }
 
 /// The member's guard snapshot for its context now.
-fn snapshot<S: JournalStore>(n: &Node<S>) -> GuardSnapshot {
+pub fn snapshot<S: JournalStore>(n: &Node<S>) -> GuardSnapshot {
     n.books.fx.ledger().snapshot(
         n.context.id(),
         n.service.authority(),

@@ -238,6 +238,29 @@ impl Presence {
         members: impl IntoIterator<Item = &'a AuthorityId> + Clone,
     ) -> Result<Vec<Found>, DiscoveryError> {
         let mut found: Vec<Found> = Vec::new();
+        for (peer, addresses) in self.registrations().await? {
+            let Some(authority) = recognise(keys, self.period, members.clone(), &peer) else {
+                continue;
+            };
+            if authority == *me || found.iter().any(|f| f.authority == authority) {
+                continue;
+            }
+            found.push(Found {
+                authority,
+                addresses,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Every registration in the namespace on every point: peer id and
+    /// addresses (this member's own included). Only members know the
+    /// namespace, so a peer id no member's derivation gives is a member
+    /// this one has not heard of yet (invited by another), or someone who
+    /// learnt the namespace from a point; the agent offers those an
+    /// introduction, which gives nothing to a non-member.
+    pub async fn registrations(&mut self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, DiscoveryError> {
+        let mut out: Vec<(PeerId, Vec<Multiaddr>)> = Vec::new();
         for point in self.points.clone() {
             self.client
                 .discover(point, Some(self.namespace.clone()), None)
@@ -263,20 +286,13 @@ impl Presence {
                     text: e.to_string(),
                 })?;
             for reg in cached {
-                let Some(authority) = recognise(keys, self.period, members.clone(), &reg.peer)
-                else {
-                    continue;
-                };
-                if authority == *me || found.iter().any(|f| f.authority == authority) {
+                if out.iter().any(|(p, _)| *p == reg.peer) {
                     continue;
                 }
-                found.push(Found {
-                    authority,
-                    addresses: reg.record.addresses.clone(),
-                });
+                out.push((reg.peer, reg.record.addresses.clone()));
             }
         }
-        Ok(found)
+        Ok(out)
     }
 
     /// Unregisters at every point (best effort) and stops.

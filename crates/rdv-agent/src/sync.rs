@@ -191,6 +191,44 @@ impl<S: JournalStore> Node<S> {
             .with_replica(|r| r.collect_garbage(now_ms, limit))
             .unwrap_or(Ok(0))?)
     }
+    /// Adds to the roster every member whose descriptor the service has
+    /// cached but this member did not know (one invited by someone else:
+    /// its descriptor, sealed under the epoch key and signed, is the proof)
+    /// and teaches the handshaker its static key. Returns whether the
+    /// roster grew (the caller then persists the context).
+    pub fn learn_members(&mut self) -> bool {
+        let ctx = self.context.id();
+        let found: Vec<_> = self
+            .service
+            .cached_descriptors(ctx)
+            .filter(|d| !self.context.is_member(&d.authority_id))
+            .cloned()
+            .collect();
+        let mut grew = false;
+        for d in &found {
+            grew |= self.context.learn_from_descriptor(d).unwrap_or(false);
+        }
+        if grew {
+            self.handshaker.learn_members(&self.context);
+        }
+        grew
+    }
+
+    /// Checks and writes entries received outside a sync session (an
+    /// introduction) exactly as synced ones, then learns new members.
+    pub fn receive(
+        &mut self,
+        entries: Vec<JournalEntry>,
+        now_ms: u64,
+    ) -> Result<rdv_sync::Accepted, AgentError> {
+        use rdv_sync::SyncStore;
+        let accepted = self
+            .with_replica(|r| r.accept(entries, now_ms))
+            .unwrap_or_else(|| Err(SyncError::Store("no journal".into())))?;
+        self.learn_members();
+        Ok(accepted)
+    }
+
     /// Handshake messages queued by outcomes (the caller sends them).
     pub fn take_outbox(&mut self) -> Vec<Outbound> {
         self.books.fx.take_outbox()
@@ -476,6 +514,7 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                             Some(Err(e)) => return PeerEnd::Sync(e),
                             None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                         }
+                        n.learn_members();
                         bad_pushed += s.stats().facts_rejected;
                         if bad_pushed > config.max_bad_pushed {
                             return PeerEnd::BadPushes(bad_pushed);
@@ -503,6 +542,7 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                     Some(Err(e)) => return PeerEnd::Sync(e),
                     None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                 };
+                n.learn_members();
                 drop(n);
                 let reply = match step {
                     Step::Send(b) => Some(b),

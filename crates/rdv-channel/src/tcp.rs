@@ -427,11 +427,50 @@ where
     finish_initiator(stream, ep, peer, init, config, rekey).await
 }
 
-async fn finish_initiator<I>(
-    mut stream: TcpStream,
+/// The initiator in three steps, for a caller whose endpoint sits behind
+/// a lock it must not hold while the network answers (two members dialling
+/// each other at once would otherwise each wait for the other's lock until
+/// the handshake timeout). Step 1, under the lock: guard, charge and
+/// message 1 ([`begin_initiator`]). Step 2, no lock: write it, read message
+/// 2 ([`exchange`]). Step 3, under the lock: finish the handshake, record
+/// the channel, start the channel's tasks ([`complete_initiator`]).
+pub fn begin_initiator<I>(
+    ep: &mut Endpoint<'_, I>,
+    peer: AuthorityId,
+    config: &TcpConfig,
+) -> Result<HandshakeInit, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    prepare_init(ep, peer, (config.clock)())
+}
+
+/// Step 2 of [`begin_initiator`]: sends message 1 on `stream` and reads
+/// message 2 within the handshake deadline.
+pub async fn exchange(
+    stream: &mut TcpStream,
+    init: &HandshakeInit,
+    config: &TcpConfig,
+) -> Result<HandshakeComplete, TcpError> {
+    stream.set_nodelay(true)?;
+    write_handshake_frame(stream, &init.to_bytes()).await?;
+    let bytes = read_handshake_frame(stream, config).await?;
+    let complete = HandshakeComplete::from_bytes(&bytes)?;
+    if complete.context_id != init.context_id || complete.epoch != init.epoch {
+        return Err(TcpError::WrongContext);
+    }
+    Ok(complete)
+}
+
+/// Step 3 of [`begin_initiator`]: checks message 2, records the channel
+/// (`ChannelEstablished` through the interpreter) and starts it on
+/// `stream`.
+pub fn complete_initiator<I>(
+    stream: TcpStream,
     ep: Endpoint<'_, I>,
     peer: AuthorityId,
-    init: HandshakeInit,
+    complete: &HandshakeComplete,
     config: &TcpConfig,
     rekey: RekeyProvider,
 ) -> Result<TcpChannel, TcpError>
@@ -439,15 +478,8 @@ where
     I: EffectInterpreter,
     I::Error: Display,
 {
-    stream.set_nodelay(true)?;
-    write_handshake_frame(&mut stream, &init.to_bytes()).await?;
-    let bytes = read_handshake_frame(&mut stream, config).await?;
-    let complete = HandshakeComplete::from_bytes(&bytes)?;
-    if complete.context_id != init.context_id || complete.epoch != init.epoch {
-        return Err(TcpError::WrongContext);
-    }
     let now = (config.clock)();
-    let channel = ep.handshaker.finish_initiator(peer, &complete, now)?;
+    let channel = ep.handshaker.finish_initiator(peer, complete, now)?;
     ep.interpreter
         .execute(
             &EffectCommand::JournalAppend {
@@ -464,6 +496,22 @@ where
         )
         .map_err(|e| TcpError::Interpret(e.to_string()))?;
     Ok(spawn_channel(stream, channel, config, rekey))
+}
+
+async fn finish_initiator<I>(
+    mut stream: TcpStream,
+    ep: Endpoint<'_, I>,
+    peer: AuthorityId,
+    init: HandshakeInit,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    let complete = exchange(&mut stream, &init, config).await?;
+    complete_initiator(stream, ep, peer, &complete, config, rekey)
 }
 
 /// Runs the handshake as responder on an accepted stream, for the context

@@ -9,7 +9,9 @@
 //!   descriptor of this context, a revocation signed by the revoked
 //!   descriptor's authority, a timestamp not beyond the allowed drift;
 //! * the fact's authorities are members of the context (a
-//!   `ChannelEstablished` names two members);
+//!   `ChannelEstablished` names two members); a descriptor's author need
+//!   not be known yet, since opening under the epoch key and verifying is
+//!   the proof (a member invited by someone else is learnt this way);
 //! * a descriptor opens under the current epoch's key and its signature
 //!   verifies ([`SealedDescriptor::open_any_time`]: an expired descriptor is
 //!   history and is kept), and is not valid only in the future beyond the
@@ -86,7 +88,16 @@ impl<S: JournalStore> JournalReplica<'_, S> {
     fn check_inner(&self, entry: &JournalEntry, now_ms: u64) -> Result<Checked, FactRejected> {
         self.journal.check_remote(entry, now_ms)?;
         let fact = entry.fact();
-        for a in std::iter::once(fact.authority()).chain(fact.peer()) {
+        // A descriptor proves its author's membership by itself: it opens
+        // only under the epoch's key and its signature (checked below)
+        // binds the author's static key. That is how members learn of
+        // members that others invited (bearer invitations). Every other
+        // fact must name known members only.
+        let proves_itself = matches!(fact, RendezvousFact::Descriptor(_));
+        for a in std::iter::once(fact.authority())
+            .filter(|_| !proves_itself)
+            .chain(fact.peer())
+        {
             if !(self.is_member)(&a) {
                 return Err(FactRejected::NotMember(a));
             }

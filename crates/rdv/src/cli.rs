@@ -9,7 +9,7 @@ use libp2p::Multiaddr;
 #[command(
     name = "rdv",
     version,
-    about = "libp2p rendezvous: run a point, register, discover"
+    about = "rdv: libp2p rendezvous (run a point, register, discover) and private context rendezvous (contexts, the member agent, pipes)"
 )]
 pub struct Cli {
     /// Directory of the state files (keys, the point's SQLite database),
@@ -45,6 +45,118 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// Load a point (or several, one after the other) and print a table.
     Bench(BenchArgs),
+    /// Print this member's card (`rdv-member-v1:...`), for `context invite --for`.
+    Id,
+    /// Private contexts: create, invite, join, list, members.
+    Context(ContextArgs),
+    /// Run the member agent (or ask it for its status).
+    Agent(AgentArgs),
+    /// Pipe bytes between two members of a context through the agents.
+    Pipe(PipeArgs),
+}
+
+#[derive(Args)]
+pub struct ContextArgs {
+    #[command(subcommand)]
+    pub action: ContextAction,
+}
+
+#[derive(Subcommand)]
+pub enum ContextAction {
+    /// Create a context; prints its id.
+    Create {
+        /// Local name of the context (yours only; members name it as they like).
+        name: String,
+    },
+    /// Make an invitation; prints `rdv-invite-v1:...`.
+    Invite {
+        /// The context's local name.
+        name: String,
+        /// Seal the invitation to this member card (`rdv id` of the invitee):
+        /// only that member can use it. Without it, whoever holds the text
+        /// joins until it expires: send it like a password.
+        #[arg(long = "for", value_name = "CARD")]
+        for_card: Option<String>,
+        /// Seconds until the invitation expires.
+        #[arg(long, default_value_t = 86_400)]
+        expires: u64,
+    },
+    /// Join with an invitation; prints the context id.
+    Join {
+        /// The `rdv-invite-v1:...` text.
+        invite: String,
+        /// Local name for the context.
+        #[arg(long)]
+        name: String,
+    },
+    /// The contexts of this member.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The members of a context this member knows of.
+    Members {
+        /// The context's local name.
+        name: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+    /// A public rendezvous point (ending in /p2p/<peer id>) where members
+    /// find each other under a blinded namespace; repeatable.
+    #[arg(long = "point")]
+    pub points: Vec<Multiaddr>,
+    /// A STUN server IP:PORT; repeatable (used by the QUIC transport,
+    /// which this build does not have yet: accepted and ignored).
+    #[arg(long = "stun", value_name = "IP:PORT")]
+    pub stun: Vec<std::net::SocketAddr>,
+    /// TCP address to listen on; repeatable. Default: every interface, a
+    /// port the system picks.
+    #[arg(long = "listen", value_name = "IP:PORT")]
+    pub listen: Vec<std::net::SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub enum AgentAction {
+    /// Contexts, members, their descriptors and channels.
+    Status {
+        /// The status as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct PipeArgs {
+    #[command(subcommand)]
+    pub action: PipeAction,
+}
+
+#[derive(Subcommand)]
+pub enum PipeAction {
+    /// Print to stdout the bytes one member sends; exits when it closes.
+    Listen {
+        /// The context's local name.
+        #[arg(long)]
+        context: String,
+    },
+    /// Send stdin to a member; exits once the listener has all of it.
+    Connect {
+        /// The context's local name.
+        #[arg(long)]
+        context: String,
+        /// The member's authority, as its agent printed after `ready`.
+        #[arg(long)]
+        peer: String,
+    },
 }
 
 impl Command {
@@ -53,6 +165,13 @@ impl Command {
     pub fn json(&self) -> bool {
         match self {
             Command::Discover(a) => a.json,
+            Command::Context(ContextArgs {
+                action: ContextAction::List { json } | ContextAction::Members { json, .. },
+            }) => *json,
+            Command::Agent(AgentArgs {
+                action: Some(AgentAction::Status { json }),
+                ..
+            }) => *json,
             _ => false,
         }
     }

@@ -9,6 +9,7 @@ mod cli;
 mod client_cmd;
 mod files;
 mod http;
+mod member_cmd;
 mod point_cmd;
 
 use std::process::ExitCode;
@@ -23,7 +24,9 @@ fn main() -> ExitCode {
     // stun_types logs a WARN for each malformed STUN datagram it parses:
     // quieted by default, or anyone could flood the point's log.
     let default_level = match args.command {
-        cli::Command::Point(_) => "info,stun_types=error",
+        cli::Command::Point(_) | cli::Command::Agent(cli::AgentArgs { action: None, .. }) => {
+            "info,stun_types=error"
+        }
         _ => "warn,stun_types=error",
     };
     let log = LogControl::init(default_level, args.log_format);
@@ -44,6 +47,10 @@ fn main() -> ExitCode {
             cli::Command::Unregister(a) => client_cmd::unregister(a).await,
             cli::Command::Discover(a) => client_cmd::discover(a).await,
             cli::Command::Bench(a) => bench_cmd::run(a).await,
+            cli::Command::Id => member_cmd::id(),
+            cli::Command::Context(a) => member_cmd::context(a),
+            cli::Command::Agent(a) => member_cmd::agent(a).await,
+            cli::Command::Pipe(a) => member_cmd::pipe(a).await,
         }
     });
     match outcome {
