@@ -129,7 +129,22 @@ impl From<snow::Error> for HandshakeError {
 /// responder charges and checks (Noise rev. 34, section 6: both sides must
 /// hold the same prologue).
 pub fn prologue(context: &ContextId, epoch: Epoch, route: Route) -> Vec<u8> {
-    let mut p = Vec::with_capacity(PROLOGUE_LABEL.len() + 41);
+    bound_prologue(context, epoch, route, None)
+}
+
+/// [`prologue`] followed by a transport's channel binding, when it has
+/// one: QUIC's TLS exporter value (RFC 9266-style, RFC 5705 exporter of
+/// the QUIC connection), so a Noise session cannot be carried over a QUIC
+/// connection other than the one both ends see (a relay or middlebox that
+/// terminates QUIC on each side has two connections with two exporter
+/// values, and message 1 does not open).
+pub fn bound_prologue(
+    context: &ContextId,
+    epoch: Epoch,
+    route: Route,
+    binding: Option<&[u8; 32]>,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PROLOGUE_LABEL.len() + 73);
     p.extend_from_slice(PROLOGUE_LABEL);
     p.extend_from_slice(context.as_bytes());
     p.extend_from_slice(&epoch.to_be_bytes());
@@ -137,6 +152,9 @@ pub fn prologue(context: &ContextId, epoch: Epoch, route: Route) -> Vec<u8> {
         Route::Direct => 0,
         Route::Relay => 1,
     });
+    if let Some(b) = binding {
+        p.extend_from_slice(b);
+    }
     p
 }
 

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::channel::SecureChannel;
 use crate::handshake::{
     DEFAULT_TIMEOUT_MS, Established, HandshakeConfig, HandshakeError, Initiator, OpenedInit,
-    ReplayCache, open_init, prologue, respond,
+    ReplayCache, bound_prologue, open_init, respond,
 };
 
 /// Most handshakes pending or finished-but-untaken, each side.
@@ -41,6 +41,8 @@ pub struct NoiseHandshaker {
     /// strictly larger, whatever the clock says (responders refuse one that
     /// is not).
     last_sent_ts: u64,
+    /// The channel binding of the handshake in progress (QUIC), if any.
+    binding: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for NoiseHandshaker {
@@ -70,7 +72,16 @@ impl NoiseHandshaker {
             // contexts' members.
             replay: ReplayCache::new(1 << 16),
             last_sent_ts: 0,
+            binding: None,
         }
+    }
+    /// Sets the transport's channel binding that the next handshakes bind
+    /// into their prologue ([`crate::handshake::bound_prologue`]): a QUIC
+    /// driver sets its connection's exporter value, under the same lock
+    /// as the handshake step it guards, and clears it after (`None`, the
+    /// TCP prologue).
+    pub fn set_channel_binding(&mut self, binding: Option<[u8; 32]>) {
+        self.binding = binding;
     }
     /// Sets the handshake timeout.
     pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Self {
@@ -108,7 +119,12 @@ impl NoiseHandshaker {
         if !init.mac1_matches(&self.mac1_key) {
             return Err(HandshakeError::Mac1Mismatch);
         }
-        let p = prologue(&init.context_id, init.epoch, init.route);
+        let p = bound_prologue(
+            &init.context_id,
+            init.epoch,
+            init.route,
+            self.binding.as_ref(),
+        );
         let opened = open_init(&self.static_secret, &p, &init.payload, self.rng.array())?;
         let who = self
             .member_by_static(&init.context_id, &opened.initiator_static)
@@ -174,7 +190,7 @@ impl NoiseHandshaker {
             local_static: self.static_secret.clone(),
             psk: Zeroizing::new(*p.psk),
             timeout_ms: self.timeout_ms,
-            prologue: prologue(&p.context_id, p.epoch, p.route),
+            prologue: bound_prologue(&p.context_id, p.epoch, p.route, self.binding.as_ref()),
         }
     }
 }

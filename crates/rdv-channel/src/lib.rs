@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod handshaker;
 pub mod manager;
 pub mod noise;
+pub mod quic;
 pub mod tcp;
 
 pub use channel::{ChannelError, ChannelState, Incoming, RekeyMaterial, SecureChannel};

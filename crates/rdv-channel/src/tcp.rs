@@ -76,9 +76,9 @@ use rdv_context::{
     GuardOutcome, GuardSnapshot, HandshakeComplete, HandshakeInit, RendezvousService, Route,
     ServiceError, TransportHint,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, watch};
 
 use crate::channel::{
@@ -280,7 +280,11 @@ impl<I: EffectInterpreter> Capture<'_, I> {
     }
 }
 
-async fn write_handshake_frame(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), TcpError> {
+/// Writes one handshake frame (`u16 len | bytes`).
+pub async fn write_handshake_frame<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    bytes: &[u8],
+) -> Result<(), TcpError> {
     let len = u16::try_from(bytes.len()).map_err(|_| TcpError::HandshakeFrameTooLarge {
         len: bytes.len(),
         max: usize::from(u16::MAX),
@@ -292,8 +296,9 @@ async fn write_handshake_frame(stream: &mut TcpStream, bytes: &[u8]) -> Result<(
     Ok(())
 }
 
-async fn read_handshake_frame(
-    stream: &mut TcpStream,
+/// Reads one handshake frame within the deadline and the bound.
+pub async fn read_handshake_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
     config: &TcpConfig,
 ) -> Result<Vec<u8>, TcpError> {
     let read = async {
@@ -454,8 +459,25 @@ pub async fn exchange(
     config: &TcpConfig,
 ) -> Result<HandshakeComplete, TcpError> {
     stream.set_nodelay(true)?;
-    write_handshake_frame(stream, &init.to_bytes()).await?;
-    let bytes = read_handshake_frame(stream, config).await?;
+    let (mut rd, mut wr) = stream.split();
+    exchange_on(&mut rd, &mut wr, init, config).await
+}
+
+/// [`exchange`] on any byte stream's two halves (a QUIC stream, a relay
+/// circuit).
+pub async fn exchange_on<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    init: &HandshakeInit,
+    config: &TcpConfig,
+) -> Result<HandshakeComplete, TcpError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    write_handshake_frame(wr, &init.to_bytes()).await?;
+    wr.flush().await?;
+    let bytes = read_handshake_frame(rd, config).await?;
     let complete = HandshakeComplete::from_bytes(&bytes)?;
     if complete.context_id != init.context_id || complete.epoch != init.epoch {
         return Err(TcpError::WrongContext);
@@ -468,6 +490,32 @@ pub async fn exchange(
 /// `stream`.
 pub fn complete_initiator<I>(
     stream: TcpStream,
+    ep: Endpoint<'_, I>,
+    peer: AuthorityId,
+    complete: &HandshakeComplete,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    let (rd, wr) = stream.into_split();
+    complete_initiator_on(
+        Box::new(rd),
+        Box::new(wr),
+        ep,
+        peer,
+        complete,
+        config,
+        rekey,
+    )
+}
+
+/// [`complete_initiator`] on any byte stream's two halves.
+pub fn complete_initiator_on<I>(
+    rd: ByteReader,
+    wr: ByteWriter,
     ep: Endpoint<'_, I>,
     peer: AuthorityId,
     complete: &HandshakeComplete,
@@ -495,7 +543,7 @@ where
             now,
         )
         .map_err(|e| TcpError::Interpret(e.to_string()))?;
-    Ok(spawn_channel(stream, channel, config, rekey))
+    Ok(spawn_on(rd, wr, channel, config, rekey))
 }
 
 async fn finish_initiator<I>(
@@ -537,8 +585,8 @@ where
 /// handshake deadline and the frame bound. Needs nothing of the endpoint:
 /// a stranger who opens a socket and sends nothing holds no lock and
 /// blocks no other accept while this waits.
-pub async fn read_init(
-    stream: &mut TcpStream,
+pub async fn read_init<R: AsyncRead + Unpin>(
+    stream: &mut R,
     config: &TcpConfig,
 ) -> Result<HandshakeInit, TcpError> {
     let bytes = read_handshake_frame(stream, config).await?;
@@ -550,7 +598,7 @@ pub async fn read_init(
 /// caller's interpreter and writes message 2. Quick (one handshake's
 /// cryptography, no wait on the peer), so it may run under a shared lock.
 pub async fn accept_init<I>(
-    mut stream: TcpStream,
+    stream: TcpStream,
     init: HandshakeInit,
     ep: Endpoint<'_, I>,
     config: &TcpConfig,
@@ -560,8 +608,38 @@ where
     I: EffectInterpreter,
     I::Error: Display,
 {
+    stream.set_nodelay(true)?;
+    let (rd, wr) = stream.into_split();
+    accept_init_on(
+        Box::new(rd),
+        Box::new(wr),
+        init,
+        ep,
+        config,
+        rekey,
+        Route::Direct,
+    )
+    .await
+}
+
+/// [`accept_init`] on any byte stream's two halves, for message 1 on
+/// `route` (a relay circuit carries `Route::Relay`; anything else is
+/// refused without a byte written).
+pub async fn accept_init_on<I>(
+    rd: ByteReader,
+    mut wr: ByteWriter,
+    init: HandshakeInit,
+    ep: Endpoint<'_, I>,
+    config: &TcpConfig,
+    rekey: RekeyProvider,
+    route: Route,
+) -> Result<TcpChannel, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
     let ctx = ep.snapshot.context_id;
-    if init.context_id != ctx || init.route != Route::Direct {
+    if init.context_id != ctx || init.route != route {
         return Err(TcpError::WrongContext);
     }
     let now = (config.clock)();
@@ -592,9 +670,9 @@ where
         .handshaker
         .take_responded(ctx, who)
         .ok_or(TcpError::Interpret("no responded channel".into()))?;
-    stream.set_nodelay(true)?;
-    write_handshake_frame(&mut stream, &complete.to_bytes()).await?;
-    Ok(spawn_channel(stream, channel, config, rekey))
+    write_handshake_frame(&mut wr, &complete.to_bytes()).await?;
+    wr.flush().await?;
+    Ok(spawn_on(rd, wr, channel, config, rekey))
 }
 
 #[derive(Debug)]
@@ -821,8 +899,19 @@ impl TcpSender {
     }
 }
 
-fn spawn_channel(
-    stream: TcpStream,
+/// The read half of a channel's byte stream (a TCP socket's, a QUIC
+/// stream's, a relay circuit's).
+pub type ByteReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write half of a channel's byte stream.
+pub type ByteWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Runs an established [`SecureChannel`] over any reliable, ordered byte
+/// stream: the same framing, reader and writer tasks, rotation and key
+/// updates as over TCP. Other transports (QUIC streams, relay circuits)
+/// run their handshake frames on the stream, then hand it over here.
+pub fn spawn_on(
+    rd: ByteReader,
+    wr: ByteWriter,
     channel: SecureChannel,
     config: &TcpConfig,
     rekey: RekeyProvider,
@@ -861,7 +950,6 @@ fn spawn_channel(
     };
     let notify = Arc::new(Notify::new());
     let kick = Arc::new(Notify::new());
-    let (rd, wr) = stream.into_split();
     let reader = Reader {
         rd,
         shared: shared.clone(),
@@ -884,7 +972,7 @@ fn spawn_channel(
 }
 
 struct Reader {
-    rd: OwnedReadHalf,
+    rd: ByteReader,
     shared: Locked,
     notify: Arc<Notify>,
     /// The writer started a rotation: look at its deadline.
@@ -1148,7 +1236,7 @@ struct WriterSignals {
 }
 
 async fn writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: ByteWriter,
     shared: Locked,
     signals: WriterSignals,
     mut commands: mpsc::Receiver<Command>,

@@ -8,8 +8,11 @@ pub enum Kind {
     /// A STUN message: first byte 0..=3 (RFC 7983 §7) and the magic cookie at
     /// bytes 4..8 (RFC 8489 §5). Not yet validated beyond that.
     Stun,
-    /// A QUIC packet: first byte 64..=127 (short header) or 128..=191 (long
-    /// header), RFC 9443 §3 (the QUIC bit, RFC 9000 §17.2, is set).
+    /// A QUIC packet: first byte 64..=127 (short header: form bit 0, fixed
+    /// bit 1) or 192..=255 (long header: form bit 1, fixed bit 1), RFC 9000
+    /// §17.2-17.3 and RFC 9443 §3. 128..=191 (form bit set, fixed bit
+    /// clear) is RTP/RTCP in RFC 9443's scheme, never one of our QUIC
+    /// packets.
     Quic,
     /// Anything else (DTLS, RTP, ZRTP, TURN channels, noise): dropped.
     Other,
@@ -31,7 +34,7 @@ pub fn classify(datagram: &[u8]) -> Kind {
                 Kind::Other
             }
         }
-        Some(64..=191) => Kind::Quic,
+        Some(64..=127 | 192..=255) => Kind::Quic,
         _ => Kind::Other,
     }
 }
@@ -54,7 +57,7 @@ mod tests {
             d[0] = b;
             let want = match b {
                 0..=3 => Kind::Stun,
-                64..=191 => Kind::Quic,
+                64..=127 | 192..=255 => Kind::Quic,
                 _ => Kind::Other,
             };
             assert_eq!(classify(&d), want, "first byte {b}");
