@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub mod members;
+
 pub const RDV: &str = env!("CARGO_BIN_EXE_rdv");
 pub const PEER: &str = env!("CARGO_BIN_EXE_rdv-libp2p-peer");
 

@@ -1,0 +1,279 @@
+//! The member agent across NATs (issues 10 and 12), in the NAT lab: Linux
+//! network namespaces, veth pairs and nftables (`masquerade` as a cone NAT,
+//! `masquerade fully-random` as a symmetric one), each `rdv` a real process
+//! inside its namespace. A point with a STUN server sits on the public
+//! segment (203.0.113.0/24). Every test skips with one line when no lab can
+//! be made, unless RDV_NATLAB_REQUIRED=1 (CI).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rdv_natlab::{Host, Lab, NatKind, Natted, lab_or_skip};
+use support::members::*;
+use support::*;
+
+/// The public side of a lab: a point (rendezvous and STUN) and its address.
+struct World {
+    lab: Lab,
+    tmp: tempfile::TempDir,
+    point_host: Host,
+    _point: Proc,
+    point_addr: String,
+    stun: String,
+}
+
+fn world() -> Option<World> {
+    let lab = lab_or_skip()?;
+    let point_host = lab.public_host().expect("public host");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let listen = format!("/ip4/{}/tcp/4001", point_host.ip());
+    let stun = format!("{}:3478", point_host.ip());
+    let mut c = point_host.command(RDV);
+    c.arg("--data").arg(tmp.path().join("point")).args([
+        "point",
+        "--listen",
+        &listen,
+        "--store",
+        "memory",
+        "--stun-listen",
+        &stun,
+    ]);
+    let point = Proc::spawn(c);
+    let line = point.line("listening on ", Duration::from_secs(20));
+    let point_addr = line["listening on ".len()..].trim().to_owned();
+    Some(World {
+        lab,
+        tmp,
+        point_host,
+        _point: point,
+        point_addr,
+        stun,
+    })
+}
+
+/// A member: where it runs and its data directory.
+struct Site {
+    host: Host,
+    data: PathBuf,
+}
+
+impl Site {
+    fn run(&self) -> Command {
+        self.host.command(RDV)
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.run();
+        c.arg("--data").arg(&self.data).args(args);
+        c
+    }
+    /// Starts its agent on the world's point, with `stun` as STUN server.
+    fn agent(&self, w: &World, stun: &str) -> (Proc, String) {
+        agent(self.cmd(&["agent", "--point", &w.point_addr, "--stun", stun]))
+    }
+}
+
+fn public_site(w: &World, name: &str) -> Site {
+    Site {
+        host: w.lab.public_host().expect("public host"),
+        data: w.tmp.path().join(name),
+    }
+}
+
+fn natted_site(w: &World, name: &str, kind: NatKind) -> (Site, Natted) {
+    let n = w.lab.natted_host(kind).expect("natted host");
+    (
+        Site {
+            host: n.host.clone(),
+            data: w.tmp.path().join(name),
+        },
+        n,
+    )
+}
+
+/// The first site creates context "ctx", the others join with a bearer
+/// invitation (everyone names it "ctx").
+fn one_context(sites: &[&Site]) {
+    let first = sites[0];
+    expect_code(&run_cmd(first.cmd(&["context", "create", "ctx"])), 0);
+    let invite = run_cmd(first.cmd(&["context", "invite", "ctx"]));
+    expect_code(&invite, 0);
+    let text = stdout(&invite).trim().to_owned();
+    for s in &sites[1..] {
+        expect_code(
+            &run_cmd(s.cmd(&["context", "join", &text, "--name", "ctx"])),
+            0,
+        );
+    }
+}
+
+fn run_cmd(c: Command) -> std::process::Output {
+    output(c)
+}
+
+/// Pipes bytes from `from` to `to` (whose authority is `to_auth`); asserts
+/// they arrived intact and returns the transport the connector reported.
+fn pipe_ok(from: &Site, to: &Site, to_auth: &str, n: usize) -> String {
+    let run_from = || from.run();
+    let run_to = || to.run();
+    let bytes = random_bytes(n);
+    let (got, err, sent, listened) = pipe(
+        Side {
+            base: &run_from,
+            data: &from.data,
+            context: "ctx",
+        },
+        Side {
+            base: &run_to,
+            data: &to.data,
+            context: "ctx",
+        },
+        to_auth,
+        &bytes,
+    );
+    assert_eq!(sent, Some(0), "pipe connect failed: {err}");
+    assert_eq!(listened, Some(0), "pipe listen failed");
+    assert!(got == bytes, "{} of {n} bytes arrived", got.len());
+    let line = err.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        line.starts_with(&format!("connected to {to_auth} via ")),
+        "{err}"
+    );
+    line.rsplit(' ').next().unwrap_or_default().to_owned()
+}
+
+/// Retries `pipe_ok`-like connects until one goes through `want` (the
+/// first channel may ride another transport while a NAT mapping opens).
+fn pipe_via(from: &Site, to: &Site, to_auth: &str, want: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let via = pipe_ok(from, to, to_auth, 64 * 1024);
+        if via == want || Instant::now() > deadline {
+            return via;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits (bounded) until `site`'s agent holds a current descriptor of
+/// `peer` (learnt by introduction or sync).
+fn knows(site: &Site, peer: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let st = run_cmd(site.cmd(&["agent", "status", "--json"]));
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(stdout(&st).trim()) {
+            let hit = doc["contexts"][0]["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["authority"] == peer && m["descriptor_current"] == true);
+            if hit {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+#[test]
+fn public_and_cone_members_connect_by_quic_direct_one_way_and_reflexive_the_other() {
+    let Some(w) = world() else { return };
+    let p = public_site(&w, "p");
+    let (n, _nat) = natted_site(&w, "n", NatKind::Cone);
+    one_context(&[&p, &n]);
+    let (_pa, p_auth) = p.agent(&w, &w.stun);
+    let (_na, n_auth) = n.agent(&w, &w.stun);
+    assert!(knows(&n, &p_auth, Duration::from_secs(30)));
+    assert!(knows(&p, &n_auth, Duration::from_secs(30)));
+    // Natted to public: the public member's interface address.
+    assert_eq!(pipe_ok(&n, &p, &p_auth, 1 << 20), "quic-direct");
+    // Public to natted: its private address is unreachable; the mapping
+    // STUN reported (kept open by their channel) lets QUIC in.
+    assert_eq!(
+        pipe_via(&p, &n, &n_auth, "quic-reflexive", Duration::from_secs(20)),
+        "quic-reflexive"
+    );
+}
+
+#[test]
+fn two_members_behind_cone_nats_punch_through_with_quic_reflexive() {
+    let Some(w) = world() else { return };
+    // A public member lets the two natted ones learn each other's
+    // descriptors (sync); no relay exists yet, so first contact between
+    // two natted members needs such a member.
+    let p = public_site(&w, "p");
+    let (a, _na) = natted_site(&w, "a", NatKind::Cone);
+    let (b, _nb) = natted_site(&w, "b", NatKind::Cone);
+    one_context(&[&p, &a, &b]);
+    let (_pa, _p_auth) = p.agent(&w, &w.stun);
+    let (_aa, _a_auth) = a.agent(&w, &w.stun);
+    let (_ba, b_auth) = b.agent(&w, &w.stun);
+    assert!(
+        knows(&a, &b_auth, Duration::from_secs(60)),
+        "a learnt b's descriptor through p"
+    );
+    assert_eq!(
+        pipe_via(&a, &b, &b_auth, "quic-reflexive", Duration::from_secs(40)),
+        "quic-reflexive"
+    );
+}
+
+#[test]
+fn members_behind_symmetric_nats_give_up_within_a_bound() {
+    let Some(w) = world() else { return };
+    let p = public_site(&w, "p");
+    let (a, _na) = natted_site(&w, "a", NatKind::Symmetric);
+    let (b, _nb) = natted_site(&w, "b", NatKind::Symmetric);
+    one_context(&[&p, &a, &b]);
+    let (_pa, _p_auth) = p.agent(&w, &w.stun);
+    let (_aa, _a_auth) = a.agent(&w, &w.stun);
+    let (_ba, b_auth) = b.agent(&w, &w.stun);
+    assert!(knows(&a, &b_auth, Duration::from_secs(60)));
+    // Each destination gets another port: the reflexive address STUN saw
+    // is not the one a punch to the peer would use. Without a relay the
+    // connect fails, with a clear error and in bounded time.
+    let started = Instant::now();
+    let r = run_cmd(a.cmd(&["pipe", "connect", "--context", "ctx", "--peer", &b_auth]));
+    expect_code(&r, 3);
+    assert!(stderr(&r).contains("no channel"), "{}", stderr(&r));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn with_udp_blocked_a_natted_member_reaches_a_public_one_by_tcp_direct() {
+    let Some(w) = world() else { return };
+    let p = public_site(&w, "p");
+    let (n, nat) = natted_site(&w, "n", NatKind::Cone);
+    nat.block_udp().expect("block udp");
+    one_context(&[&p, &n]);
+    let (_pa, p_auth) = p.agent(&w, &w.stun);
+    let (_na, _n_auth) = n.agent(&w, &w.stun);
+    assert!(knows(&n, &p_auth, Duration::from_secs(30)));
+    assert_eq!(pipe_ok(&n, &p, &p_auth, 256 * 1024), "tcp-direct");
+}
+
+#[test]
+fn without_an_answering_stun_server_members_are_ready_and_connect() {
+    let Some(w) = world() else { return };
+    let p = public_site(&w, "p");
+    let (n, _nat) = natted_site(&w, "n", NatKind::Cone);
+    one_context(&[&p, &n]);
+    // Port 9 on the point's host: nobody answers there.
+    let silent = format!("{}:9", w.point_host.ip());
+    let started = Instant::now();
+    let (_pa, p_auth) = p.agent(&w, &silent);
+    let (_na, _n_auth) = n.agent(&w, &silent);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "ready without STUN"
+    );
+    assert!(knows(&n, &p_auth, Duration::from_secs(30)));
+    assert_eq!(pipe_ok(&n, &p, &p_auth, 64 * 1024), "quic-direct");
+}
