@@ -35,6 +35,10 @@ pub enum Request {
         context: String,
         /// The peer's authority (64 hex digits).
         peer: String,
+        /// Only this transport (`quic-direct`, `quic-reflexive`,
+        /// `tcp-direct`, `relay`); all of them, raced, when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
     },
 }
 
@@ -159,6 +163,7 @@ mod tests {
         let r = Request::PipeConnect {
             context: "home".into(),
             peer: "ab".into(),
+            via: None,
         };
         let text = serde_json::to_string(&r).unwrap_or_default();
         assert_eq!(

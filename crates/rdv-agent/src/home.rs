@@ -112,6 +112,40 @@ impl Home {
         Ok(dir.join(format!("{context}.db")))
     }
 
+    /// The relay designated for `context` (`relays/<context>`, one
+    /// `rdv-relay-v1:` token), if any. An unreadable or malformed file
+    /// counts as none (and is logged), never as an error that stops the
+    /// agent: the designation is a preference, re-learnt from other
+    /// members' descriptors.
+    pub fn relay(&self, context: &ContextId) -> Option<rdv_relay::RelayToken> {
+        let path = self.dir.join("relays").join(context.to_string());
+        let text = fs::read_to_string(&path).ok()?;
+        match text.trim().parse() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring a bad relay designation");
+                None
+            }
+        }
+    }
+
+    /// Designates `token`'s relay for `context` (replaces any earlier
+    /// one). Written to a temporary file and renamed, so a reader never
+    /// sees half a token.
+    pub fn set_relay(
+        &self,
+        context: &ContextId,
+        token: &rdv_relay::RelayToken,
+    ) -> Result<(), HomeError> {
+        let dir = self.dir.join("relays");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(context.to_string());
+        let tmp = dir.join(format!(".{context}.tmp"));
+        fs::write(&tmp, format!("{token}\n")).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        Ok(())
+    }
+
     /// The member's identity, created (0600) on first use.
     pub fn identity(&self) -> Result<Identity, HomeError> {
         let path = self.dir.join("member.key");

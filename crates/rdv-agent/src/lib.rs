@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod home;
 pub mod intro;
+pub mod relay;
 pub mod sync;
 
 pub use sync::{AgentConfig, AgentError, Books, Node, PeerEnd, SyncAgent};

@@ -361,6 +361,7 @@ fn prepare_init<I>(
     ep: &mut Endpoint<'_, I>,
     peer: AuthorityId,
     now_ms: u64,
+    route: Route,
 ) -> Result<HandshakeInit, TcpError>
 where
     I: EffectInterpreter,
@@ -372,12 +373,13 @@ where
         .handshake_psk(&ctx, &peer)
         .ok_or(TcpError::UnknownContext)?;
     reseed(ep.handshaker)?;
-    let outcome = ep.service.prepare_establish_channel(
+    let outcome = ep.service.prepare_establish_channel_on(
         &ep.snapshot,
         ctx,
         peer,
         &psk,
         now_ms,
+        Some(route),
         &mut ep.handshaker.at(now_ms),
     )?;
     let mut cap = Capture {
@@ -389,7 +391,7 @@ where
     let init = cap
         .init
         .ok_or(TcpError::Interpret("no handshake message to send".into()))?;
-    if init.route != Route::Direct {
+    if init.route != route {
         return Err(TcpError::NoTcpAddress(peer));
     }
     Ok(init)
@@ -410,7 +412,7 @@ where
 {
     let now = (config.clock)();
     let addr = tcp_address(ep.service, ep.snapshot.context_id, peer, now)?;
-    let init = prepare_init(&mut ep, peer, now)?;
+    let init = prepare_init(&mut ep, peer, now, Route::Direct)?;
     let stream = TcpStream::connect(addr.as_str()).await?;
     finish_initiator(stream, ep, peer, init, config, rekey).await
 }
@@ -428,7 +430,7 @@ where
     I: EffectInterpreter,
     I::Error: Display,
 {
-    let init = prepare_init(&mut ep, peer, (config.clock)())?;
+    let init = prepare_init(&mut ep, peer, (config.clock)(), Route::Direct)?;
     finish_initiator(stream, ep, peer, init, config, rekey).await
 }
 
@@ -448,7 +450,23 @@ where
     I: EffectInterpreter,
     I::Error: Display,
 {
-    prepare_init(ep, peer, (config.clock)())
+    prepare_init(ep, peer, (config.clock)(), Route::Direct)
+}
+
+/// [`begin_initiator`] for a relay circuit: message 1 carries
+/// `Route::Relay` (bound into the Noise prologue) and the attempt is
+/// charged `rendezvous:relay`; needs a relay hint in the peer's
+/// descriptor.
+pub fn begin_relayed_initiator<I>(
+    ep: &mut Endpoint<'_, I>,
+    peer: AuthorityId,
+    config: &TcpConfig,
+) -> Result<HandshakeInit, TcpError>
+where
+    I: EffectInterpreter,
+    I::Error: Display,
+{
+    prepare_init(ep, peer, (config.clock)(), Route::Relay)
 }
 
 /// Step 2 of [`begin_initiator`]: sends message 1 on `stream` and reads

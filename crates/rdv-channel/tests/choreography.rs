@@ -457,6 +457,7 @@ fn a_relayed_rendezvous_carries_a_real_handshake_through_a_relay_member_that_pay
     let snap = b.snapshot();
     let hints = vec![TransportHint::WebSocketRelay {
         relay_authority: c.me(),
+        addr: "203.0.113.40:4002".into(),
     }];
     let out = b
         .service

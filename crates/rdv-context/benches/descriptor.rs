@@ -33,6 +33,7 @@ fn setup() -> (Identity, EpochKeys, RendezvousDescriptor) {
             },
             TransportHint::WebSocketRelay {
                 relay_authority: Identity::from_secret_bytes([9; 32], [9; 32]).authority(),
+                addr: "203.0.113.40:4002".into(),
             },
         ],
         handshake_psk_commitment: keys.psk_commitment(&id.authority()),

@@ -38,7 +38,9 @@ impl PeerInfo {
     /// Its relays.
     pub fn relays(&self) -> impl Iterator<Item = &AuthorityId> {
         self.transport_hints.iter().filter_map(|h| match h {
-            TransportHint::WebSocketRelay { relay_authority } => Some(relay_authority),
+            TransportHint::WebSocketRelay {
+                relay_authority, ..
+            } => Some(relay_authority),
             _ => None,
         })
     }

@@ -69,6 +69,10 @@ pub enum TransportHint {
     WebSocketRelay {
         /// The relay.
         relay_authority: AuthorityId,
+        /// Where the relay listens (the seed names the relay by authority
+        /// only; members also need its address to use it, and this is how
+        /// a relay designated by one member reaches the others).
+        addr: String,
     },
     /// Direct TCP connection.
     TcpDirect {
@@ -104,7 +108,7 @@ impl TransportHint {
         let (a, b) = match self {
             Self::QuicDirect { addr } | Self::TcpDirect { addr } => (Some(addr), None),
             Self::QuicReflexive { addr, stun_server } => (Some(addr), Some(stun_server)),
-            Self::WebSocketRelay { .. } => (None, None),
+            Self::WebSocketRelay { addr, .. } => (Some(addr), None),
         };
         a.into_iter().chain(b)
     }
@@ -117,8 +121,12 @@ impl TransportHint {
             Self::QuicReflexive { addr, stun_server } => {
                 w.bytes16(addr.as_bytes()).bytes16(stun_server.as_bytes());
             }
-            Self::WebSocketRelay { relay_authority } => {
+            Self::WebSocketRelay {
+                relay_authority,
+                addr,
+            } => {
                 w.raw(relay_authority.as_bytes());
+                w.bytes16(addr.as_bytes());
             }
         }
     }
@@ -141,6 +149,7 @@ impl TransportHint {
             },
             3 => Self::WebSocketRelay {
                 relay_authority: AuthorityId::from_bytes(r.array("relay authority")?)?,
+                addr: r.string16("relay address", MAX_ADDR_LEN)?,
             },
             4 => Self::TcpDirect {
                 addr: r.string16("address", MAX_ADDR_LEN)?,

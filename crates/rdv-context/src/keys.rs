@@ -46,9 +46,15 @@ pub const LABEL_SEAL_KEY: &str = "rdv context v1 seal-key";
 /// Label: key of the MAC proving an epoch rekey's author holds the epoch
 /// secret it advances from.
 pub const LABEL_REKEY_AUTH: &str = "rdv context v1 rekey-auth";
+/// Label: root of the keys a context uses with a WebSocket relay.
+pub const LABEL_RELAY_KEY: &str = "rdv context v1 relay-key";
+/// Label: seed of the Ed25519 grant key proving membership to one relay.
+pub const LABEL_RELAY_GRANT: &str = "rdv context v1 relay-grant";
+/// Label: the opaque handle a member is reached under on one relay.
+pub const LABEL_RELAY_HANDLE: &str = "rdv context v1 relay-handle";
 
 /// Every label, for the separation tests.
-pub const ALL_LABELS: [&str; 9] = [
+pub const ALL_LABELS: [&str; 13] = [
     LABEL_EPOCH_SECRET,
     LABEL_DESCRIPTOR_KEY,
     LABEL_PSK_ROOT,
@@ -58,6 +64,10 @@ pub const ALL_LABELS: [&str; 9] = [
     LABEL_RENDEZVOUS_TAG,
     LABEL_SEAL_KEY,
     LABEL_REKEY_AUTH,
+    LABEL_RENDEZVOUS_PEER,
+    LABEL_RELAY_KEY,
+    LABEL_RELAY_GRANT,
+    LABEL_RELAY_HANDLE,
 ];
 
 pub(crate) fn kdf(label: &str, parts: &[&[u8]]) -> [u8; 32] {
@@ -118,6 +128,7 @@ pub struct EpochKeys {
     psk_root: [u8; 32],
     tag_key: [u8; 32],
     rekey_auth_key: [u8; 32],
+    relay_key: [u8; 32],
 }
 
 impl EpochKeys {
@@ -131,6 +142,7 @@ impl EpochKeys {
             psk_root: kdf(LABEL_PSK_ROOT, &base),
             tag_key: kdf(LABEL_TAG_KEY, &base),
             rekey_auth_key: kdf(LABEL_REKEY_AUTH, &base),
+            relay_key: kdf(LABEL_RELAY_KEY, &base),
         }
     }
     /// The context.
@@ -203,6 +215,28 @@ impl EpochKeys {
             &[&self.tag_key, &period.to_be_bytes(), authority.as_bytes()],
         ))
     }
+    /// The seed of this epoch's Ed25519 *grant key* for the relay whose
+    /// authority is `relay` (docs/KEY-SCHEDULE.md, "Relay grants"). Every
+    /// member derives the same key; its public half names the context's
+    /// circuits on that relay and a signature under it, bound to the
+    /// relay's fresh challenge, proves to the relay that the client holds
+    /// the epoch secret, without saying which member it is. It changes
+    /// with every epoch, so a member removed by an epoch advance cannot
+    /// make the next epoch's grant; it differs per relay, so one relay
+    /// cannot present a context's grant to another.
+    pub fn relay_grant_seed(&self, relay: &AuthorityId) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(kdf(LABEL_RELAY_GRANT, &[&self.relay_key, relay.as_bytes()]))
+    }
+    /// The opaque handle under which `authority` is reached on the relay
+    /// `relay` in this epoch: every member computes every member's handle,
+    /// the relay sees 32 bytes it cannot link to an authority or to
+    /// another relay or epoch.
+    pub fn relay_handle(&self, relay: &AuthorityId, authority: &AuthorityId) -> [u8; 32] {
+        kdf(
+            LABEL_RELAY_HANDLE,
+            &[&self.relay_key, relay.as_bytes(), authority.as_bytes()],
+        )
+    }
     /// MAC under the rekey key: proves knowledge of this epoch's secret.
     pub(crate) fn rekey_mac(&self, message: &[u8]) -> [u8; 32] {
         *blake3::keyed_hash(&self.rekey_auth_key, message).as_bytes()
@@ -220,6 +254,7 @@ impl Drop for EpochKeys {
         self.psk_root.zeroize();
         self.tag_key.zeroize();
         self.rekey_auth_key.zeroize();
+        self.relay_key.zeroize();
     }
 }
 

@@ -339,6 +339,24 @@ impl RendezvousService {
         now_ms: u64,
         handshaker: &mut H,
     ) -> Result<GuardOutcome, ServiceError> {
+        self.prepare_establish_channel_on(snapshot, context_id, peer, psk, now_ms, None, handshaker)
+    }
+
+    /// [`Self::prepare_establish_channel`] on a route the caller chose
+    /// (the agent races transports, the relay last): `Some(Route::Relay)`
+    /// needs a relay hint and is charged `rendezvous:relay`,
+    /// `Some(Route::Direct)` a direct hint; `None` picks as above.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_establish_channel_on<H: Handshaker>(
+        &mut self,
+        snapshot: &GuardSnapshot,
+        context_id: ContextId,
+        peer: AuthorityId,
+        psk: &[u8; 32],
+        now_ms: u64,
+        route: Option<Route>,
+        handshaker: &mut H,
+    ) -> Result<GuardOutcome, ServiceError> {
         let me = self.identity.authority();
         if peer == me {
             return Err(ServiceError::SelfConnect);
@@ -362,14 +380,15 @@ impl RendezvousService {
         if !keys.check_psk_commitment(&peer, &descriptor.handshake_psk_commitment) {
             return Err(ServiceError::CommitmentMismatch);
         }
-        let (operation, route, hint) =
-            if let Some(h) = descriptor.transport_hints.iter().find(|h| h.is_direct()) {
+        let direct = descriptor.transport_hints.iter().find(|h| h.is_direct());
+        let relayed = descriptor.transport_hints.iter().find(|h| !h.is_direct());
+        let (operation, route, hint) = match (route, direct, relayed) {
+            (None | Some(Route::Direct), Some(h), _) => {
                 (Operation::ConnectDirect, Route::Direct, h)
-            } else if let Some(h) = descriptor.transport_hints.first() {
-                (Operation::ConnectRelay, Route::Relay, h)
-            } else {
-                return Err(ServiceError::NoTransport);
-            };
+            }
+            (None | Some(Route::Relay), _, Some(h)) => (Operation::ConnectRelay, Route::Relay, h),
+            _ => return Err(ServiceError::NoTransport),
+        };
         if let Err(reason) = evaluate(snapshot, &me, &context_id, Some(keys.epoch()), operation) {
             return Ok(GuardOutcome::denied(reason));
         }

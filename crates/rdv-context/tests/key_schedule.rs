@@ -87,6 +87,11 @@ fn vectors_published_in_the_doc_match_the_implementation() {
             "rekey_auth_key",
             hex(&blake3::derive_key(LABEL_REKEY_AUTH, &base(&v))),
         ),
+        (
+            "relay_grant_seed_b",
+            hex(&v.keys.relay_grant_seed(&v.b)[..]),
+        ),
+        ("relay_handle_b_a", hex(&v.keys.relay_handle(&v.b, &v.a))),
     ];
     assert_eq!(
         doc.len(),
@@ -135,6 +140,21 @@ fn documented_formulas_are_what_the_code_computes() {
         blake3::derive_key(
             LABEL_RENDEZVOUS_PEER,
             &[&tag_key[..], &12345u64.to_be_bytes(), v.a.as_bytes()].concat()
+        )
+    );
+    let relay_key = blake3::derive_key(LABEL_RELAY_KEY, &base(&v));
+    assert_eq!(
+        *v.keys.relay_grant_seed(&v.b),
+        blake3::derive_key(
+            LABEL_RELAY_GRANT,
+            &[&relay_key[..], v.b.as_bytes()].concat()
+        )
+    );
+    assert_eq!(
+        v.keys.relay_handle(&v.b, &v.a),
+        blake3::derive_key(
+            LABEL_RELAY_HANDLE,
+            &[&relay_key[..], v.b.as_bytes(), v.a.as_bytes()].concat()
         )
     );
     assert_eq!(

@@ -19,6 +19,7 @@ pub mod ip_limits;
 pub mod metrics;
 pub mod node;
 pub mod quota;
+pub mod relay;
 mod server;
 pub mod stun;
 

@@ -49,6 +49,7 @@ pub struct Metrics {
     write_batches: AtomicU64,
     batched_registers: AtomicU64,
     stun: Arc<StunMetrics>,
+    relay: Arc<rdv_relay::RelayMetrics>,
 }
 
 impl Metrics {
@@ -134,6 +135,12 @@ impl Metrics {
     /// [`crate::stun::serve`]); rendered with the rest.
     pub fn stun(&self) -> Arc<StunMetrics> {
         self.stun.clone()
+    }
+
+    /// The relay's counters (shared with [`crate::relay::serve`]);
+    /// rendered with the rest.
+    pub fn relay(&self) -> Arc<rdv_relay::RelayMetrics> {
+        self.relay.clone()
     }
 
     /// Requests counted so far of `kind` with `status`.
@@ -242,6 +249,7 @@ impl Metrics {
             );
         }
         self.stun.render(&mut out);
+        self.relay.render(&mut out);
         let name = "rdv_verification_seconds";
         let _ = writeln!(
             out,

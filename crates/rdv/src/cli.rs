@@ -103,6 +103,24 @@ pub enum ContextAction {
         #[arg(long)]
         json: bool,
     },
+    /// The WebSocket relay members use when no direct path works.
+    Relay {
+        #[command(subcommand)]
+        action: RelayAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RelayAction {
+    /// Designate the relay for a context (the running agent connects
+    /// within seconds, and the other members learn it from this member's
+    /// descriptor); running it again replaces the designation.
+    Add {
+        /// The context's local name.
+        name: String,
+        /// The `rdv-relay-v1:...` token `rdv point --relay-listen` printed.
+        relay: String,
+    },
 }
 
 #[derive(Args)]
@@ -114,12 +132,14 @@ pub struct AgentArgs {
     /// find each other under a blinded namespace; repeatable.
     #[arg(long = "point")]
     pub points: Vec<Multiaddr>,
-    /// A STUN server IP:PORT; repeatable (used by the QUIC transport,
-    /// which this build does not have yet: accepted and ignored).
+    /// A STUN server IP:PORT; repeatable. Asked, on the agent's QUIC
+    /// socket, for the member's reflexive address, which the descriptor
+    /// then carries as a `quic-reflexive` hint (hole punching).
     #[arg(long = "stun", value_name = "IP:PORT")]
     pub stun: Vec<std::net::SocketAddr>,
-    /// TCP address to listen on; repeatable. Default: every interface, a
-    /// port the system picks.
+    /// Address to listen on; repeatable. TCP listens on each; the first
+    /// also binds the UDP socket (QUIC and STUN). Default: every
+    /// interface, ports the system picks.
     #[arg(long = "listen", value_name = "IP:PORT")]
     pub listen: Vec<std::net::SocketAddr>,
 }
@@ -156,6 +176,10 @@ pub enum PipeAction {
         /// The member's authority, as its agent printed after `ready`.
         #[arg(long)]
         peer: String,
+        /// Use only this transport instead of racing them all: one of
+        /// quic-direct, quic-reflexive, tcp-direct, relay (to check a path).
+        #[arg(long, value_name = "TRANSPORT")]
+        via: Option<String>,
     },
 }
 
@@ -246,6 +270,11 @@ pub struct PointArgs {
     /// address, e.g. 0.0.0.0:3478; prints `stun on IP:PORT`.
     #[arg(long, value_name = "IP:PORT")]
     pub stun_listen: Option<std::net::SocketAddr>,
+    /// Also serve the WebSocket relay for private contexts on this TCP
+    /// address, e.g. 0.0.0.0:4002; prints `relay on RELAY`, the token
+    /// members give `rdv context relay add`.
+    #[arg(long, value_name = "IP:PORT")]
+    pub relay_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]

@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::Failure;
-use crate::cli::{AgentAction, AgentArgs, ContextAction, ContextArgs, PipeAction, PipeArgs};
+use crate::cli::{
+    AgentAction, AgentArgs, ContextAction, ContextArgs, PipeAction, PipeArgs, RelayAction,
+};
 use crate::files;
 
 fn home() -> Result<Home, Failure> {
@@ -120,6 +122,17 @@ pub fn context(args: ContextArgs) -> Result<(), Failure> {
             store.insert(&name, &context).map_err(store_failure)?;
             println!("{}", context.id());
         }
+        ContextAction::Relay {
+            action: RelayAction::Add { name, relay },
+        } => {
+            let token: rdv_relay::RelayToken = relay
+                .parse()
+                .map_err(|e: rdv_relay::token::TokenError| Failure::usage(e.to_string()))?;
+            let (_, context) = load(&home, &name)?;
+            home.set_relay(&context.id(), &token)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            println!("{token}");
+        }
         ContextAction::List { json } => {
             let store = home.contexts().map_err(|e| Failure::usage(e.to_string()))?;
             let list = store.list().map_err(store_failure)?;
@@ -166,11 +179,6 @@ pub async fn agent(args: AgentArgs) -> Result<(), Failure> {
         return status(json).await;
     }
     let home = home()?;
-    if !args.stun.is_empty() {
-        tracing::warn!(
-            "--stun is accepted but unused: this build's member transport is TCP direct; the reflexive address serves the QUIC transport"
-        );
-    }
     let options = AgentOptions {
         listen: args.listen,
         points: args.points,
@@ -308,10 +316,20 @@ pub async fn pipe(args: PipeArgs) -> Result<(), Failure> {
             .await;
             Ok(())
         }
-        PipeAction::Connect { context, peer } => {
+        PipeAction::Connect { context, peer, via } => {
+            const TRANSPORTS: [&str; 4] = ["quic-direct", "quic-reflexive", "tcp-direct", "relay"];
+            if let Some(v) = &via
+                && !TRANSPORTS.contains(&v.as_str())
+            {
+                return Err(Failure::usage(format!(
+                    "--via {v:?} is not a transport: use one of {}",
+                    TRANSPORTS.join(", ")
+                )));
+            }
             let request = Request::PipeConnect {
                 context,
                 peer: peer.clone(),
+                via,
             };
             let (mut stream, reply) = ask(&request).await?;
             eprintln!("connected to {} via {}", peer.trim(), reply.via);

@@ -34,6 +34,9 @@ struct FileConfig {
     max_discover_limit: Option<u64>,
     metrics: Option<SocketAddr>,
     stun_listen: Option<SocketAddr>,
+    relay_listen: Option<SocketAddr>,
+    /// Not a flag: where the relay's identity is kept. Default ./rdv-data/relay.key.
+    relay_key: Option<PathBuf>,
     /// Not a flag: where the cookie secret is kept. Default ./rdv-data/cookie.key.
     cookie_secret: Option<PathBuf>,
     /// Not a flag: established connections at most. Default 4096.
@@ -96,6 +99,8 @@ struct Settings {
     point: Config,
     metrics: Option<SocketAddr>,
     stun_listen: Option<SocketAddr>,
+    relay_listen: Option<SocketAddr>,
+    relay_key: PathBuf,
     max_connections: u32,
     max_connections_per_peer: u32,
     max_pending_connections: u32,
@@ -233,6 +238,10 @@ fn resolve(args: &PointArgs) -> Result<Settings, Failure> {
         point,
         metrics: args.metrics.or(file.metrics),
         stun_listen: args.stun_listen.or(file.stun_listen),
+        relay_listen: args.relay_listen.or(file.relay_listen),
+        relay_key: file
+            .relay_key
+            .unwrap_or_else(|| files::data_dir().join("relay.key")),
         max_connections: positive(
             "max_connections",
             file.max_connections,
@@ -494,6 +503,16 @@ async fn serve<S: Store + Send + 'static>(
         ),
         None => None,
     };
+    let relay = match settings.relay_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::usage(format!("cannot bind --relay-listen {addr}: {e}")))?;
+            let seed = files::load_or_create_secret(&settings.relay_key)?;
+            Some((listener, rdv_relay::RelayIdentity::from_seed(&seed)))
+        }
+        None => None,
+    };
     let node_config = NodeConfig {
         listen: settings.listen.clone(),
         serve_queue: Some(settings.stream_queue),
@@ -553,6 +572,62 @@ async fn serve<S: Store + Send + 'static>(
         let _ = writeln!(out, "stun on {bound}");
         let _ = out.flush();
     }
+    let (relay_stop, relay_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some((listener, identity)) = relay {
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Failure::network(e.to_string()))?;
+        let token = rdv_relay::RelayToken {
+            authority: identity.authority(),
+            addr: if bound.ip().is_unspecified() {
+                // A wildcard bind: name the loopback address, which works
+                // on this host; members elsewhere put the host's address
+                // in the token (same authority).
+                SocketAddr::new(
+                    if bound.is_ipv4() {
+                        std::net::Ipv4Addr::LOCALHOST.into()
+                    } else {
+                        std::net::Ipv6Addr::LOCALHOST.into()
+                    },
+                    bound.port(),
+                )
+            } else {
+                bound
+            },
+        };
+        let mut relay_config = rdv_net::relay::RelayConfig::default();
+        // Test hook (docs/CONFIG.md): RDV_RELAY_TAP=FILE appends every
+        // payload the relay forwards to FILE, so a test can show that
+        // only ciphertext passes through the relay process.
+        if let Some(path) = std::env::var_os("RDV_RELAY_TAP") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| {
+                    Failure::usage(format!("RDV_RELAY_TAP {}: {e}", path.to_string_lossy()))
+                })?;
+            let file = std::sync::Mutex::new(file);
+            relay_config.observer = Some(std::sync::Arc::new(move |payload: &[u8]| {
+                use std::io::Write as _;
+                if let Ok(mut f) = file.lock() {
+                    let _ = f.write_all(payload);
+                }
+            }));
+        }
+        tokio::spawn(rdv_net::relay::serve(
+            listener,
+            identity,
+            relay_config,
+            server.metrics().relay(),
+            async {
+                let _ = relay_stopped.await;
+            },
+        ));
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "relay on {token}");
+        let _ = out.flush();
+    }
     loop {
         tokio::select! {
             _ = sigint.recv() => break,
@@ -576,6 +651,7 @@ async fn serve<S: Store + Send + 'static>(
     tracing::info!("shutting down");
     let _ = stop_tx.send(());
     let _ = stun_stop.send(());
+    let _ = relay_stop.send(());
     let _ = serving.await;
     drop(node);
     Ok(())

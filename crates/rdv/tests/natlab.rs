@@ -23,6 +23,10 @@ struct World {
     _point: Proc,
     point_addr: String,
     stun: String,
+    /// The point's relay token (`relay on` line).
+    relay: String,
+    /// What the relay forwarded (its test tap).
+    tap: PathBuf,
 }
 
 fn world() -> Option<World> {
@@ -31,6 +35,8 @@ fn world() -> Option<World> {
     let tmp = tempfile::tempdir().expect("temp dir");
     let listen = format!("/ip4/{}/tcp/4001", point_host.ip());
     let stun = format!("{}:3478", point_host.ip());
+    let relay_listen = format!("{}:4002", point_host.ip());
+    let tap = tmp.path().join("relay.tap");
     let mut c = point_host.command(RDV);
     c.arg("--data").arg(tmp.path().join("point")).args([
         "point",
@@ -40,8 +46,13 @@ fn world() -> Option<World> {
         "memory",
         "--stun-listen",
         &stun,
+        "--relay-listen",
+        &relay_listen,
     ]);
+    c.env("RDV_RELAY_TAP", &tap);
     let point = Proc::spawn(c);
+    let line = point.line("relay on ", Duration::from_secs(20));
+    let relay = line["relay on ".len()..].trim().to_owned();
     let line = point.line("listening on ", Duration::from_secs(20));
     let point_addr = line["listening on ".len()..].trim().to_owned();
     Some(World {
@@ -51,6 +62,8 @@ fn world() -> Option<World> {
         _point: point,
         point_addr,
         stun,
+        relay,
+        tap,
     })
 }
 
@@ -202,12 +215,17 @@ fn public_and_cone_members_connect_by_quic_direct_one_way_and_reflexive_the_othe
 fn two_members_behind_cone_nats_punch_through_with_quic_reflexive() {
     let Some(w) = world() else { return };
     // A public member lets the two natted ones learn each other's
-    // descriptors (sync); no relay exists yet, so first contact between
-    // two natted members needs such a member.
+    // descriptors (sync): introductions go to registered TCP addresses,
+    // which a NAT does not forward. It also designates the relay, which
+    // the others adopt from its descriptor.
     let p = public_site(&w, "p");
     let (a, _na) = natted_site(&w, "a", NatKind::Cone);
     let (b, _nb) = natted_site(&w, "b", NatKind::Cone);
     one_context(&[&p, &a, &b]);
+    expect_code(
+        &run_cmd(p.cmd(&["context", "relay", "add", "ctx", &w.relay])),
+        0,
+    );
     let (_pa, _p_auth) = p.agent(&w, &w.stun);
     let (_aa, _a_auth) = a.agent(&w, &w.stun);
     let (_ba, b_auth) = b.agent(&w, &w.stun);
@@ -215,6 +233,29 @@ fn two_members_behind_cone_nats_punch_through_with_quic_reflexive() {
         knows(&a, &b_auth, Duration::from_secs(60)),
         "a learnt b's descriptor through p"
     );
+    assert!(reachable_by_relay(&a, &b_auth, Duration::from_secs(60)));
+    // An earlier channel between them goes through the relay...
+    let run_from = || a.run();
+    let run_to = || b.run();
+    let bytes = random_bytes(64 * 1024);
+    let (got, err, sent, _) = support::members::pipe_via(
+        Side {
+            base: &run_from,
+            data: &a.data,
+            context: "ctx",
+        },
+        Side {
+            base: &run_to,
+            data: &b.data,
+            context: "ctx",
+        },
+        &b_auth,
+        &bytes,
+        Some("relay"),
+    );
+    assert_eq!(sent, Some(0), "{err}");
+    assert!(got == bytes && err.contains("via relay"), "{err}");
+    // ...and the direct path through the reflexive addresses still wins.
     assert_eq!(
         pipe_via(&a, &b, &b_auth, "quic-reflexive", Duration::from_secs(40)),
         "quic-reflexive"
@@ -222,7 +263,7 @@ fn two_members_behind_cone_nats_punch_through_with_quic_reflexive() {
 }
 
 #[test]
-fn members_behind_symmetric_nats_give_up_within_a_bound() {
+fn members_behind_symmetric_nats_without_a_relay_give_up_within_a_bound() {
     let Some(w) = world() else { return };
     let p = public_site(&w, "p");
     let (a, _na) = natted_site(&w, "a", NatKind::Symmetric);
@@ -233,8 +274,8 @@ fn members_behind_symmetric_nats_give_up_within_a_bound() {
     let (_ba, b_auth) = b.agent(&w, &w.stun);
     assert!(knows(&a, &b_auth, Duration::from_secs(60)));
     // Each destination gets another port: the reflexive address STUN saw
-    // is not the one a punch to the peer would use. Without a relay the
-    // connect fails, with a clear error and in bounded time.
+    // is not the one a punch to the peer would use. With no relay
+    // designated the connect fails, with a clear error and in bounded time.
     let started = Instant::now();
     let r = run_cmd(a.cmd(&["pipe", "connect", "--context", "ctx", "--peer", &b_auth]));
     expect_code(&r, 3);
@@ -243,6 +284,90 @@ fn members_behind_symmetric_nats_give_up_within_a_bound() {
         started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Waits (bounded) until `site`'s agent holds a descriptor of `peer`
+/// that can be reached through the relay.
+fn reachable_by_relay(site: &Site, peer: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let st = run_cmd(site.cmd(&["agent", "status", "--json"]));
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(stdout(&st).trim()) {
+            let hit = doc["contexts"][0]["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["authority"] == peer && m["reachable_by_relay"] == true);
+            if hit {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+#[test]
+fn members_behind_symmetric_nats_connect_through_the_relay_which_sees_only_ciphertext() {
+    let Some(w) = world() else { return };
+    let p = public_site(&w, "p");
+    let (a, _na) = natted_site(&w, "a", NatKind::Symmetric);
+    let (b, _nb) = natted_site(&w, "b", NatKind::Symmetric);
+    one_context(&[&p, &a, &b]);
+    // Only b designates the relay: a learns it from b's descriptor.
+    expect_code(
+        &run_cmd(b.cmd(&["context", "relay", "add", "ctx", &w.relay])),
+        0,
+    );
+    let (_pa, _p_auth) = p.agent(&w, &w.stun);
+    let (_aa, _a_auth) = a.agent(&w, &w.stun);
+    let (_ba, b_auth) = b.agent(&w, &w.stun);
+    assert!(
+        reachable_by_relay(&a, &b_auth, Duration::from_secs(60)),
+        "a learnt b's relay hint"
+    );
+    assert!(
+        reachable_by_relay(&b, &_a_auth, Duration::from_secs(60)),
+        "a adopted the relay and published its own relay hint"
+    );
+    const MARKER: &[u8] = b"RDV-NATLAB-PLAINTEXT-93c2";
+    let run_from = || a.run();
+    let run_to = || b.run();
+    let mut bytes = random_bytes(512 * 1024);
+    for chunk in bytes.chunks_mut(1024) {
+        chunk[..MARKER.len()].copy_from_slice(MARKER);
+    }
+    let (got, err, sent, listened) = pipe(
+        Side {
+            base: &run_from,
+            data: &a.data,
+            context: "ctx",
+        },
+        Side {
+            base: &run_to,
+            data: &b.data,
+            context: "ctx",
+        },
+        &b_auth,
+        &bytes,
+    );
+    assert_eq!(sent, Some(0), "pipe connect failed: {err}");
+    assert_eq!(listened, Some(0));
+    assert!(got == bytes, "{} bytes arrived", got.len());
+    assert_eq!(
+        err.trim(),
+        format!("connected to {b_auth} via relay"),
+        "symmetric NATs on both sides: only the relay works"
+    );
+    let seen = std::fs::read(&w.tap).unwrap_or_default();
+    assert!(
+        seen.len() >= bytes.len(),
+        "the bytes went through the relay"
+    );
+    assert!(
+        !seen.windows(MARKER.len()).any(|x| x == MARKER),
+        "the relay saw plaintext"
     );
 }
 

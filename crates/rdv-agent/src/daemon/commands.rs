@@ -40,8 +40,8 @@ async fn control_session(
             control::write_line(&mut stream, &reply).await
         }
         Request::PipeListen { context } => pipe_listen(shared, stream, &context).await,
-        Request::PipeConnect { context, peer } => {
-            pipe_connect(shared, stream, &context, &peer).await
+        Request::PipeConnect { context, peer, via } => {
+            pipe_connect(shared, stream, &context, &peer, via.as_deref()).await
         }
     }
 }
@@ -140,6 +140,7 @@ async fn pipe_connect(
     mut stream: BufReader<UnixStream>,
     context: &str,
     peer: &str,
+    via: Option<&str>,
 ) -> Result<(), control::ControlError> {
     let Some(m) = member_named(shared, context) else {
         return control::write_line(&mut stream, &unknown_context(context)).await;
@@ -198,7 +199,7 @@ async fn pipe_connect(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (mut ch, via) = match open_channel(shared, &m, peer, PURPOSE_PIPE).await {
+    let (mut ch, via) = match open_channel(shared, &m, peer, PURPOSE_PIPE, via).await {
         Ok(c) => c,
         Err(first) => {
             // Behind NATs on both sides a channel needs a punch, which the
@@ -215,7 +216,7 @@ async fn pipe_connect(
                 connected = m.sync.is_connected(&peer);
             }
             let again = if connected {
-                open_channel(shared, &m, peer, PURPOSE_PIPE).await
+                open_channel(shared, &m, peer, PURPOSE_PIPE, via).await
             } else {
                 Err(first)
             };
@@ -288,6 +289,7 @@ async fn status(shared: &Shared) -> serde_json::Value {
                 "descriptor_valid_until_ms": d.map(|d| d.valid_until),
                 "descriptor_current": d.is_some_and(|d| d.is_valid_at(now)),
                 "addresses": hints,
+                "reachable_by_relay": d.is_some_and(|d| d.transport_hints.iter().any(|h| !h.is_direct())),
                 "connected": m.sync.is_connected(a),
                 "transport": lock(&m.via).get(a).copied().filter(|_| m.sync.is_connected(a)),
             }));
@@ -296,6 +298,7 @@ async fn status(shared: &Shared) -> serde_json::Value {
             "name": m.name,
             "id": m.id.to_string(),
             "epoch": n.context.epoch(),
+            "relay": super::relayed::status(&m),
             "members": list,
         }));
     }

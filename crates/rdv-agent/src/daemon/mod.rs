@@ -44,17 +44,23 @@ use tokio::sync::mpsc;
 use crate::accept::{self, AcceptLimits, AcceptStats, HalfOpen};
 use crate::control::{self, Reply, Request};
 use crate::home::{Home, HomeError, os_rng};
+use crate::relay::RelayLink;
 use crate::sync::{AgentConfig, Books, Node, SyncAgent};
 use crate::{discovery, intro};
+use rdv_relay::RelayToken;
 
 mod commands;
 mod inbound;
 mod outbound;
+mod relayed;
 mod stun;
 
 use commands::serve_control;
 use inbound::{accept_quic, accept_tcp};
 use outbound::{discover, open_channel};
+
+/// The transport name of a relayed channel.
+pub const RELAY: &str = "relay";
 
 /// A channel that carries journal sync.
 pub const PURPOSE_SYNC: u8 = 1;
@@ -169,6 +175,8 @@ struct Member {
     saved_members: std::sync::atomic::AtomicUsize,
     /// A digest of the cached peer descriptors at the last tick.
     seen_descriptors: std::sync::atomic::AtomicU64,
+    /// The designated relay and the connection to it.
+    relay: std::sync::Mutex<relayed::RelayState>,
 }
 
 #[derive(Clone, Copy)]
@@ -379,6 +387,7 @@ fn published_addrs(bound: impl IntoIterator<Item = SocketAddr>) -> Vec<SocketAdd
         }
         out.extend(ips.into_iter().map(|ip| SocketAddr::new(ip, bound.port())));
     }
+    // Room for QUIC and TCP per address, the reflexive and the relay hint.
     out.truncate((rdv_context::MAX_TRANSPORT_HINTS - 2) / 2);
     out
 }
@@ -473,12 +482,14 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         via: Default::default(),
         saved_members: count.into(),
         seen_descriptors: Default::default(),
+        relay: Default::default(),
     })
 }
 
-/// This member's transport hints in the seed's order of preference (§3):
-/// QUIC direct, QUIC through the reflexive address, TCP direct.
-fn hints(shared: &Shared) -> Vec<TransportHint> {
+/// This member's transport hints in `m`'s context, in the seed's order of
+/// preference (§3): QUIC direct, QUIC through the reflexive address, TCP
+/// direct, and the relay while this member is connected to it.
+fn hints(shared: &Shared, m: &Member) -> Vec<TransportHint> {
     let mut out: Vec<TransportHint> = shared
         .quic_addrs
         .iter()
@@ -497,13 +508,20 @@ fn hints(shared: &Shared) -> Vec<TransportHint> {
     out.extend(shared.addrs.iter().map(|a| TransportHint::TcpDirect {
         addr: a.to_string(),
     }));
+    if let Some(link) = relayed::link(m) {
+        let t = link.token();
+        out.push(TransportHint::WebSocketRelay {
+            relay_authority: t.authority,
+            addr: t.addr.to_string(),
+        });
+    }
     out
 }
 
 /// Publishes this member's descriptor in `m`'s context.
 async fn publish(shared: &Shared, m: &Member) -> Result<(), String> {
     let now = now_ms(shared);
-    let hints = hints(shared);
+    let hints = hints(shared, m);
     // A descriptor whose addresses changed (a new reflexive address) is
     // revoked, not only superseded: members that cached it stop dialling
     // the old addresses at once.
@@ -603,7 +621,8 @@ async fn maintain(shared: Arc<Shared>) {
         let members: Vec<Arc<Member>> = lock(&shared.members).values().cloned().collect();
         for m in members {
             let now = now_ms(&shared);
-            let wanted = hints(&shared);
+            relayed::ensure(&shared, &m).await;
+            let wanted = hints(&shared, &m);
             let due = {
                 let n = m.sync.node().lock().await;
                 n.service
@@ -676,7 +695,13 @@ async fn dial_peers(shared: &Arc<Shared>, m: &Arc<Member>) {
     let punching = lock(&shared.reflexive).is_some() && shared.quic.is_some();
     let t = tokio::time::Instant::now();
     for (peer, natted) in peers {
-        if m.sync.is_connected(&peer) {
+        // A sync channel through the relay is upgraded: direct paths are
+        // tried on the same schedule (punch rounds included), and a direct
+        // channel that comes up replaces the relayed one. Nothing is lost
+        // in the switch: the new channel starts with a reconciliation.
+        let connected = m.sync.is_connected(&peer);
+        let relayed = connected && lock(&m.via).get(&peer).copied() == Some(RELAY);
+        if connected && !relayed {
             continue;
         }
         // Both behind NATs: only packets sent at about the same time from
@@ -706,9 +731,13 @@ async fn dial_peers(shared: &Arc<Shared>, m: &Arc<Member>) {
         }
         let (shared, m) = (shared.clone(), m.clone());
         tokio::spawn(async move {
-            let r = open_channel(&shared, &m, peer, PURPOSE_SYNC).await;
+            let only = relayed.then_some(outbound::DIRECT_ONLY);
+            let r = open_channel(&shared, &m, peer, PURPOSE_SYNC, only).await;
             let ok = match r {
                 Ok((ch, via)) => {
+                    if relayed {
+                        tracing::info!(context = %m.name, %peer, via, "sync channel upgraded from the relay");
+                    }
                     lock(&m.via).insert(peer, via);
                     m.sync.attach(ch).await;
                     true

@@ -7,6 +7,7 @@ use super::*;
 enum Link {
     Quic(quic::BiStream),
     Tcp(TcpStream),
+    Relay(tokio::io::DuplexStream),
 }
 
 /// One way to reach the peer: a hint of its descriptor.
@@ -16,27 +17,46 @@ struct Attempt {
     addr: SocketAddr,
 }
 
+/// `only` value for every transport but the relay (an upgrade attempt).
+pub(super) const DIRECT_ONLY: &str = "direct";
+
 /// The delay between two attempts' starts (RFC 8305 §5's "Connection
 /// Attempt Delay", 250 ms recommended).
 pub const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
 /// The attempts for `peer`'s descriptor, in the seed's order (§3): QUIC
-/// direct, QUIC to the reflexive address, TCP direct. A transport this
-/// agent does not have is skipped, never waited for.
-fn attempts(shared: &Shared, hints: &[TransportHint]) -> Vec<Attempt> {
+/// direct, QUIC to the reflexive address, TCP direct, the relay. A
+/// transport this agent does not have is skipped, never waited for: the
+/// relay only when the peer names the relay this member is connected to.
+fn attempts(
+    shared: &Shared,
+    hints: &[TransportHint],
+    relay: Option<&RelayToken>,
+    only: Option<&str>,
+) -> Vec<Attempt> {
     let mut out = Vec::new();
-    for rank in 0..3 {
+    for rank in 0..4 {
         for h in hints {
-            let (r, via) = match h {
-                TransportHint::QuicDirect { .. } => (0, QUIC_DIRECT),
-                TransportHint::QuicReflexive { .. } => (1, QUIC_REFLEXIVE),
-                TransportHint::TcpDirect { .. } => (2, TCP_DIRECT),
-                TransportHint::WebSocketRelay { .. } => continue,
+            let (r, via, addr) = match h {
+                TransportHint::QuicDirect { .. } => (0, QUIC_DIRECT, h.socket_addr()),
+                TransportHint::QuicReflexive { .. } => (1, QUIC_REFLEXIVE, h.socket_addr()),
+                TransportHint::TcpDirect { .. } => (2, TCP_DIRECT, h.socket_addr()),
+                TransportHint::WebSocketRelay {
+                    relay_authority, ..
+                } => match relay {
+                    Some(t) if t.authority == *relay_authority => (3, RELAY, Some(t.addr)),
+                    _ => continue,
+                },
             };
-            if r != rank || (r < 2 && shared.quic.is_none()) {
+            let excluded = match only {
+                None => false,
+                Some(DIRECT_ONLY) => via == RELAY,
+                Some(o) => o != via,
+            };
+            if r != rank || (r < 2 && shared.quic.is_none()) || excluded {
                 continue;
             }
-            if let Some(addr) = h.socket_addr() {
+            if let Some(addr) = addr {
                 out.push(Attempt { via, addr });
             }
         }
@@ -57,6 +77,7 @@ pub(super) async fn open_channel(
     m: &Member,
     peer: AuthorityId,
     purpose: u8,
+    only: Option<&str>,
 ) -> Result<(TcpChannel, &'static str), String> {
     let now = now_ms(shared);
     let hints: Vec<TransportHint> = {
@@ -68,7 +89,20 @@ pub(super) async fn open_channel(
             .transport_hints
             .clone()
     };
-    let mut pending = attempts(shared, &hints).into_iter();
+    let relay = relayed::link(m);
+    let peer_handle = match &relay {
+        Some(link) => {
+            let n = m.sync.node().lock().await;
+            Some(
+                n.context
+                    .keys()
+                    .relay_handle(&link.token().authority, &peer),
+            )
+        }
+        None => None,
+    };
+    let token = relay.as_ref().map(|l| l.token());
+    let mut pending = attempts(shared, &hints, token.as_ref(), only).into_iter();
     let mut last = format!("{peer} publishes no address this agent can use");
     let mut running: tokio::task::JoinSet<(Attempt, Result<Link, String>)> =
         tokio::task::JoinSet::new();
@@ -83,7 +117,10 @@ pub(super) async fn open_channel(
             _ = tokio::time::sleep_until(next_start), if more => {
                 if let Some(a) = pending.next() {
                     let q = shared_quic.clone();
-                    let s = LinkCtx { quic: q };
+                    let s = LinkCtx {
+                        quic: q,
+                        relay: relay.clone().zip(peer_handle),
+                    };
                     running.spawn(async move { (a, s.link(a).await) });
                 }
                 next_start = tokio::time::Instant::now() + ATTEMPT_DELAY;
@@ -118,10 +155,20 @@ pub(super) async fn open_channel(
 /// What a spawned attempt needs (owned, `'static`).
 struct LinkCtx {
     quic: Option<QuicEndpoint>,
+    /// This member's relay link and the peer's handle on it.
+    relay: Option<(Arc<RelayLink>, [u8; 32])>,
 }
 
 impl LinkCtx {
     async fn link(&self, a: Attempt) -> Result<Link, String> {
+        if a.via == RELAY {
+            let (link, to) = self.relay.as_ref().ok_or("no relay connection")?;
+            return link
+                .open(*to, DIAL_TIMEOUT)
+                .await
+                .map(Link::Relay)
+                .map_err(|e| format!("{} {}: {e}", a.via, a.addr));
+        }
         link_with(self.quic.as_ref(), a).await
     }
 }
@@ -184,6 +231,30 @@ async fn handshake(
             let n = &mut *g;
             tcp::complete_initiator(stream, endpoint!(n), peer, &complete, cfg, tcp::no_rekey())
                 .map_err(|e| e.to_string())
+        }
+        Link::Relay(stream) => {
+            let (mut rd, mut wr) = tokio::io::split(stream);
+            let init = {
+                let mut g = m.sync.node().lock().await;
+                let n = &mut *g;
+                tcp::begin_relayed_initiator(&mut endpoint!(n), peer, cfg)
+                    .map_err(|e| e.to_string())?
+            };
+            let complete = tcp::exchange_on(&mut rd, &mut wr, &init, cfg)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut g = m.sync.node().lock().await;
+            let n = &mut *g;
+            tcp::complete_initiator_on(
+                Box::new(rd),
+                Box::new(wr),
+                endpoint!(n),
+                peer,
+                &complete,
+                cfg,
+                tcp::no_rekey(),
+            )
+            .map_err(|e| e.to_string())
         }
         Link::Quic(mut stream) => {
             let init = {

@@ -27,6 +27,7 @@ pub fn direct_hints() -> Vec<TransportHint> {
 pub fn relay_hints(relay: AuthorityId) -> Vec<TransportHint> {
     vec![TransportHint::WebSocketRelay {
         relay_authority: relay,
+        addr: "203.0.113.40:4002".into(),
     }]
 }
 

@@ -165,6 +165,17 @@ pub fn pipe(
     to_auth: &str,
     bytes: &[u8],
 ) -> (Vec<u8>, String, Option<i32>, Option<i32>) {
+    pipe_via(from, to, to_auth, bytes, None)
+}
+
+/// [`pipe`] with `pipe connect --via VIA` when given.
+pub fn pipe_via(
+    from: Side<'_>,
+    to: Side<'_>,
+    to_auth: &str,
+    bytes: &[u8],
+    via: Option<&str>,
+) -> (Vec<u8>, String, Option<i32>, Option<i32>) {
     let (base_from, from, from_ctx) = (from.base, from.data, from.context);
     let (base_to, to, to_ctx) = (to.base, to.data, to.context);
     let sink = to.join("pipe.out");
@@ -181,11 +192,11 @@ pub fn pipe(
         wait_line(&err, "listening", Duration::from_secs(10)).is_some(),
         "pipe listen printed its `listening` line"
     );
-    let mut connect = cmd(
-        base_from,
-        from,
-        &["pipe", "connect", "--context", from_ctx, "--peer", to_auth],
-    );
+    let mut args = vec!["pipe", "connect", "--context", from_ctx, "--peer", to_auth];
+    if let Some(v) = via {
+        args.extend(["--via", v]);
+    }
+    let mut connect = cmd(base_from, from, &args);
     let mut sender = connect
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -202,8 +213,8 @@ pub fn pipe(
         let _ = tx.send(sender.wait_with_output());
     });
     let sent = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("pipe connect finished within 60 s")
+        .recv_timeout(Duration::from_secs(180))
+        .expect("pipe connect finished within 180 s")
         .expect("output");
     let _ = writer.join();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -17,6 +17,8 @@ pub struct Daemon {
     pub child: Child,
     /// Its "listening on" addresses.
     pub addrs: Vec<String>,
+    /// The other lines it printed before the last of those.
+    pub said: Vec<String>,
     pub dir: PathBuf,
 }
 
@@ -44,8 +46,20 @@ impl Drop for Daemon {
 
 /// Starts `program args` in `dir` and waits for `want` "listening on" lines.
 pub fn start(program: &str, args: &[&str], dir: &Path, want: usize) -> Daemon {
+    start_env(program, args, dir, want, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub fn start_env(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    want: usize,
+    envs: &[(&str, &std::ffi::OsStr)],
+) -> Daemon {
     let mut child = Command::new(program)
         .args(args)
+        .envs(envs.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -61,17 +75,21 @@ pub fn start(program: &str, args: &[&str], dir: &Path, want: usize) -> Daemon {
         }
     });
     let mut addrs = Vec::new();
+    let mut said = Vec::new();
     while addrs.len() < want {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("{program} printed {} of {want} listen lines", addrs.len()));
         if let Some(a) = line.strip_prefix("listening on ") {
             addrs.push(a.to_string());
+        } else {
+            said.push(line);
         }
     }
     Daemon {
         child,
         addrs,
+        said,
         dir: dir.to_path_buf(),
     }
 }
