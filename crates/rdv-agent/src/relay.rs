@@ -87,6 +87,16 @@ pub struct RelayLink {
     circuits: Arc<Mutex<Circuits>>,
     next: AtomicU32,
     closed: Arc<AtomicBool>,
+    /// Tells the writer to close the connection (on drop: the reader and
+    /// the circuits hold the queue's other senders, so dropping ours alone
+    /// would not end it).
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for RelayLink {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
 }
 
 impl std::fmt::Debug for RelayLink {
@@ -192,11 +202,14 @@ impl RelayLink {
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
         let circuits = Arc::new(Mutex::new(Circuits::default()));
         let closed = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
         tokio::spawn(async move {
             let mut ping = tokio::time::interval(KEEPALIVE);
             ping.tick().await;
             loop {
                 tokio::select! {
+                    _ = stopped.notified() => break,
                     m = out_rx.recv() => match m {
                         Some(m) => if sink.send(Message::Binary(m.into())).await.is_err() { break },
                         None => break,
@@ -238,6 +251,7 @@ impl RelayLink {
                 circuits,
                 next: AtomicU32::new(1),
                 closed,
+                stop,
             },
             in_rx,
         ))

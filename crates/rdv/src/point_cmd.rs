@@ -37,6 +37,16 @@ struct FileConfig {
     relay_listen: Option<SocketAddr>,
     /// Not a flag: where the relay's identity is kept. Default ./rdv-data/relay.key.
     relay_key: Option<PathBuf>,
+    /// Not a flag: relay connections from one IP address at most. Default 32.
+    relay_connections_per_ip: Option<u32>,
+    /// Not a flag: relay connections in all at most. Default 10000.
+    relay_clients: Option<usize>,
+    /// Not a flag: circuits one relay connection may have. Default 64.
+    relay_circuits_per_client: Option<u32>,
+    /// Not a flag: bytes per second one relay connection may send. Default 16 MiB.
+    relay_client_rate: Option<u64>,
+    /// Not a flag: bytes per second all relay connections may send. Default 256 MiB.
+    relay_total_rate: Option<u64>,
     /// Not a flag: where the cookie secret is kept. Default ./rdv-data/cookie.key.
     cookie_secret: Option<PathBuf>,
     /// Not a flag: established connections at most. Default 4096.
@@ -101,6 +111,7 @@ struct Settings {
     stun_listen: Option<SocketAddr>,
     relay_listen: Option<SocketAddr>,
     relay_key: PathBuf,
+    relay: rdv_net::relay::RelayConfig,
     max_connections: u32,
     max_connections_per_peer: u32,
     max_pending_connections: u32,
@@ -142,6 +153,7 @@ fn resolve(args: &PointArgs) -> Result<Settings, Failure> {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
     };
+    let relay = relay_config(&file)?;
     // Parsed even when a flag overrides it: a bad file is refused either way.
     let file_listen: Option<Vec<Multiaddr>> = file
         .listen
@@ -239,6 +251,7 @@ fn resolve(args: &PointArgs) -> Result<Settings, Failure> {
         metrics: args.metrics.or(file.metrics),
         stun_listen: args.stun_listen.or(file.stun_listen),
         relay_listen: args.relay_listen.or(file.relay_listen),
+        relay,
         relay_key: file
             .relay_key
             .unwrap_or_else(|| files::data_dir().join("relay.key")),
@@ -321,6 +334,32 @@ fn resolve(args: &PointArgs) -> Result<Settings, Failure> {
             identify_wait: std::time::Duration::from_millis(file.identify_wait_ms.unwrap_or(1000)),
         },
     })
+}
+
+/// The relay's bounds from the file's `relay_*` keys (each at least 1).
+fn relay_config(file: &FileConfig) -> Result<rdv_net::relay::RelayConfig, Failure> {
+    let d = rdv_net::relay::RelayConfig::default();
+    let mut c = d.clone();
+    c.limits.per_ip = positive(
+        "relay_connections_per_ip",
+        file.relay_connections_per_ip,
+        d.limits.per_ip,
+    )?;
+    c.limits.clients = positive("relay_clients", file.relay_clients, d.limits.clients)?;
+    c.limits.circuits_per_client = positive(
+        "relay_circuits_per_client",
+        file.relay_circuits_per_client,
+        d.limits.circuits_per_client,
+    )?;
+    c.client_rate = positive("relay_client_rate", file.relay_client_rate, d.client_rate)?;
+    c.client_burst = c.client_burst.min(c.client_rate).max(proto_payload());
+    c.total_rate = positive("relay_total_rate", file.relay_total_rate, d.total_rate)?;
+    Ok(c)
+}
+
+/// The largest relay payload: a burst below it would stall every frame.
+fn proto_payload() -> u64 {
+    rdv_relay::proto::MAX_PAYLOAD as u64
 }
 
 fn positive<T: PartialEq + Default + Copy>(
@@ -595,7 +634,7 @@ async fn serve<S: Store + Send + 'static>(
                 bound
             },
         };
-        let mut relay_config = rdv_net::relay::RelayConfig::default();
+        let mut relay_config = settings.relay.clone();
         // Test hook (docs/CONFIG.md): RDV_RELAY_TAP=FILE appends every
         // payload the relay forwards to FILE, so a test can show that
         // only ciphertext passes through the relay process.

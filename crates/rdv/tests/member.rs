@@ -287,23 +287,10 @@ fn members_pipe_through_the_points_relay_which_forwards_only_ciphertext() {
     let (_bob, bob_auth) = agent(cmd(plain, &b, &common));
     // Bob adopts the relay from alice's descriptor, connects, and his
     // descriptor (with the relay hint) reaches alice.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let st = output(cmd(plain, &a, &["agent", "status", "--json"]));
-        let doc: serde_json::Value = serde_json::from_str(stdout(&st).trim()).unwrap_or_default();
-        let ready = doc["contexts"][0]["members"].as_array().is_some_and(|ms| {
-            ms.iter()
-                .any(|m| m["authority"] == bob_auth.as_str() && m["reachable_by_relay"] == true)
-        });
-        if ready {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bob's descriptor never carried the relay hint: {doc}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
+    assert!(
+        wait_reachable_by_relay(&plain, &a, &bob_auth, std::time::Duration::from_secs(60)),
+        "bob's descriptor never carried the relay hint"
+    );
     let bob_status = output(cmd(plain, &b, &["agent", "status", "--json"]));
     let doc: serde_json::Value = serde_json::from_str(stdout(&bob_status).trim()).expect("json");
     assert_eq!(

@@ -290,22 +290,7 @@ fn members_behind_symmetric_nats_without_a_relay_give_up_within_a_bound() {
 /// Waits (bounded) until `site`'s agent holds a descriptor of `peer`
 /// that can be reached through the relay.
 fn reachable_by_relay(site: &Site, peer: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        let st = run_cmd(site.cmd(&["agent", "status", "--json"]));
-        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(stdout(&st).trim()) {
-            let hit = doc["contexts"][0]["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|m| m["authority"] == peer && m["reachable_by_relay"] == true);
-            if hit {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    false
+    wait_reachable_by_relay(&|| site.run(), &site.data, peer, within)
 }
 
 #[test]

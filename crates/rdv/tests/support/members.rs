@@ -139,6 +139,32 @@ pub fn create_and_join(base: &dyn Fn() -> Command, a: &Path, b: &Path) -> String
     id
 }
 
+/// Waits (bounded) until the agent of `data` holds a descriptor of `peer`
+/// that can be reached through the relay.
+pub fn wait_reachable_by_relay(
+    base: &dyn Fn() -> Command,
+    data: &Path,
+    peer: &str,
+    within: Duration,
+) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let st = output(cmd(base, data, &["agent", "status", "--json"]));
+        if let Ok(doc) = serde_json::from_str::<serde_json::Value>(stdout(&st).trim()) {
+            let hit = doc["contexts"][0]["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["authority"] == peer && m["reachable_by_relay"] == true);
+            if hit {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
 /// Starts `rdv agent` and returns it with the authority of its `ready` line.
 pub fn agent(c: Command) -> (Proc, String) {
     let p = Proc::spawn(c);
