@@ -27,6 +27,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// How often the client pings the relay.
 pub const KEEPALIVE: Duration = Duration::from_secs(20);
+/// A relay connection on which nothing (not even a pong) arrives for this
+/// long is dead (a NAT mapping expired, the relay vanished): closed, so the
+/// member stops advertising it and reconnects.
+pub const DEAD_AFTER: Duration = Duration::from_secs(60);
+/// A circuit whose reader takes no data for this long is closed, so one
+/// slow consumer cannot stop the link's other circuits.
+const CIRCUIT_STALL: Duration = Duration::from_secs(5);
 /// Bytes buffered inside one circuit's stream pair.
 const CIRCUIT_BUFFER: usize = 256 * 1024;
 /// Incoming circuits waiting for the agent to take them.
@@ -226,7 +233,7 @@ impl RelayLink {
             closed: closed.clone(),
         };
         tokio::spawn(async move {
-            while let Some(Ok(msg)) = source.next().await {
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout(DEAD_AFTER, source.next()).await {
                 let Message::Binary(b) = msg else {
                     if matches!(msg, Message::Close(_)) {
                         break;
@@ -369,9 +376,15 @@ impl Reader {
             ServerMsg::Data { circuit, payload } => {
                 let tx = lock(&self.circuits).open.get(&circuit).cloned();
                 if let Some(tx) = tx
-                    && tx.send(payload.to_vec()).await.is_err()
+                    && tx
+                        .send_timeout(payload.to_vec(), CIRCUIT_STALL)
+                        .await
+                        .is_err()
                 {
+                    // Gone, or not reading: close this circuit rather than
+                    // hold every other one behind it.
                     lock(&self.circuits).open.remove(&circuit);
+                    let _ = self.out.try_send(ClientMsg::Close { circuit }.encode());
                 }
             }
             ServerMsg::Opened { circuit } => {

@@ -330,6 +330,7 @@ async fn a_client_over_its_byte_rate_is_slowed_and_its_bytes_still_arrive() {
     let mut at_b = b_in.recv().await.unwrap();
     let payload = vec![0x5a; 512 * 1024];
     let p = payload.clone();
+    let started = std::time::Instant::now();
     let w = tokio::spawn(async move { s.write_all(&p).await.map(|_| s) });
     let mut got = vec![0u8; payload.len()];
     tokio::time::timeout(Duration::from_secs(30), at_b.stream.read_exact(&mut got))
@@ -337,11 +338,101 @@ async fn a_client_over_its_byte_rate_is_slowed_and_its_bytes_still_arrive() {
         .unwrap()
         .unwrap();
     assert_eq!(got, payload);
+    // 512 KiB at 256 KiB/s with a 32 KiB burst cannot arrive in under
+    // (512 - 32) / 256 = 1.875 s: a lower bound the limiter causes (a
+    // broken limiter delivers in milliseconds), not a timing guess.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1700), "arrived in {took:?}");
     let _ = w.await;
     assert!(
         r.metrics.throttled_client.load(Relaxed) > 0,
         "the relay paused reading the sender"
     );
+}
+
+#[tokio::test]
+async fn a_made_up_grant_is_welcome_but_reaches_no_member() {
+    // The relay serves any context whose member proves its grant; a
+    // stranger can make up a grant of its own, and with it reach only
+    // clients of that made-up grant.
+    let r = relay(RelayConfig::default()).await;
+    let k = keys(7);
+    let (_b, _b_in) = join(&r, &k, member(2)).await;
+    let stranger = GrantKey::from_seed(&[0x33; 32]);
+    let (link, _) = RelayLink::connect(r.token, &stranger, [1; 32], T)
+        .await
+        .unwrap();
+    let e = link
+        .open(k.relay_handle(&r.token.authority, &member(2)), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RelayError::Circuit(CloseReason::NoPeer)), "{e}");
+}
+
+#[tokio::test]
+async fn a_newer_connection_under_the_same_handle_replaces_the_older() {
+    let r = relay(RelayConfig::default()).await;
+    let k = keys(7);
+    let (a, _) = join(&r, &k, member(1)).await;
+    let (old, _) = join(&r, &k, member(2)).await;
+    let (_new, mut new_in) = join(&r, &k, member(2)).await;
+    eventually("the older connection is ended", || old.is_closed()).await;
+    assert_eq!(r.metrics.refused_count(rdv_relay::Refusal::Replaced), 1);
+    // Circuits to that handle now reach the newer connection.
+    let _s = a
+        .open(k.relay_handle(&r.token.authority, &member(2)), T)
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(T, new_in.recv())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_stops_reading_is_ended_and_the_sender_told() {
+    let r = relay(RelayConfig {
+        stall: Duration::from_millis(300),
+        ..RelayConfig::default()
+    })
+    .await;
+    let k = keys(7);
+    let (a, _) = join(&r, &k, member(1)).await;
+    // The receiver: a raw client that authenticates and then never reads.
+    let grant = GrantKey::from_seed(&k.relay_grant_seed(&r.token.authority));
+    let (mut ws, cn, rn) = raw(&r).await;
+    let handle = k.relay_handle(&r.token.authority, &member(2));
+    let auth = ClientMsg::Auth {
+        grant: grant.public(),
+        handle,
+        sig: grant.sign_auth(&r.token.authority, &cn, &rn, &handle),
+    };
+    ws.send(Message::Binary(auth.encode().into()))
+        .await
+        .unwrap();
+    let mut s = a.open(handle, T).await.unwrap();
+    // Far more than the socket buffers and the relay's queue hold.
+    let w = tokio::spawn(async move {
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..1024 {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        // The circuit ends (CLOSED from the relay) instead of hanging.
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    tokio::time::timeout(Duration::from_secs(30), w)
+        .await
+        .expect("the sender's circuit ended")
+        .unwrap();
+    assert!(r.metrics.stalled.load(Relaxed) >= 1);
+    assert_eq!(r.metrics.refused_count(rdv_relay::Refusal::Stalled), 1);
+    assert!(!a.is_closed(), "the sender keeps its connection");
+    drop(ws);
 }
 
 #[tokio::test]

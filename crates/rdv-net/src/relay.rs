@@ -3,13 +3,18 @@
 //! point --relay-listen` runs it beside the rendezvous point.
 //!
 //! One task reads each connection and one writes it; every queue is
-//! bounded. A DATA message is decoded once, handed to the test observer if
-//! any, rewritten in place for the other end and queued on that end's
-//! writer; if that queue stays full for [`RelayConfig::stall`], the
-//! circuit is closed at both ends (a reader that stops must not hold the
-//! sender's other circuits). Byte rates are enforced by pausing the
-//! reading of the sender's socket, so TCP flow control slows it down and
-//! nothing piles up in the relay.
+//! bounded. A connection's slot (per address, in all) is taken at TCP
+//! accept, before the WebSocket handshake. A DATA message is decoded
+//! once, handed to the test observer if any, rewritten in place for the
+//! other end and queued on that end's writer. While that queue is full the
+//! sender's reading waits (all its circuits, as on one TCP connection); a
+//! receiver that makes no room within [`RelayConfig::stall`] is not
+//! reading and is ended (close code 4007), which closes its circuits at
+//! their other ends. Control messages (INCOMING, OPENED, CLOSED) take the
+//! same path, so none is dropped while a connection lives. Byte rates are
+//! enforced by pausing the reading of the sender's socket, so TCP flow
+//! control slows it down and nothing piles up in the relay; every message
+//! costs at least 64 bytes, a RETIRE 16 KiB (it costs a signature check).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,8 +28,16 @@ use rdv_relay::{Limits, Refusal, RelayIdentity, RelayMetrics, Router, TokenBucke
 use std::collections::HashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// Refused connections told why at once; see [`Relay::refusing`].
+const REFUSING: usize = 64;
+/// What a message costs against the byte rates at least (so that empty
+/// DATA, OPEN, CLOSE are not free).
+const MESSAGE_COST: u64 = 64;
+/// What a RETIRE costs (it makes the relay verify a signature).
+const RETIRE_COST: u64 = 16 * 1024;
 
 /// Sees every DATA payload the relay forwards (tests check that only
 /// ciphertext passes).
@@ -94,6 +107,9 @@ struct Conn {
 
 struct Relay {
     identity: RelayIdentity,
+    /// Refused connections being told why (a WebSocket handshake and a
+    /// close frame each); past it a refused connection is just closed.
+    refusing: Arc<tokio::sync::Semaphore>,
     cfg: RelayConfig,
     router: Mutex<Router>,
     conns: Mutex<HashMap<ConnId, Conn>>,
@@ -145,6 +161,7 @@ pub async fn serve(
     let now = Instant::now();
     let relay = Arc::new(Relay {
         identity,
+        refusing: Arc::new(tokio::sync::Semaphore::new(REFUSING)),
         router: Mutex::new(Router::new(cfg.limits.clone())),
         conns: Mutex::new(HashMap::new()),
         total: Mutex::new(TokenBucket::new(
@@ -162,8 +179,25 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
+                    // The slot is taken before the WebSocket handshake, so
+                    // connections still upgrading count against the
+                    // per-address and total bounds too.
+                    let reserved = lock(&relay.router).connect(from.ip());
                     let relay = relay.clone();
-                    tokio::spawn(async move { relay.connection(stream, from).await });
+                    match reserved {
+                        Ok(id) => {
+                            tokio::spawn(async move { relay.connection(stream, from, id).await });
+                        }
+                        Err(why) => {
+                            relay.metrics.refused(why);
+                            if let Ok(permit) = relay.refusing.clone().try_acquire_owned() {
+                                tokio::spawn(async move {
+                                    relay.refuse(stream, why).await;
+                                    drop(permit);
+                                });
+                            }
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "relay accept failed");
@@ -193,19 +227,44 @@ impl Relay {
         self.epoch.elapsed()
     }
 
-    fn send(&self, conn: ConnId, msg: Vec<u8>) {
+    /// Queues `msg` for `conn`, waiting at most the stall bound; a
+    /// connection that does not make room in that time is not reading and
+    /// is ended ([`Refusal::Stalled`]), which tells the other end of each
+    /// of its circuits. Nothing is dropped while the connection lives.
+    async fn send(&self, conn: ConnId, msg: Vec<u8>) -> bool {
         let tx = lock(&self.conns).get(&conn).map(|c| c.tx.clone());
-        if let Some(tx) = tx {
-            // Control messages are small and rare; a full queue drops one
-            // only for a peer that stopped reading, which the stall bound
-            // then ends.
-            let _ = tx.try_send(Out::Msg(msg));
+        match tx {
+            Some(tx) => self.send_to(&tx, conn, msg).await,
+            None => false,
         }
     }
 
+    /// Completes the WebSocket handshake of a refused connection (bounded
+    /// in time) only to say why in a close frame.
+    async fn refuse(&self, stream: TcpStream, why: Refusal) {
+        let ws = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config())),
+        )
+        .await;
+        if let Ok(Ok(mut ws)) = ws {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                ws.send(close_frame(why.code(), why.reason())),
+            )
+            .await;
+        }
+    }
+
+    /// Ends `conn` with `why` (its writer sends the close frame if there
+    /// is room; a connection that is not reading just has its socket
+    /// closed).
+    /// Once per connection: it leaves the table of writers at once, so
+    /// nothing else waits on its queue.
     fn end(&self, conn: ConnId, why: Refusal) {
-        self.metrics.refused(why);
-        if let Some(c) = lock(&self.conns).get(&conn) {
+        let c = lock(&self.conns).remove(&conn);
+        if let Some(c) = c {
+            self.metrics.refused(why);
             let _ = c.tx.try_send(Out::Close(why.code(), why.reason()));
             c.kill.notify_one();
         }
@@ -217,25 +276,19 @@ impl Relay {
         self.metrics.circuits.store(r.circuits() as u64, Relaxed);
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream, from: SocketAddr) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, from: SocketAddr, id: ConnId) {
         let _ = stream.set_nodelay(true);
         let ws = tokio::time::timeout(
             self.cfg.handshake_timeout,
             tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(ws_config())),
         )
         .await;
-        let Ok(Ok(mut ws)) = ws else {
+        let Ok(Ok(ws)) = ws else {
             tracing::debug!(%from, "relay WebSocket handshake failed");
+            let mut r = lock(&self.router);
+            r.disconnect(id);
+            self.gauges(&r);
             return;
-        };
-        let connected = lock(&self.router).connect(from.ip());
-        let id = match connected {
-            Ok(id) => id,
-            Err(why) => {
-                self.metrics.refused(why);
-                let _ = ws.send(close_frame(why.code(), why.reason())).await;
-                return;
-            }
         };
         self.metrics
             .connections_total
@@ -284,18 +337,23 @@ impl Relay {
             told
         };
         for (peer, circuit) in told {
-            self.send(
-                peer,
-                ServerMsg::Closed {
-                    circuit,
-                    reason: CloseReason::PeerGone,
-                }
-                .encode(),
-            );
+            let msg = ServerMsg::Closed {
+                circuit,
+                reason: CloseReason::PeerGone,
+            };
+            self.send(peer, msg.encode()).await;
         }
         lock(&self.conns).remove(&id);
         drop(tx);
-        let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        // A writer blocked on a client that does not read would hold the
+        // socket and its queue forever: give it 2 s to flush, then stop it.
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 
     /// Reads one connection until it ends; returns why the relay ends it,
@@ -314,7 +372,7 @@ impl Relay {
         let hello = match tokio::time::timeout(hs, next_binary(source)).await {
             Ok(Some(m)) => m,
             Ok(None) => return None,
-            Err(_) => return Some(Refusal::Protocol),
+            Err(_) => return Some(Refusal::HandshakeTimeout),
         };
         let Ok(ClientMsg::Hello {
             nonce: client_nonce,
@@ -324,6 +382,7 @@ impl Relay {
         };
         let mut relay_nonce = [0u8; 32];
         if getrandom::fill(&mut relay_nonce).is_err() {
+            tracing::error!("the OS random source failed: refusing relay clients");
             return Some(Refusal::Full);
         }
         let sig = self.identity.sign_challenge(&client_nonce, &relay_nonce);
@@ -339,7 +398,7 @@ impl Relay {
         let auth = match tokio::time::timeout(hs, next_binary(source)).await {
             Ok(Some(m)) => m,
             Ok(None) => return None,
-            Err(_) => return Some(Refusal::Protocol),
+            Err(_) => return Some(Refusal::HandshakeTimeout),
         };
         let Ok(ClientMsg::Auth { grant, handle, sig }) = ClientMsg::decode(&auth) else {
             return Some(Refusal::Protocol);
@@ -369,7 +428,9 @@ impl Relay {
                     let _ = tx.try_send(Out::Close(proto::close::IDLE, "idle timeout"));
                     return None;
                 }
-                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(None) => return None,
+                Ok(Some(Err(WsError::Capacity(_)))) => return Some(Refusal::TooBig),
+                Ok(Some(Err(_))) => return None,
                 Ok(Some(Ok(m))) => m,
             };
             let data = match msg {
@@ -381,16 +442,20 @@ impl Relay {
             let Ok(m) = ClientMsg::decode(&data) else {
                 return Some(Refusal::Protocol);
             };
+            // Every message costs its length against the byte rates, at
+            // least MESSAGE_COST, a RETIRE more (a signature check).
+            let cost = match m {
+                ClientMsg::Retire { .. } => RETIRE_COST,
+                _ => (data.len() as u64).max(MESSAGE_COST),
+            };
             match m {
                 ClientMsg::Data { circuit, payload } => {
-                    let len = payload.len() as u64;
                     if let Some(obs) = &self.cfg.observer {
                         obs(payload);
                     }
                     self.forward(id, circuit, Vec::from(data)).await;
-                    self.pace(&mut bucket, len).await;
                 }
-                ClientMsg::Open { circuit, to } => self.open(id, circuit, to, handle),
+                ClientMsg::Open { circuit, to } => self.open(id, circuit, to, handle).await,
                 ClientMsg::Close { circuit } => {
                     let other = {
                         let mut r = lock(&self.router);
@@ -399,14 +464,11 @@ impl Relay {
                         o
                     };
                     if let Some((peer, pc)) = other {
-                        self.send(
-                            peer,
-                            ServerMsg::Closed {
-                                circuit: pc,
-                                reason: CloseReason::Closed,
-                            }
-                            .encode(),
-                        );
+                        let msg = ServerMsg::Closed {
+                            circuit: pc,
+                            reason: CloseReason::Closed,
+                        };
+                        self.send(peer, msg.encode()).await;
                     }
                 }
                 ClientMsg::Retire { grant: old, sig } => {
@@ -422,10 +484,11 @@ impl Relay {
                     return Some(Refusal::Protocol);
                 }
             }
+            self.pace(&mut bucket, cost).await;
         }
     }
 
-    fn open(&self, id: ConnId, circuit: u32, to: [u8; 32], from: [u8; 32]) {
+    async fn open(&self, id: ConnId, circuit: u32, to: [u8; 32], from: [u8; 32]) {
         use std::sync::atomic::Ordering::Relaxed;
         let r = {
             let mut r = lock(&self.router);
@@ -435,15 +498,32 @@ impl Relay {
         };
         match r {
             Ok((peer, pc)) => {
-                self.send(peer, ServerMsg::Incoming { circuit: pc, from }.encode());
-                self.send(id, ServerMsg::Opened { circuit }.encode());
+                if !self
+                    .send(peer, ServerMsg::Incoming { circuit: pc, from }.encode())
+                    .await
+                {
+                    // The peer is gone or was ended for not reading: the
+                    // circuit is refused, not left half open.
+                    {
+                        let mut r = lock(&self.router);
+                        r.close(id, circuit);
+                        self.gauges(&r);
+                    }
+                    let reason = CloseReason::PeerGone;
+                    self.send(id, ServerMsg::Closed { circuit, reason }.encode())
+                        .await;
+                    return;
+                }
+                self.send(id, ServerMsg::Opened { circuit }.encode()).await;
             }
             Err(reason) => {
                 match reason {
                     CloseReason::NoPeer => self.metrics.open_no_peer.fetch_add(1, Relaxed),
-                    _ => self.metrics.open_limit.fetch_add(1, Relaxed),
+                    CloseReason::CircuitLimit => self.metrics.open_limit.fetch_add(1, Relaxed),
+                    _ => self.metrics.open_bad_circuit.fetch_add(1, Relaxed),
                 };
-                self.send(id, ServerMsg::Closed { circuit, reason }.encode());
+                self.send(id, ServerMsg::Closed { circuit, reason }.encode())
+                    .await;
             }
         }
     }
@@ -464,33 +544,26 @@ impl Relay {
         };
         let len = (msg.len() - proto::DATA_HEADER) as u64;
         proto::rewrite_for_peer(&mut msg, pc);
+        // Waits while the peer's queue is full: the sender's reading
+        // pauses (its other circuits with it, as on one TCP connection);
+        // a peer that makes no room within the stall bound is ended.
+        if self.send_to(&tx, peer, msg).await {
+            self.metrics.bytes_forwarded.fetch_add(len, Relaxed);
+            self.metrics.frames_forwarded.fetch_add(1, Relaxed);
+        }
+    }
+
+    async fn send_to(&self, tx: &mpsc::Sender<Out>, conn: ConnId, msg: Vec<u8>) -> bool {
         match tx.send_timeout(Out::Msg(msg), self.cfg.stall).await {
-            Ok(()) => {
-                self.metrics.bytes_forwarded.fetch_add(len, Relaxed);
-                self.metrics.frames_forwarded.fetch_add(1, Relaxed);
-            }
+            Ok(()) => true,
             Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                self.metrics.stalled.fetch_add(1, Relaxed);
-                let closed = {
-                    let mut r = lock(&self.router);
-                    let c = r.close(id, circuit);
-                    self.gauges(&r);
-                    c
-                };
-                if closed.is_some() {
-                    let reason = CloseReason::Stalled;
-                    self.send(id, ServerMsg::Closed { circuit, reason }.encode());
-                    self.send(
-                        peer,
-                        ServerMsg::Closed {
-                            circuit: pc,
-                            reason,
-                        }
-                        .encode(),
-                    );
-                }
+                self.metrics
+                    .stalled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.end(conn, Refusal::Stalled);
+                false
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
         }
     }
 

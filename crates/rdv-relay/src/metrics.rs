@@ -16,12 +16,15 @@ pub struct RelayMetrics {
     pub circuits: AtomicU64,
     /// Connections accepted (WebSocket up) in all.
     pub connections_total: AtomicU64,
-    refused: [AtomicU64; 6],
+    refused: [AtomicU64; 9],
     /// OPENs refused: no such peer.
     pub open_no_peer: AtomicU64,
     /// OPENs refused: circuit limit.
     pub open_limit: AtomicU64,
-    /// Circuits closed because an end stopped reading.
+    /// OPENs refused: a circuit id in use or in the relay's range.
+    pub open_bad_circuit: AtomicU64,
+    /// Forwards that found the receiver not reading for the stall bound
+    /// (the receiver is then ended, `refused{reason="stalled"}`).
     pub stalled: AtomicU64,
     /// Connections ended for idleness.
     pub idle_closed: AtomicU64,
@@ -35,13 +38,16 @@ pub struct RelayMetrics {
     pub throttled_total: AtomicU64,
 }
 
-const REFUSALS: [Refusal; 6] = [
+const REFUSALS: [Refusal; 9] = [
     Refusal::PerIp,
     Refusal::Full,
     Refusal::Unauthorized,
     Refusal::Retired,
     Refusal::Protocol,
     Refusal::Replaced,
+    Refusal::Stalled,
+    Refusal::HandshakeTimeout,
+    Refusal::TooBig,
 ];
 
 fn label(r: Refusal) -> &'static str {
@@ -52,6 +58,9 @@ fn label(r: Refusal) -> &'static str {
         Refusal::Retired => "retired",
         Refusal::Protocol => "protocol",
         Refusal::Replaced => "replaced",
+        Refusal::Stalled => "stalled",
+        Refusal::HandshakeTimeout => "handshake_timeout",
+        Refusal::TooBig => "too_big",
     }
 }
 
@@ -98,9 +107,9 @@ impl RelayMetrics {
             &self.connections_total,
         );
         one(
-            "rdv_relay_stalled_circuits_total",
+            "rdv_relay_stalled_total",
             "counter",
-            "Circuits closed because an end stopped reading.",
+            "Forwards that found the receiver not reading for the stall bound.",
             &self.stalled,
         );
         one(
@@ -137,9 +146,10 @@ impl RelayMetrics {
         let name = "rdv_relay_open_refused_total";
         let _ = writeln!(
             out,
-            "# HELP {name} Circuit OPENs refused, by reason.\n# TYPE {name} counter\n{name}{{reason=\"no_peer\"}} {}\n{name}{{reason=\"circuit_limit\"}} {}",
+            "# HELP {name} Circuit OPENs refused, by reason.\n# TYPE {name} counter\n{name}{{reason=\"no_peer\"}} {}\n{name}{{reason=\"circuit_limit\"}} {}\n{name}{{reason=\"bad_circuit\"}} {}",
             self.open_no_peer.load(Relaxed),
-            self.open_limit.load(Relaxed)
+            self.open_limit.load(Relaxed),
+            self.open_bad_circuit.load(Relaxed)
         );
         let name = "rdv_relay_throttled_total";
         let _ = writeln!(

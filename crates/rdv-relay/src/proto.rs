@@ -61,6 +61,12 @@ pub mod close {
     pub const FULL: u16 = 4005;
     /// Another connection took this handle.
     pub const REPLACED: u16 = 4006;
+    /// The client did not read what the relay had for it in time.
+    pub const STALLED: u16 = 4007;
+    /// HELLO and AUTH did not arrive in time.
+    pub const HANDSHAKE_TIMEOUT: u16 = 4008;
+    /// A message larger than the protocol allows (RFC 6455 §7.4.1).
+    pub const TOO_BIG: u16 = 1009;
     /// The relay is shutting down.
     pub const GOING_AWAY: u16 = 1001;
 }

@@ -52,6 +52,12 @@ pub enum Refusal {
     Protocol,
     /// Another connection claimed the same handle.
     Replaced,
+    /// It did not read for the relay's stall bound.
+    Stalled,
+    /// HELLO and AUTH did not come in time.
+    HandshakeTimeout,
+    /// A message over the size bound.
+    TooBig,
 }
 
 impl Refusal {
@@ -64,6 +70,9 @@ impl Refusal {
             Self::Retired => close::RETIRED,
             Self::Protocol => close::PROTOCOL,
             Self::Replaced => close::REPLACED,
+            Self::Stalled => close::STALLED,
+            Self::HandshakeTimeout => close::HANDSHAKE_TIMEOUT,
+            Self::TooBig => close::TOO_BIG,
         }
     }
     /// The close reason text (also the metric label).
@@ -75,6 +84,9 @@ impl Refusal {
             Self::Retired => "grant retired",
             Self::Protocol => "protocol violation",
             Self::Replaced => "handle taken by a newer connection",
+            Self::Stalled => "not reading",
+            Self::HandshakeTimeout => "no HELLO or AUTH in time",
+            Self::TooBig => "message too big",
         }
     }
 }

@@ -75,7 +75,12 @@ fn relayed_pipe_throughput_against_direct_paths_and_relay_cpu_per_mib() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
     let tmp = temp();
-    let (point, token) = point_with_relay(tmp.path(), None);
+    // The relay's capacity, not its default per-connection rate (16 MiB/s,
+    // which the last row measures).
+    let (point, token) = point_with_relay(
+        tmp.path(),
+        Some("relay_client_rate = 4294967296\nrelay_total_rate = 4294967296\n"),
+    );
     let (a, b): (PathBuf, PathBuf) = (tmp.path().join("alice"), tmp.path().join("bob"));
     create_and_join(&plain, &a, &b);
     expect_code(

@@ -30,6 +30,9 @@ pub(super) struct RelayState {
     /// The epoch whose grant the link proved, and that grant's seed (to
     /// retire it once the context moves on).
     epoch: Option<(Epoch, Zeroizing<[u8; 32]>)>,
+    /// An earlier epoch's grant not yet retired on the relay (kept until a
+    /// connection under the new grant has sent the RETIRE).
+    retire: Option<Zeroizing<[u8; 32]>>,
 }
 
 /// The live relay connection of `m`'s context, if any.
@@ -122,13 +125,17 @@ pub(super) async fn ensure(shared: &Arc<Shared>, m: &Arc<Member>) {
         if st.token == Some(token) && st.retry_at.is_some_and(|t| now < t) {
             return;
         }
+        if st.token != Some(token) {
+            // Another relay: the old one's grant is not ours to retire.
+            st.retire = None;
+        }
         st.token = Some(token);
         st.connecting = true;
         st.link = None;
-        st.epoch
-            .take()
-            .filter(|(e, _)| *e != keys_epoch)
-            .map(|(_, s)| s)
+        if let Some((_, seed)) = st.epoch.take().filter(|(e, _)| *e != keys_epoch) {
+            st.retire = Some(seed);
+        }
+        st.retire.clone()
     };
     let (shared, m) = (shared.clone(), m.clone());
     tokio::spawn(async move {
@@ -137,12 +144,22 @@ pub(super) async fn ensure(shared: &Arc<Shared>, m: &Arc<Member>) {
         let mut st = lock(&m.relay);
         st.connecting = false;
         match r {
+            Ok(_) if st.token != Some(token) => {
+                // The designation changed while this connected: drop it;
+                // the next tick connects to the new one.
+            }
             Ok((link, incoming)) => {
                 tracing::info!(context = %m.name, relay = %token, "connected to the relay");
                 let link = Arc::new(link);
-                if let Some(old) = old_grant {
-                    let (l, old) = (link.clone(), GrantKey::from_seed(&old));
-                    tokio::spawn(async move { l.retire(&old).await });
+                if let Some(seed) = old_grant {
+                    st.retire = None;
+                    let (l, m2) = (link.clone(), m.clone());
+                    tokio::spawn(async move {
+                        if l.retire(&GrantKey::from_seed(&seed)).await.is_err() {
+                            // Not sent: keep it for the next connection.
+                            lock(&m2.relay).retire = Some(seed);
+                        }
+                    });
                 }
                 st.link = Some(link);
                 st.epoch = Some((keys_epoch, grant_seed));
@@ -167,10 +184,14 @@ async fn accept_relayed(
     mut incoming: mpsc::Receiver<Incoming>,
 ) {
     let gate = HalfOpen::new(shared.options.accept);
-    // One address stands for every relayed opener: the relay hides theirs.
-    let relay_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     while let Some(circuit) = incoming.recv().await {
-        let Ok(slot) = gate.enter(relay_ip) else {
+        // The relay hides openers' addresses; their handles stand in for
+        // them in the per-source bound (a handle as an IPv6 address), so
+        // one member's half-open circuits cannot use up everyone's slots.
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&circuit.from[..16]);
+        let source = std::net::IpAddr::V6(std::net::Ipv6Addr::from(h));
+        let Ok(slot) = gate.enter(source) else {
             shared
                 .stats
                 .refused_per_ip
