@@ -75,10 +75,23 @@ impl Natted {
     /// Drops all UDP the router would forward from the private side, so
     /// only TCP (and ICMP) leaves.
     pub fn block_udp(&self) -> Result<(), LabError> {
+        // A table of its own (its chain runs before the main filter), so
+        // that unblocking is deleting it.
         nft(
             &self.router.name,
-            "insert rule inet filter forward iifname \"lan0\" meta l4proto udp drop\n",
+            "table inet rdvblock {
+    chain forward {
+        type filter hook forward priority filter - 1; policy accept;
+        iifname \"lan0\" meta l4proto udp drop
+    }
+}
+",
         )
+    }
+
+    /// Lets UDP through again after [`Natted::block_udp`].
+    pub fn unblock_udp(&self) -> Result<(), LabError> {
+        nft(&self.router.name, "delete table inet rdvblock\n")
     }
 }
 

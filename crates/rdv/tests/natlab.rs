@@ -356,6 +356,84 @@ fn members_behind_symmetric_nats_connect_through_the_relay_which_sees_only_ciphe
     );
 }
 
+/// The transport of `site`'s sync channel to `peer`, as `agent status`
+/// shows it (`None` while there is none).
+fn sync_transport(site: &Site, peer: &str) -> Option<String> {
+    let st = run_cmd(site.cmd(&["agent", "status", "--json"]));
+    let doc: serde_json::Value = serde_json::from_str(stdout(&st).trim()).ok()?;
+    doc["contexts"][0]["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["authority"] == peer)?["transport"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Polls `sync_transport` until `want` holds (bounded).
+fn wait_transport(
+    site: &Site,
+    peer: &str,
+    within: Duration,
+    want: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = sync_transport(site, peer);
+        if last.as_deref().is_some_and(&want) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    last
+}
+
+#[test]
+fn a_sync_channel_through_the_relay_moves_to_a_direct_path_once_one_opens() {
+    let Some(w) = world() else { return };
+    let p = public_site(&w, "p");
+    let (a, na) = natted_site(&w, "a", NatKind::Cone);
+    let (b, _nb) = natted_site(&w, "b", NatKind::Cone);
+    one_context(&[&p, &a, &b]);
+    expect_code(
+        &run_cmd(p.cmd(&["context", "relay", "add", "ctx", &w.relay])),
+        0,
+    );
+    // No UDP out of a's NAT: no STUN, no QUIC; a's TCP addresses are
+    // private. Only the relay joins a and b.
+    na.block_udp().expect("block udp");
+    let (_pa, _p_auth) = p.agent(&w, &w.stun);
+    let (_aa, a_auth) = a.agent(&w, &w.stun);
+    let (_ba, b_auth) = b.agent(&w, &w.stun);
+    assert!(reachable_by_relay(&a, &b_auth, Duration::from_secs(60)));
+    let first = wait_transport(&a, &b_auth, Duration::from_secs(60), |t| t == "relay");
+    assert_eq!(
+        first.as_deref(),
+        Some("relay"),
+        "the sync channel starts on the relay"
+    );
+    // UDP opens: a learns its reflexive address at its next STUN query
+    // (every 60 s), republishes, and the members punch through; the sync
+    // channel is replaced by a direct one (each side's status names the
+    // transport of the channel it keeps: `quic-reflexive` if it dialled,
+    // `quic` if it accepted).
+    na.unblock_udp().expect("unblock udp");
+    let moved = wait_transport(&a, &b_auth, Duration::from_secs(150), |t| {
+        t.starts_with("quic")
+    });
+    assert!(
+        moved.as_deref().is_some_and(|t| t.starts_with("quic")),
+        "a's sync channel to b is still {moved:?}"
+    );
+    let other = wait_transport(&b, &a_auth, Duration::from_secs(30), |t| {
+        t.starts_with("quic")
+    });
+    assert!(
+        other.as_deref().is_some_and(|t| t.starts_with("quic")),
+        "b: {other:?}"
+    );
+}
+
 #[test]
 fn with_udp_blocked_a_natted_member_reaches_a_public_one_by_tcp_direct() {
     let Some(w) = world() else { return };
