@@ -146,6 +146,27 @@ impl Home {
         Ok(())
     }
 
+    /// Deletes what the data directory holds for `context` besides the
+    /// context store's row: its journal (with SQLite's side files) and its
+    /// relay designation. Files that are not there are not an error.
+    pub fn forget(&self, context: &ContextId) -> Result<(), HomeError> {
+        let journal = self.journal_path(context)?;
+        let mut paths = vec![self.dir.join("relays").join(context.to_string())];
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = journal.clone().into_os_string();
+            p.push(suffix);
+            paths.push(PathBuf::from(p));
+        }
+        for p in paths {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&p)(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// The member's identity, created (0600) on first use.
     pub fn identity(&self) -> Result<Identity, HomeError> {
         let path = self.dir.join("member.key");

@@ -103,6 +103,14 @@ pub enum ContextAction {
         #[arg(long)]
         json: bool,
     },
+    /// Forget a context on this member: its secrets, journal and relay
+    /// designation (the agent must be stopped first). The other members
+    /// see this member's descriptor expire; removing a member from
+    /// everyone's context (an epoch advance) is not built yet.
+    Leave {
+        /// The context's local name.
+        name: String,
+    },
     /// The WebSocket relay members use when no direct path works.
     Relay {
         #[command(subcommand)]

@@ -133,6 +133,21 @@ pub fn context(args: ContextArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::usage(e.to_string()))?;
             println!("{token}");
         }
+        ContextAction::Leave { name } => {
+            if std::os::unix::net::UnixStream::connect(home.socket_path()).is_ok() {
+                return Err(Failure::refused(format!(
+                    "an agent runs for {}: stop it first (SIGINT or SIGTERM), then leave",
+                    home.dir().display()
+                )));
+            }
+            let (_, context) = load(&home, &name)?;
+            let id = context.id();
+            let mut store = home.contexts().map_err(|e| Failure::usage(e.to_string()))?;
+            store.remove(&name).map_err(store_failure)?;
+            home.forget(&id)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            println!("{id}");
+        }
         ContextAction::List { json } => {
             let store = home.contexts().map_err(|e| Failure::usage(e.to_string()))?;
             let list = store.list().map_err(store_failure)?;

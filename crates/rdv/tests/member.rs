@@ -99,6 +99,25 @@ fn member_commands_refuse_bad_input_clearly_and_write_nothing() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     expect_code(&output(cmd(plain, &a, &["context", "create", "home"])), 0);
 
+    // Leaving: an unknown name is refused; a known one is forgotten, with
+    // its journal; the name is free again.
+    let unknown = output(cmd(plain, &a, &["context", "leave", "nowhere"]));
+    expect_code(&unknown, 1);
+    assert!(
+        stderr(&unknown).contains("rdv context list"),
+        "{}",
+        stderr(&unknown)
+    );
+    expect_code(&output(cmd(plain, &a, &["context", "create", "temp"])), 0);
+    let left = output(cmd(plain, &a, &["context", "leave", "temp"]));
+    expect_code(&left, 0);
+    let listed = stdout(&output(cmd(plain, &a, &["context", "list"])));
+    assert!(
+        !listed.contains("temp") && listed.contains("home"),
+        "{listed}"
+    );
+    expect_code(&output(cmd(plain, &a, &["context", "create", "temp"])), 0);
+
     // A context name that exists.
     let again = output(cmd(plain, &a, &["context", "create", "home"]));
     expect_code(&again, 1);
@@ -266,7 +285,7 @@ fn members_pipe_through_the_points_relay_which_forwards_only_ciphertext() {
         .to_owned();
     assert!(token.starts_with("rdv-relay-v1:") && !token.contains(' '));
     let (a, b): (PathBuf, PathBuf) = (tmp.path().join("alice"), tmp.path().join("bob"));
-    create_and_join(&plain, &a, &b);
+    let id = create_and_join(&plain, &a, &b);
     // Only alice designates it; twice is not an error.
     for _ in 0..2 {
         expect_code(
@@ -283,7 +302,7 @@ fn members_pipe_through_the_points_relay_which_forwards_only_ciphertext() {
     assert!(stderr(&bad).contains("rdv-relay-v1:"), "{}", stderr(&bad));
 
     let common = ["agent", "--point", point.tcp(), "--listen", "127.0.0.1:0"];
-    let (_alice, _) = agent(cmd(plain, &a, &common));
+    let (alice, _) = agent(cmd(plain, &a, &common));
     let (_bob, bob_auth) = agent(cmd(plain, &b, &common));
     // Bob adopts the relay from alice's descriptor, connects, and his
     // descriptor (with the relay hint) reaches alice.
@@ -342,6 +361,22 @@ fn members_pipe_through_the_points_relay_which_forwards_only_ciphertext() {
         !seen.windows(MARKER.len()).any(|w| w == MARKER),
         "the relay saw plaintext"
     );
+
+    // Leaving the context: refused while the agent runs, then forgets the
+    // context with its journal and relay designation.
+    let busy = output(cmd(plain, &a, &["context", "leave", "home"]));
+    expect_code(&busy, 1);
+    assert!(stderr(&busy).contains("stop it first"), "{}", stderr(&busy));
+    alice.terminate();
+    let journal = a.join("journals").join(format!("{id}.db"));
+    assert!(journal.exists(), "alice's agent kept a journal");
+    assert!(a.join("relays").join(&id).exists());
+    let left = output(cmd(plain, &a, &["context", "leave", "home"]));
+    expect_code(&left, 0);
+    assert_eq!(stdout(&left).trim(), id);
+    assert!(!journal.exists() && !a.join("journals").join(format!("{id}.db-wal")).exists());
+    assert!(!a.join("relays").join(&id).exists());
+    assert!(stdout(&output(cmd(plain, &a, &["context", "list"]))).is_empty());
 }
 
 /// The figure: 100 MiB (about 40 s in a debug build on 2 cores).
