@@ -240,24 +240,23 @@ pub async fn answer_init<S: JournalStore>(
         ));
     }
     let mut guard = node.lock().await;
-    let n = &mut *guard;
+    tcp::accept_init(stream, init, endpoint(&mut guard), config, rekey)
+        .await
+        .inspect_err(|_| {
+            stats.refused_handshake.fetch_add(1, Ordering::Relaxed);
+        })
+}
+
+/// The channel layer's view of a member (service, handshaker, books and
+/// the guard snapshot now), for one handshake under the member's lock.
+pub fn endpoint<S: JournalStore>(n: &mut Node<S>) -> Endpoint<'_, crate::sync::Books<S>> {
     let snapshot = snapshot(n);
-    tcp::accept_init(
-        stream,
-        init,
-        Endpoint {
-            service: &mut n.service,
-            handshaker: &mut n.handshaker,
-            interpreter: &mut n.books,
-            snapshot,
-        },
-        config,
-        rekey,
-    )
-    .await
-    .inspect_err(|_| {
-        stats.refused_handshake.fetch_add(1, Ordering::Relaxed);
-    })
+    Endpoint {
+        service: &mut n.service,
+        handshaker: &mut n.handshaker,
+        interpreter: &mut n.books,
+        snapshot,
+    }
 }
 
 /// The member's guard snapshot for its context now.

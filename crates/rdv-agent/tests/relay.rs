@@ -128,13 +128,7 @@ async fn a_circuit_carries_bytes_both_ways_between_members_of_one_epoch_only() {
 }
 
 /// A raw WebSocket client: HELLO, then whatever the test sends.
-async fn raw(
-    r: &Relay,
-) -> (
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    [u8; 32],
-    [u8; 32],
-) {
+async fn raw(r: &Relay) -> (RawWs, [u8; 32], [u8; 32]) {
     let (mut ws, _) = tokio_tungstenite::connect_async(r.token.url())
         .await
         .unwrap();
@@ -147,6 +141,30 @@ async fn raw(
         panic!("no challenge");
     };
     (ws, nonce, rn)
+}
+
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends one protocol message on a raw client.
+async fn send(ws: &mut RawWs, m: ClientMsg<'_>) {
+    ws.send(Message::Binary(m.encode().into())).await.unwrap();
+}
+
+/// A raw client that proves `grant` honestly and claims `handle`.
+async fn raw_authed(r: &Relay, grant: &GrantKey, handle: [u8; 32]) -> RawWs {
+    let (mut ws, cn, rn) = raw(r).await;
+    let sig = grant.sign_auth(&r.token.authority, &cn, &rn, &handle);
+    send(
+        &mut ws,
+        ClientMsg::Auth {
+            grant: grant.public(),
+            handle,
+            sig,
+        },
+    )
+    .await;
+    ws
 }
 
 /// The close code the relay ends `ws` with.
@@ -186,9 +204,7 @@ async fn a_client_without_a_valid_grant_is_refused_before_anything_is_forwarded(
         handle,
         sig: forger.sign_auth(&r.token.authority, &cn, &rn, &handle),
     };
-    ws.send(Message::Binary(auth.encode().into()))
-        .await
-        .unwrap();
+    send(&mut ws, auth).await;
     // Then tries to open a circuit and send data anyway.
     let open = ClientMsg::Open {
         circuit: 1,
@@ -212,9 +228,7 @@ async fn a_client_without_a_valid_grant_is_refused_before_anything_is_forwarded(
         handle,
         sig: real.sign_auth(&elsewhere, &cn, &rn, &handle),
     };
-    ws.send(Message::Binary(auth.encode().into()))
-        .await
-        .unwrap();
+    send(&mut ws, auth).await;
     assert_eq!(close_code(&mut ws).await, Some(close::UNAUTHORIZED));
 
     // And a client refuses a relay that is not the one its token names.
@@ -402,16 +416,8 @@ async fn a_receiver_that_stops_reading_is_ended_and_the_sender_told() {
     let (a, _) = join(&r, &k, member(1)).await;
     // The receiver: a raw client that authenticates and then never reads.
     let grant = GrantKey::from_seed(&k.relay_grant_seed(&r.token.authority));
-    let (mut ws, cn, rn) = raw(&r).await;
     let handle = k.relay_handle(&r.token.authority, &member(2));
-    let auth = ClientMsg::Auth {
-        grant: grant.public(),
-        handle,
-        sig: grant.sign_auth(&r.token.authority, &cn, &rn, &handle),
-    };
-    ws.send(Message::Binary(auth.encode().into()))
-        .await
-        .unwrap();
+    let ws = raw_authed(&r, &grant, handle).await;
     let mut s = a.open(handle, T).await.unwrap();
     // Far more than the socket buffers and the relay's queue hold.
     let w = tokio::spawn(async move {
@@ -456,16 +462,8 @@ async fn malformed_messages_and_idle_clients_are_closed_with_their_codes() {
     // An authenticated client that then says nothing is ended as idle.
     let k = keys(7);
     let grant = GrantKey::from_seed(&k.relay_grant_seed(&r.token.authority));
-    let (mut ws, cn, rn) = raw(&r).await;
     let handle = [6; 32];
-    let auth = ClientMsg::Auth {
-        grant: grant.public(),
-        handle,
-        sig: grant.sign_auth(&r.token.authority, &cn, &rn, &handle),
-    };
-    ws.send(Message::Binary(auth.encode().into()))
-        .await
-        .unwrap();
+    let mut ws = raw_authed(&r, &grant, handle).await;
     assert_eq!(close_code(&mut ws).await, Some(close::IDLE));
     assert_eq!(r.metrics.idle_closed.load(Relaxed), 1);
 }

@@ -126,13 +126,17 @@ fn run_cmd(c: Command) -> std::process::Output {
     output(c)
 }
 
-/// Pipes bytes from `from` to `to` (whose authority is `to_auth`); asserts
-/// they arrived intact and returns the transport the connector reported.
-fn pipe_ok(from: &Site, to: &Site, to_auth: &str, n: usize) -> String {
+/// `support::members::pipe_via` between two sites' agents (context "ctx").
+fn pipe_sites(
+    from: &Site,
+    to: &Site,
+    to_auth: &str,
+    bytes: &[u8],
+    via: Option<&str>,
+) -> (Vec<u8>, String, Option<i32>, Option<i32>) {
     let run_from = || from.run();
     let run_to = || to.run();
-    let bytes = random_bytes(n);
-    let (got, err, sent, listened) = pipe(
+    support::members::pipe_via(
         Side {
             base: &run_from,
             data: &from.data,
@@ -144,8 +148,16 @@ fn pipe_ok(from: &Site, to: &Site, to_auth: &str, n: usize) -> String {
             context: "ctx",
         },
         to_auth,
-        &bytes,
-    );
+        bytes,
+        via,
+    )
+}
+
+/// Pipes bytes from `from` to `to` (whose authority is `to_auth`); asserts
+/// they arrived intact and returns the transport the connector reported.
+fn pipe_ok(from: &Site, to: &Site, to_auth: &str, n: usize) -> String {
+    let bytes = random_bytes(n);
+    let (got, err, sent, listened) = pipe_sites(from, to, to_auth, &bytes, None);
     assert_eq!(sent, Some(0), "pipe connect failed: {err}");
     assert_eq!(listened, Some(0), "pipe listen failed");
     assert!(got == bytes, "{} of {n} bytes arrived", got.len());
@@ -235,24 +247,8 @@ fn two_members_behind_cone_nats_punch_through_with_quic_reflexive() {
     );
     assert!(reachable_by_relay(&a, &b_auth, Duration::from_secs(60)));
     // An earlier channel between them goes through the relay...
-    let run_from = || a.run();
-    let run_to = || b.run();
     let bytes = random_bytes(64 * 1024);
-    let (got, err, sent, _) = support::members::pipe_via(
-        Side {
-            base: &run_from,
-            data: &a.data,
-            context: "ctx",
-        },
-        Side {
-            base: &run_to,
-            data: &b.data,
-            context: "ctx",
-        },
-        &b_auth,
-        &bytes,
-        Some("relay"),
-    );
+    let (got, err, sent, _) = pipe_sites(&a, &b, &b_auth, &bytes, Some("relay"));
     assert_eq!(sent, Some(0), "{err}");
     assert!(got == bytes && err.contains("via relay"), "{err}");
     // ...and the direct path through the reflexive addresses still wins.
@@ -317,26 +313,11 @@ fn members_behind_symmetric_nats_connect_through_the_relay_which_sees_only_ciphe
         "a adopted the relay and published its own relay hint"
     );
     const MARKER: &[u8] = b"RDV-NATLAB-PLAINTEXT-93c2";
-    let run_from = || a.run();
-    let run_to = || b.run();
     let mut bytes = random_bytes(512 * 1024);
     for chunk in bytes.chunks_mut(1024) {
         chunk[..MARKER.len()].copy_from_slice(MARKER);
     }
-    let (got, err, sent, listened) = pipe(
-        Side {
-            base: &run_from,
-            data: &a.data,
-            context: "ctx",
-        },
-        Side {
-            base: &run_to,
-            data: &b.data,
-            context: "ctx",
-        },
-        &b_auth,
-        &bytes,
-    );
+    let (got, err, sent, listened) = pipe_sites(&a, &b, &b_auth, &bytes, None);
     assert_eq!(sent, Some(0), "pipe connect failed: {err}");
     assert_eq!(listened, Some(0));
     assert!(got == bytes, "{} bytes arrived", got.len());

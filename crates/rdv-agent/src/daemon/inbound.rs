@@ -90,14 +90,7 @@ async fn serve_quic(
     };
     let ch = {
         let mut g = m.sync.node().lock().await;
-        let n = &mut *g;
-        let snapshot = accept::snapshot(n);
-        let ep = Endpoint {
-            service: &mut n.service,
-            handshaker: &mut n.handshaker,
-            interpreter: &mut n.books,
-            snapshot,
-        };
+        let ep = accept::endpoint(&mut g);
         quic::accept_init(stream, init, ep, cfg, tcp::no_rekey())
             .await
             .map_err(|e| e.to_string())?

@@ -31,7 +31,7 @@ use hashbrown::HashMap;
 use libp2p::Multiaddr;
 use rdv_channel::NoiseHandshaker;
 use rdv_channel::quic::{self, QuicEndpoint};
-use rdv_channel::tcp::{self, Endpoint, TcpChannel, TcpConfig};
+use rdv_channel::tcp::{self, TcpChannel, TcpConfig};
 use rdv_context::{
     AuthorityId, BudgetLedger, ContextId, EffectCommand, Identity, Journal, JournalEntry,
     ReferenceInterpreter, RendezvousConfig, RendezvousFact, RendezvousService, SqliteJournal,

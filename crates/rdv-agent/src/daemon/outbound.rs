@@ -206,38 +206,35 @@ async fn handshake(
     link: Link,
 ) -> Result<TcpChannel, String> {
     let cfg = &shared.options.tcp;
-    macro_rules! endpoint {
-        ($n:expr) => {{
-            let snapshot = accept::snapshot($n);
-            Endpoint {
-                service: &mut $n.service,
-                handshaker: &mut $n.handshaker,
-                interpreter: &mut $n.books,
-                snapshot,
-            }
-        }};
-    }
     match link {
         Link::Tcp(mut stream) => {
             let init = {
                 let mut g = m.sync.node().lock().await;
                 let n = &mut *g;
-                tcp::begin_initiator(&mut endpoint!(n), peer, cfg).map_err(|e| e.to_string())?
+                tcp::begin_initiator(&mut accept::endpoint(n), peer, cfg)
+                    .map_err(|e| e.to_string())?
             };
             let complete = tcp::exchange(&mut stream, &init, cfg)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut g = m.sync.node().lock().await;
             let n = &mut *g;
-            tcp::complete_initiator(stream, endpoint!(n), peer, &complete, cfg, tcp::no_rekey())
-                .map_err(|e| e.to_string())
+            tcp::complete_initiator(
+                stream,
+                accept::endpoint(n),
+                peer,
+                &complete,
+                cfg,
+                tcp::no_rekey(),
+            )
+            .map_err(|e| e.to_string())
         }
         Link::Relay(stream) => {
             let (mut rd, mut wr) = tokio::io::split(stream);
             let init = {
                 let mut g = m.sync.node().lock().await;
                 let n = &mut *g;
-                tcp::begin_relayed_initiator(&mut endpoint!(n), peer, cfg)
+                tcp::begin_relayed_initiator(&mut accept::endpoint(n), peer, cfg)
                     .map_err(|e| e.to_string())?
             };
             let complete = tcp::exchange_on(&mut rd, &mut wr, &init, cfg)
@@ -248,7 +245,7 @@ async fn handshake(
             tcp::complete_initiator_on(
                 Box::new(rd),
                 Box::new(wr),
-                endpoint!(n),
+                accept::endpoint(n),
                 peer,
                 &complete,
                 cfg,
@@ -260,7 +257,7 @@ async fn handshake(
             let init = {
                 let mut g = m.sync.node().lock().await;
                 let n = &mut *g;
-                quic::begin_initiator(&mut endpoint!(n), peer, &stream, cfg)
+                quic::begin_initiator(&mut accept::endpoint(n), peer, &stream, cfg)
                     .map_err(|e| e.to_string())?
             };
             let complete = match quic::exchange(&mut stream, &init, cfg).await {
@@ -272,8 +269,15 @@ async fn handshake(
             };
             let mut g = m.sync.node().lock().await;
             let n = &mut *g;
-            quic::complete_initiator(stream, endpoint!(n), peer, &complete, cfg, tcp::no_rekey())
-                .map_err(|e| e.to_string())
+            quic::complete_initiator(
+                stream,
+                accept::endpoint(n),
+                peer,
+                &complete,
+                cfg,
+                tcp::no_rekey(),
+            )
+            .map_err(|e| e.to_string())
         }
     }
 }

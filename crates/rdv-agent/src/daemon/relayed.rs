@@ -228,14 +228,7 @@ async fn serve_relayed(
     }
     let ch = {
         let mut g = m.sync.node().lock().await;
-        let n = &mut *g;
-        let snapshot = accept::snapshot(n);
-        let ep = Endpoint {
-            service: &mut n.service,
-            handshaker: &mut n.handshaker,
-            interpreter: &mut n.books,
-            snapshot,
-        };
+        let ep = accept::endpoint(&mut g);
         tcp::accept_init_on(
             Box::new(rd),
             Box::new(wr),
