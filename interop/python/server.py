@@ -8,8 +8,7 @@ py-libp2p's own client (an unsigned PeerInfo registration, as its schema
 has it), then prints `registered <peer id> <ttl>` and
 `listening on <multiaddr>/p2p/<peer id>` and serves until killed.
 
-Checked by hand: `rdv discover` reaches it and gets a DISCOVER_RESPONSE
-(the PeerInfo registration is not yet read by rdv's client).
+crates/rdv/tests/interop_py.rs drives it with rdv's client.
 """
 
 import sys

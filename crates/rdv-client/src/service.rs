@@ -132,6 +132,9 @@ pub struct Service {
     config: Config,
     rng: SplitMix64,
     records: Vec<Bytes>,
+    /// Our own peer id, as the records name it (sent in UNREGISTER's
+    /// deprecated `id` field, which py-libp2p's point requires).
+    own_id: Option<PeerId>,
     /// Per point, the record index that was last accepted.
     preferred_record: HashMap<PeerId, usize>,
     next_request: u64,
@@ -166,6 +169,7 @@ impl Service {
             config,
             rng: SplitMix64::new(seed),
             records: Vec::new(),
+            own_id: None,
             preferred_record: HashMap::new(),
             next_request: 0,
             requests: HashMap::new(),
@@ -181,12 +185,19 @@ impl Service {
     }
 
     /// Sets the signed envelopes to register with, most preferred first (e.g.
-    /// the standard format, then rust-libp2p's legacy format). Every later
+    /// the standard format, then rust-libp2p's legacy format, then an
+    /// unsigned `PeerInfo` for points of the original go schema). Every later
     /// REGISTER, refreshes included, sends the newest records; a registration
-    /// in flight keeps what it sent. A point that refuses a record with
-    /// `E_INVALID_SIGNED_PEER_RECORD` gets the next one; the index that worked
-    /// is remembered per point.
+    /// in flight keeps what it sent. Until a record has worked at a point, a
+    /// point that refuses one with `E_INVALID_SIGNED_PEER_RECORD` or
+    /// `E_NOT_AUTHORIZED` (what a point of the original schema answers a
+    /// signed record: it reads the envelope as a `PeerInfo` naming someone
+    /// else) gets the next one; the index that worked is remembered per point.
     pub fn set_signed_records(&mut self, records: Vec<Bytes>) {
+        self.own_id = records
+            .iter()
+            .find_map(|r| verify_record(r).ok())
+            .map(|v| v.peer_id);
         self.records = records;
     }
 
@@ -243,7 +254,10 @@ impl Service {
         self.transmits.push_back(Transmit {
             point,
             request: None,
-            message: Message::Unregister(Unregister { namespace: key.1 }),
+            message: Message::Unregister(Unregister {
+                namespace: key.1,
+                id: self.own_id,
+            }),
         });
     }
 
@@ -574,6 +588,11 @@ impl Service {
                     self.on_permanent_failure(key, resp.status, resp.status_text);
                 }
             }
+            // A point of go-libp2p-rendezvous's original schema (py-libp2p)
+            // reads a signed envelope as a PeerInfo whose id is not ours.
+            // Only until a format has worked here: later it is a real refusal.
+            ResponseStatus::NotAuthorized
+                if !self.preferred_record.contains_key(&key.0) && self.try_next_record(&key) => {}
             ResponseStatus::InternalError if self.internal_error_limit(&key) => {
                 self.on_permanent_failure(key, resp.status, resp.status_text)
             }

@@ -542,6 +542,56 @@ fn invalid_record_falls_back_to_legacy_and_is_remembered_per_point() {
     ));
 }
 
+/// A point of go-libp2p-rendezvous's original schema (py-libp2p) reads a
+/// signed envelope as a PeerInfo naming someone else and answers
+/// E_NOT_AUTHORIZED: until a record has worked at a point, that moves on to
+/// the next record (the PeerInfo last); afterwards it is a refusal like any.
+/// The UNREGISTER names us (its deprecated `id`, which that point requires).
+#[test]
+fn not_authorized_moves_on_to_the_peer_info_until_a_record_has_worked() {
+    let me = Keypair::generate_ed25519();
+    let records = RecordFormat::ALL.map(|f| record(&me, 1, f));
+    let mut svc = Service::new(Config::default(), 3);
+    svc.set_signed_records(records.to_vec());
+    let py_point = new_peer();
+
+    svc.register(py_point, ns("a"), None, at(0)).unwrap();
+    for (i, expected) in records.iter().enumerate() {
+        let (id, sent) = expect_register(&mut svc, py_point);
+        assert_eq!(&sent.signed_peer_record, expected, "record {i}");
+        if i < 2 {
+            svc.handle_response(id, refused(ResponseStatus::NotAuthorized), at(0));
+            assert!(events(&mut svc).is_empty(), "fallback is silent");
+        } else {
+            svc.handle_response(id, ok(7200), at(0));
+        }
+    }
+    assert!(matches!(
+        events(&mut svc).as_slice(),
+        [Event::Registered { .. }]
+    ));
+    svc.unregister(py_point, ns("a"), at(1));
+    match svc.poll_transmit().map(|t| t.message) {
+        Some(Message::Unregister(u)) => assert_eq!(u.id, Some(me.public().to_peer_id())),
+        other => panic!("expected UNREGISTER, got {other:?}"),
+    }
+
+    // The PeerInfo worked here: a later E_NOT_AUTHORIZED is a refusal.
+    svc.register(py_point, ns("b"), None, at(2)).unwrap();
+    let (id, sent) = expect_register(&mut svc, py_point);
+    assert_eq!(sent.signed_peer_record, records[2]);
+    svc.handle_response(id, refused(ResponseStatus::NotAuthorized), at(2));
+    assert!(svc.poll_transmit().is_none());
+    assert!(matches!(
+        events(&mut svc).as_slice(),
+        [Event::RegisterFailed {
+            status: Some(ResponseStatus::NotAuthorized),
+            retry_at: None,
+            ..
+        }]
+    ));
+}
+
 // ---- discovery ----
 
 #[test]
@@ -849,7 +899,7 @@ fn discover_failure_and_wrong_kind_answer_are_reported() {
 
 #[test]
 fn unregister_stops_refreshes_and_a_late_response_does_not_resurrect() {
-    let (mut svc, _) = service(Config::default());
+    let (mut svc, me) = service(Config::default());
     let point = new_peer();
     registered(&mut svc, point, 7200, at(0));
     events(&mut svc);
@@ -863,7 +913,8 @@ fn unregister_stops_refreshes_and_a_late_response_does_not_resurrect() {
     assert_eq!(
         t.message,
         Message::Unregister(rdv_wire::Unregister {
-            namespace: ns("chat")
+            namespace: ns("chat"),
+            id: Some(me.public().to_peer_id())
         })
     );
     svc.handle_response(id, ok(7200), due);

@@ -11,10 +11,13 @@ use std::time::Duration;
 use rdv_point::store::StoreStats;
 use rdv_wire::{MessageKind, ResponseStatus};
 
-const KINDS: [(&str, MessageKind); 3] = [
+const KINDS: [(&str, MessageKind); 4] = [
     ("register", MessageKind::Register),
     ("unregister", MessageKind::Unregister),
     ("discover", MessageKind::Discover),
+    // Refused (rdv serves no subscriptions), counted so an operator sees
+    // clients that ask.
+    ("discover_subscribe", MessageKind::DiscoverSubscribe),
 ];
 const STATUSES: [ResponseStatus; 8] = [
     ResponseStatus::Ok,
@@ -32,7 +35,7 @@ const VERIFY_BUCKETS_US: [u64; 9] = [25, 50, 100, 250, 500, 1000, 5000, 10_000, 
 /// Point counters. Cheap to update from any task.
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; 8]; 3],
+    requests: [[AtomicU64; 8]; KINDS.len()],
     malformed: AtomicU64,
     verify_buckets: [AtomicU64; 9],
     verify_count: AtomicU64,

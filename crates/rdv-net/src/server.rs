@@ -104,12 +104,15 @@ pub enum ReconfigureError {
 ///
 /// - `Default`: nothing known when it asked (identify did not come in
 ///   time): every format.
-/// - `Agent`: identify's agent version (rust-libp2p: legacy; rdv: both;
-///   anything else: standard, what the RFC and go/js implement).
-/// - `Registered`: the peer registered a legacy record of its own. That is
-///   evidence of the implementation (rust-libp2p's client writes legacy
-///   records, and refuses a whole answer holding one standard record)
-///   whatever agent string the application set, so it wins over `Agent`.
+/// - `Agent`: identify's agent version (rust-libp2p: legacy; py-libp2p:
+///   unsigned `PeerInfo`; rdv: every format; anything else: standard, what
+///   the RFC and go/js implement).
+/// - `Registered`: the peer registered a legacy record or a `PeerInfo` of
+///   its own. That is evidence of the implementation (rust-libp2p's client
+///   writes legacy records, and refuses a whole answer holding one standard
+///   record; the original go schema's clients write and read `PeerInfo`
+///   only) whatever agent string the application set, so it wins over
+///   `Agent`.
 /// - `Marker`: the peer lists [`crate::READS_ALL_RECORD_FORMATS`] (rdv's
 ///   client, which may register legacy records and reads every format).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -320,6 +323,10 @@ impl<S: Store + Send + 'static> PointServer<S> {
         // standard format, which is what the RFC and go/js implement.
         let formats = if agent_version.starts_with("rust-libp2p") {
             Formats::only(RecordFormat::Legacy)
+        } else if agent_version.starts_with("py-libp2p") {
+            // Its schema is go-libp2p-rendezvous's original one: it parses
+            // every registration as an unsigned PeerInfo.
+            Formats::only(RecordFormat::PeerInfo)
         } else if agent_version.starts_with("rdv/") {
             Formats::ALL
         } else {
@@ -487,13 +494,7 @@ impl<S: Store + Send + 'static> PointServer<S> {
         let cached = lock(&self.shared.verified).get(&hash).copied();
         if let Some((peer_id, format)) = cached {
             self.shared.metrics.verification_skipped();
-            if format == RecordFormat::Legacy && peer_id == peer {
-                self.remember_formats(
-                    peer,
-                    Formats::only(RecordFormat::Legacy),
-                    FormatSource::Registered,
-                );
-            }
+            self.note_registered(peer, peer_id, format);
             return Verification::Verified(rdv_wire::VerifiedRecord {
                 peer_id,
                 seq: 0,
@@ -506,19 +507,22 @@ impl<S: Store + Send + 'static> PointServer<S> {
         self.shared.metrics.verified(started.elapsed());
         match v {
             Ok(v) => {
-                if v.format == RecordFormat::Legacy && v.peer_id == peer {
-                    // Registers legacy records: reads only those, most likely.
-                    self.remember_formats(
-                        peer,
-                        Formats::only(RecordFormat::Legacy),
-                        FormatSource::Registered,
-                    );
-                }
+                self.note_registered(peer, v.peer_id, v.format);
                 // Bounded, least recently used out (forgetting costs one check).
                 lock(&self.shared.verified).insert(hash, (v.peer_id, v.format));
                 Verification::Verified(v)
             }
             Err(e) => Verification::Failed(e),
+        }
+    }
+
+    /// What a peer's own registration says it reads: one that registers
+    /// legacy records or `PeerInfo`s reads only those, most likely (see
+    /// [`FormatSource::Registered`]). A standard record says nothing: every
+    /// implementation but rdv that writes one reads only those anyway.
+    fn note_registered(&self, peer: PeerId, registrant: PeerId, format: RecordFormat) {
+        if registrant == peer && format != RecordFormat::Standard {
+            self.remember_formats(peer, Formats::only(format), FormatSource::Registered);
         }
     }
 
@@ -871,6 +875,7 @@ fn status_of(answer: Option<&Message>) -> ResponseStatus {
 fn request_kind_of_response(m: &Message) -> MessageKind {
     match m {
         Message::DiscoverResponse(_) => MessageKind::Discover,
+        Message::DiscoverSubscribeResponse(_) => MessageKind::DiscoverSubscribe,
         _ => MessageKind::Register,
     }
 }
@@ -978,5 +983,45 @@ mod tests {
             let want = format!("rdv_verification_skipped_total {round}");
             assert!(text.lines().any(|l| l == want), "round {round}:\n{text}");
         }
+    }
+
+    /// Who reads what: py-libp2p's agent gets PeerInfo records only, and a
+    /// peer that registers a PeerInfo of its own (whatever agent it shows,
+    /// and again when the same bytes come from the verification cache)
+    /// gets PeerInfo only; a PeerInfo naming someone else is no evidence.
+    #[tokio::test]
+    async fn py_libp2p_peers_get_peer_info_records_by_agent_or_by_evidence() {
+        let s = server(ServerConfig::default());
+        let py = PeerId::random();
+        s.note_agent_version(py, "py-libp2p/0.8.1");
+        assert_eq!(
+            s.formats_for(&py).await,
+            Formats::only(RecordFormat::PeerInfo)
+        );
+
+        let key = Keypair::generate_ed25519();
+        let peer = key.public().to_peer_id();
+        let addr: rdv_wire::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        let req = Register {
+            namespace: Namespace::new("n").unwrap(),
+            signed_peer_record: rdv_wire::peer_info(&peer, &[addr]).into(),
+            ttl: None,
+        };
+        // Someone else sending this PeerInfo learns us nothing of them.
+        let other = PeerId::random();
+        s.note_agent_version(other, "my-app/1.0");
+        s.verify(other, &req);
+        assert_eq!(
+            s.formats_for(&other).await,
+            Formats::only(RecordFormat::Standard)
+        );
+        // Its own, under a custom agent: the registration wins (here from
+        // the verification cache, which the stranger's attempt filled).
+        s.note_agent_version(peer, "my-app/1.0");
+        assert!(matches!(s.verify(peer, &req), Verification::Verified(_)));
+        assert_eq!(
+            s.formats_for(&peer).await,
+            Formats::only(RecordFormat::PeerInfo)
+        );
     }
 }

@@ -342,6 +342,7 @@ async fn one_address_cannot_fill_a_namespace() {
     // An UNREGISTER frees a place.
     let unregister = Message::Unregister(Unregister {
         namespace: Namespace::new("ns").unwrap(),
+        id: None,
     });
     let mut s = stream(&greedy[1].0, &f).await.unwrap();
     s.write_all(&encode_frame(&encode(&unregister)))

@@ -370,6 +370,7 @@ async fn one_peers_requests_reach_the_point_in_stream_order() {
 
     let unregister = encode_frame(&encode(&Message::Unregister(Unregister {
         namespace: Namespace::new("order").unwrap(),
+        id: None,
     })));
     let mut first = stream(&node, &f).await;
     first.write_all(&unregister[..1]).await.unwrap();

@@ -104,6 +104,7 @@ fn register_refresh_unregister(c: &mut Criterion) {
                 peer,
                 rdv_wire::Unregister {
                     namespace: ns.clone(),
+                    id: None,
                 },
                 now,
             );

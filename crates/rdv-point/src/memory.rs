@@ -11,7 +11,7 @@
 //!   byte form (at most 44 bytes) rather than as a 80-byte `PeerId`;
 //! - `by_position`, per namespace and global: B-trees from position to slot,
 //!   one per record format, for paging: a scan for one format walks only
-//!   registrations of that format, and a scan for both merges the two trees
+//!   registrations of that format, and a scan for several merges their trees
 //!   in position order, so a DISCOVER costs what it returns whatever the mix
 //!   of formats (each registration is in exactly one tree per scope, so this
 //!   costs no more memory than a single tree);
@@ -40,10 +40,14 @@ struct Slot {
     record: Option<Box<[u8]>>,
 }
 
+/// How many record formats there are: one position tree each.
+const FORMATS: usize = RecordFormat::ALL.len();
+
 fn format_tag(format: RecordFormat) -> u8 {
     match format {
         RecordFormat::Standard => 0,
         RecordFormat::Legacy => 1,
+        RecordFormat::PeerInfo => 2,
     }
 }
 
@@ -57,13 +61,14 @@ fn boxed(record: &[u8], format: RecordFormat) -> Box<[u8]> {
 /// The format tag of a stored record (as [`unboxed`] reads it), as an index
 /// into [`Positions`].
 fn tag_of(b: &[u8]) -> usize {
-    usize::from(b.first() == Some(&1))
+    usize::from(format_tag(unboxed(b).1))
 }
 
 /// A stored record and its format.
 fn unboxed(b: &[u8]) -> (&[u8], RecordFormat) {
     match b.split_first() {
         Some((1, rest)) => (rest, RecordFormat::Legacy),
+        Some((2, rest)) => (rest, RecordFormat::PeerInfo),
         Some((_, rest)) => (rest, RecordFormat::Standard),
         None => (b, RecordFormat::Standard),
     }
@@ -114,7 +119,7 @@ struct NsRow {
 /// Positions to slots, one B-tree per record format (indexed by
 /// [`format_tag`]), so that a scan walks only the formats it returns.
 #[derive(Default)]
-struct Positions([BTreeMap<u64, Id>; 2]);
+struct Positions([BTreeMap<u64, Id>; FORMATS]);
 
 impl Positions {
     fn insert(&mut self, tag: usize, position: u64, s: Id) {
@@ -127,7 +132,7 @@ impl Positions {
 
     /// Registrations of every format.
     fn len(&self) -> usize {
-        self.0[0].len() + self.0[1].len()
+        self.0.iter().map(BTreeMap::len).sum()
     }
 
     fn is_empty(&self) -> bool {
@@ -135,9 +140,9 @@ impl Positions {
     }
 
     /// Which trees hold the formats in `formats`.
-    fn wanted(formats: Formats) -> [bool; 2] {
-        let mut wanted = [false; 2];
-        for format in [RecordFormat::Standard, RecordFormat::Legacy] {
+    fn wanted(formats: Formats) -> [bool; FORMATS] {
+        let mut wanted = [false; FORMATS];
+        for format in RecordFormat::ALL {
             wanted[usize::from(format_tag(format))] = formats.contains(format);
         }
         wanted
@@ -146,7 +151,10 @@ impl Positions {
     /// Registrations in `formats`.
     fn len_of(&self, formats: Formats) -> usize {
         let wanted = Self::wanted(formats);
-        (0..2).filter(|&i| wanted[i]).map(|i| self.0[i].len()).sum()
+        (0..FORMATS)
+            .filter(|&i| wanted[i])
+            .map(|i| self.0[i].len())
+            .sum()
     }
 
     /// The highest position, of any format.
@@ -168,15 +176,15 @@ impl Positions {
                     .peekable()
             })
         };
-        Merged([lane(0), lane(1)])
+        Merged(std::array::from_fn(lane))
     }
 }
 
 type Lane<'a> = Option<Peekable<btree_map::Range<'a, u64, Id>>>;
 
-/// Two position-ordered ranges merged into one (positions are unique, so
-/// no two entries tie).
-struct Merged<'a>([Lane<'a>; 2]);
+/// Position-ordered ranges, one per format, merged into one (positions are
+/// unique, so no two entries tie).
+struct Merged<'a>([Lane<'a>; FORMATS]);
 
 impl Iterator for Merged<'_> {
     type Item = (u64, Id);
@@ -185,13 +193,17 @@ impl Iterator for Merged<'_> {
         fn head(lane: &mut Lane<'_>) -> Option<u64> {
             lane.as_mut()?.peek().map(|&(&p, _)| p)
         }
-        let side = match (head(&mut self.0[0]), head(&mut self.0[1])) {
-            (Some(a), Some(b)) => usize::from(b < a),
-            (Some(_), None) => 0,
-            (None, Some(_)) => 1,
-            (None, None) => return None,
-        };
-        self.0[side].as_mut()?.next().map(|(&p, &s)| (p, s))
+        let mut side = None;
+        let mut lowest = u64::MAX;
+        for (i, lane) in self.0.iter_mut().enumerate() {
+            if let Some(p) = head(lane)
+                && (side.is_none() || p < lowest)
+            {
+                side = Some(i);
+                lowest = p;
+            }
+        }
+        self.0[side?].as_mut()?.next().map(|(&p, &s)| (p, s))
     }
 }
 
@@ -740,11 +752,7 @@ mod tests {
                 }
                 let (page, walked) = walk(&s, scope, 0, 0, Formats::ALL);
                 assert_eq!((page.scanned_to, walked), (0, 0));
-                let none = Formats {
-                    standard: false,
-                    legacy: false,
-                };
-                let (page, walked) = walk(&s, scope, 0, 10, none);
+                let (page, walked) = walk(&s, scope, 0, 10, Formats::NONE);
                 assert_eq!(
                     (page.registrations.len(), page.scanned_to, walked),
                     (0, end, 0)
@@ -798,7 +806,7 @@ mod tests {
         assert!(s.remove(&peers[0], &ns("a")).unwrap());
         assert!(s.remove(&peers[2], &ns("a")).unwrap());
         assert_eq!(positions(&s, Formats::ALL).len(), 4);
-        assert_eq!(s.by_position.0.each_ref().map(|t| t.len()), [1, 3]);
+        assert_eq!(s.by_position.0.each_ref().map(|t| t.len()), [1, 3, 0]);
         let later = Timestamp::from_millis(NOW.as_millis() + 7_200_000);
         assert_eq!(s.expire(later, usize::MAX).unwrap().len(), 4);
         assert!(s.by_position.is_empty());

@@ -258,7 +258,9 @@ impl<S: Store> Point<S> {
                 self.handle_discover(remote, d, now),
             )),
             // Responses are not requests; nothing to answer.
-            Message::RegisterResponse(_) | Message::DiscoverResponse(_) => None,
+            Message::RegisterResponse(_)
+            | Message::DiscoverResponse(_)
+            | Message::DiscoverSubscribeResponse(_) => None,
         }
     }
 

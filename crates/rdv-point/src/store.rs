@@ -42,14 +42,17 @@ pub struct NewRegistration {
 }
 
 /// Which record formats a scan returns. rust-libp2p's client refuses a whole
-/// DISCOVER_RESPONSE if any record in it is not in the legacy format, so a
-/// point answering it asks for legacy records only.
+/// DISCOVER_RESPONSE if any record in it is not in the legacy format, js and
+/// go read only standard records, py-libp2p only unsigned `PeerInfo`s: a
+/// point answering each asks for its format only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Formats {
     /// Include [`RecordFormat::Standard`] records.
     pub standard: bool,
     /// Include [`RecordFormat::Legacy`] records.
     pub legacy: bool,
+    /// Include [`RecordFormat::PeerInfo`] records.
+    pub peer_info: bool,
 }
 
 impl Formats {
@@ -57,20 +60,30 @@ impl Formats {
     pub const ALL: Formats = Formats {
         standard: true,
         legacy: true,
+        peer_info: true,
+    };
+
+    /// No format.
+    pub const NONE: Formats = Formats {
+        standard: false,
+        legacy: false,
+        peer_info: false,
     };
 
     /// Only `format`.
     pub const fn only(format: RecordFormat) -> Formats {
+        Formats::NONE.with(format)
+    }
+
+    /// These and `format`.
+    pub const fn with(self, format: RecordFormat) -> Formats {
+        let mut out = self;
         match format {
-            RecordFormat::Standard => Formats {
-                standard: true,
-                legacy: false,
-            },
-            RecordFormat::Legacy => Formats {
-                standard: false,
-                legacy: true,
-            },
+            RecordFormat::Standard => out.standard = true,
+            RecordFormat::Legacy => out.legacy = true,
+            RecordFormat::PeerInfo => out.peer_info = true,
         }
+        out
     }
 
     /// Whether `format` is included.
@@ -78,6 +91,7 @@ impl Formats {
         match format {
             RecordFormat::Standard => self.standard,
             RecordFormat::Legacy => self.legacy,
+            RecordFormat::PeerInfo => self.peer_info,
         }
     }
 }

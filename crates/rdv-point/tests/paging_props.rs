@@ -166,7 +166,7 @@ proptest! {
                 Op::Register { peer, ns, long } => apply_register(&mut p, &mut known, now, &peers[peer as usize], NAMESPACES[ns], long)?,
                 Op::Unregister { peer, ns } => {
                     let x = &peers[peer as usize];
-                    p.handle_request(x.id, Message::Unregister(Unregister { namespace: common::ns(NAMESPACES[ns]) }), Timestamp::from_millis(now));
+                    p.handle_request(x.id, Message::Unregister(Unregister { namespace: common::ns(NAMESPACES[ns]), id: None }), Timestamp::from_millis(now));
                     known.remove(&(x.id, NAMESPACES[ns].to_string()));
                 }
                 Op::Advance { secs } => {

@@ -136,6 +136,49 @@ fn standard_and_legacy_records_are_both_accepted() {
     assert_eq!(peers_of(&d), vec![a.id, b.id]);
 }
 
+/// go-libp2p-rendezvous's original schema (py-libp2p): an unsigned PeerInfo
+/// is taken when its id is the peer on the connection (nothing else vouches
+/// for it), refused as not authorized otherwise, and served only to askers
+/// that read that format.
+#[test]
+fn an_unsigned_peer_info_is_accepted_only_from_the_peer_it_names() {
+    let mut p = point(Config::default());
+    let (s, py, other) = (
+        Peer::new(1),
+        Peer::with_format(2, RecordFormat::PeerInfo),
+        Peer::new(3),
+    );
+    ok_ttl(&register_response(p.handle_request(
+        s.id,
+        s.register("chat", None),
+        at(0),
+    )));
+    // Someone else's PeerInfo: refused, nothing written.
+    let r = register_response(p.handle_request(other.id, py.register("chat", None), at(1)));
+    assert_eq!(r.status, ResponseStatus::NotAuthorized, "{r:?}");
+    assert_eq!(held(&p, &py.id, "chat"), None);
+    assert_eq!(held(&p, &other.id, "chat"), None);
+    // Its own: accepted and stored with its kind.
+    ok_ttl(&register_response(p.handle_request(
+        py.id,
+        py.register("chat", None),
+        at(2),
+    )));
+    assert_eq!(held(&p, &py.id, "chat").unwrap().record, py.record);
+    let mut only = |f| {
+        let req = match discover(Some("chat"), None, None) {
+            Message::Discover(d) => d,
+            _ => unreachable!(),
+        };
+        peers_of(&p.handle_discover_for(s.id, req, rdv_point::Formats::only(f), at(3)))
+    };
+    assert_eq!(only(RecordFormat::PeerInfo), vec![py.id]);
+    assert_eq!(only(RecordFormat::Standard), vec![s.id]);
+    assert_eq!(only(RecordFormat::Legacy), Vec::<PeerId>::new());
+    let d = discover_response(p.handle_request(s.id, discover(Some("chat"), None, None), at(3)));
+    assert_eq!(peers_of(&d), vec![s.id, py.id]);
+}
+
 #[test]
 fn record_size_limit_accepts_exactly_the_bound_and_refuses_one_byte_over() {
     let a = Peer::new(1);
@@ -258,6 +301,7 @@ fn per_peer_limit_refuses_one_more_but_allows_refresh_at_the_cap() {
         a.id,
         Message::Unregister(Unregister {
             namespace: ns("ns0"),
+            id: None,
         }),
         at(2),
     );
@@ -318,7 +362,10 @@ fn namespace_limit_refuses_a_new_namespace_but_not_existing_ones() {
     // When a namespace empties it no longer counts.
     p.handle_request(
         a.id,
-        Message::Unregister(Unregister { namespace: ns("x") }),
+        Message::Unregister(Unregister {
+            namespace: ns("x"),
+            id: None,
+        }),
         at(1),
     );
     ok_ttl(&register_response(p.handle_request(
@@ -416,7 +463,12 @@ fn unregister_removes_and_unknown_unregister_is_a_silent_no_op() {
     let a = Peer::new(1);
     p.handle_request(a.id, a.register("chat", None), at(0));
     while p.poll_event().is_some() {}
-    let un = |s: &str| Message::Unregister(Unregister { namespace: ns(s) });
+    let un = |s: &str| {
+        Message::Unregister(Unregister {
+            namespace: ns(s),
+            id: None,
+        })
+    };
     assert_eq!(p.handle_request(a.id, un("other"), at(1)), None);
     assert_eq!(p.poll_event(), None);
     // Another peer cannot remove a's registration.
@@ -1023,7 +1075,8 @@ fn a_failing_store_gets_unavailable_or_internal_error_and_the_point_goes_on() {
             p.handle_request(
                 a.id,
                 Message::Unregister(Unregister {
-                    namespace: ns("chat")
+                    namespace: ns("chat"),
+                    id: None
                 }),
                 at(0)
             ),

@@ -330,7 +330,7 @@ const RECORD: &str = "SELECT r.record, r.format FROM {s}.registrations r \
 /// committed between two statements could otherwise be skipped).
 ///
 /// The page merges one range of the (namespace, format, position) index
-/// per format asked for (`$4`, `$5`: codes, -1 for none), so other formats
+/// per format asked for (`$4` to `$6`: codes, -1 for none), so other formats
 /// are never read; the highest position is the last entry of each format's
 /// range (the codes of `format_code`). Each range is written `format
 /// BETWEEN c AND c ... ORDER BY format, position`, not `format = c ...
@@ -345,13 +345,18 @@ const SCAN_NS: &str = "WITH nsid AS (SELECT n.id FROM {s}.namespaces n WHERE n.n
      page AS ((SELECT r.position, r.peer, r.expires_at, r.format, r.record FROM {s}.registrations r \
                WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN $4 AND $4 \
                  AND r.position > $2 AND r.expires_at > $3 \
-               ORDER BY r.format, r.position LIMIT $6) \
+               ORDER BY r.format, r.position LIMIT $7) \
               UNION ALL \
               (SELECT r.position, r.peer, r.expires_at, r.format, r.record FROM {s}.registrations r \
                WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN $5 AND $5 \
                  AND r.position > $2 AND r.expires_at > $3 \
-               ORDER BY r.format, r.position LIMIT $6) \
-              ORDER BY position LIMIT $6) \
+               ORDER BY r.format, r.position LIMIT $7) \
+              UNION ALL \
+              (SELECT r.position, r.peer, r.expires_at, r.format, r.record FROM {s}.registrations r \
+               WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN $6 AND $6 \
+                 AND r.position > $2 AND r.expires_at > $3 \
+               ORDER BY r.format, r.position LIMIT $7) \
+              ORDER BY position LIMIT $7) \
      SELECT page.position, p.peer, page.expires_at, page.format, page.record, NULL::bytea \
        FROM page JOIN {s}.peers p ON p.id = page.peer \
      UNION ALL \
@@ -361,6 +366,9 @@ const SCAN_NS: &str = "WITH nsid AS (SELECT n.id FROM {s}.namespaces n WHERE n.n
          ORDER BY r.format DESC, r.position DESC LIMIT 1), \
        (SELECT r.position FROM {s}.registrations r \
          WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN 1 AND 1 \
+         ORDER BY r.format DESC, r.position DESC LIMIT 1), \
+       (SELECT r.position FROM {s}.registrations r \
+         WHERE r.ns = (SELECT id FROM nsid) AND r.format BETWEEN 2 AND 2 \
          ORDER BY r.format DESC, r.position DESC LIMIT 1)), \
        NULL, NULL, NULL, NULL, NULL";
 /// A page of all namespaces in every format (the primary key, in position
@@ -382,6 +390,24 @@ const SCAN_ALL_FORMAT: &str = "WITH page AS (SELECT r.position, r.peer, r.ns, r.
               FROM {s}.registrations r \
               WHERE r.format::integer BETWEEN $3 AND $3 AND r.position > $1 AND r.expires_at > $2 \
               ORDER BY r.format::integer, r.position LIMIT $4) \
+     SELECT page.position, p.peer, page.expires_at, page.format, page.record, n.name \
+       FROM page JOIN {s}.peers p ON p.id = page.peer JOIN {s}.namespaces n ON n.id = page.ns \
+     UNION ALL \
+     SELECT max(r.position), NULL, NULL, NULL, NULL, NULL FROM {s}.registrations r";
+/// A page of all namespaces in two formats of the three (`$3`, `$4`):
+/// two ranges of the (format, position) index, merged, as [`SCAN_ALL_FORMAT`]
+/// reads one.
+const SCAN_ALL_TWO_FORMATS: &str = "WITH page AS (\
+              (SELECT r.position, r.peer, r.ns, r.expires_at, r.format, r.record \
+               FROM {s}.registrations r \
+               WHERE r.format::integer BETWEEN $3 AND $3 AND r.position > $1 AND r.expires_at > $2 \
+               ORDER BY r.format::integer, r.position LIMIT $5) \
+              UNION ALL \
+              (SELECT r.position, r.peer, r.ns, r.expires_at, r.format, r.record \
+               FROM {s}.registrations r \
+               WHERE r.format::integer BETWEEN $4 AND $4 AND r.position > $1 AND r.expires_at > $2 \
+               ORDER BY r.format::integer, r.position LIMIT $5) \
+              ORDER BY position LIMIT $5) \
      SELECT page.position, p.peer, page.expires_at, page.format, page.record, n.name \
        FROM page JOIN {s}.peers p ON p.id = page.peer JOIN {s}.namespaces n ON n.id = page.ns \
      UNION ALL \
@@ -450,6 +476,7 @@ struct Statements {
     scan_ns: Statement,
     scan_all: Statement,
     scan_all_format: Statement,
+    scan_all_two_formats: Statement,
     next_expiry: Statement,
     stats: Statement,
 }
@@ -465,6 +492,7 @@ impl Statements {
             scan_ns: p(SCAN_NS)?,
             scan_all: p(SCAN_ALL)?,
             scan_all_format: p(SCAN_ALL_FORMAT)?,
+            scan_all_two_formats: p(SCAN_ALL_TWO_FORMATS)?,
             next_expiry: p(NEXT_EXPIRY)?,
             stats: p(STATS)?,
         })
@@ -928,21 +956,31 @@ impl Store for PostgresStore {
         );
         let after_sql = sql_int(after);
         let limit_sql = sql_limit(limit);
-        let [c0, c1] = format_codes(formats);
+        let codes = format_codes(formats);
+        let [c0, c1, c2] = codes;
+        let asked: Vec<i32> = codes
+            .into_iter()
+            .filter(|c| *c >= 0)
+            .map(i32::from)
+            .collect();
         let now = sql_int(now.as_millis());
         let rows: Vec<Row> = self.run(|client, st| {
-            let rows = match (scope, [c0, c1]) {
+            let rows = match (scope, &asked[..]) {
                 (Some(ns), _) => {
                     let name = ns.as_str().as_bytes();
                     client.query(
                         &st.scan_ns,
-                        &[&name, &after_sql, &now, &c0, &c1, &limit_sql],
+                        &[&name, &after_sql, &now, &c0, &c1, &c2, &limit_sql],
                     )?
                 }
-                (None, [0, 1]) => client.query(&st.scan_all, &[&after_sql, &now, &limit_sql])?,
+                (None, [_, _, _]) => client.query(&st.scan_all, &[&after_sql, &now, &limit_sql])?,
+                (None, [a, b]) => client.query(
+                    &st.scan_all_two_formats,
+                    &[&after_sql, &now, a, b, &limit_sql],
+                )?,
                 // One format (or none): only its rows are read.
                 (None, _) => {
-                    let code = i32::from(c0.max(c1));
+                    let code = asked.first().copied().unwrap_or(-1);
                     client.query(&st.scan_all_format, &[&after_sql, &now, &code, &limit_sql])?
                 }
             };
@@ -1184,33 +1222,36 @@ mod tests {
         .unwrap();
         let sql = |t: &str| t.replace("{s}", &quoted);
         c.batch_execute(&format!(
-            "PREPARE scan_ns (bytea, bigint, bigint, smallint, smallint, bigint) AS {}; \
+            "PREPARE scan_ns (bytea, bigint, bigint, smallint, smallint, smallint, bigint) AS {}; \
              PREPARE scan_all (bigint, bigint, bigint) AS {}; \
-             PREPARE scan_all_format (bigint, bigint, integer, bigint) AS {}",
+             PREPARE scan_all_format (bigint, bigint, integer, bigint) AS {}; \
+             PREPARE scan_all_two_formats (bigint, bigint, integer, integer, bigint) AS {}",
             sql(SCAN_NS),
             sql(SCAN_ALL),
-            sql(SCAN_ALL_FORMAT)
+            sql(SCAN_ALL_FORMAT),
+            sql(SCAN_ALL_TWO_FORMATS)
         ))
         .unwrap();
         let ns = |name: &str| format!("convert_to('{name}', 'UTF8')");
-        // Namespace, after, formats (standard and legacy codes), limit:
-        // rows returned.
+        // Namespace, after, formats (standard, legacy and PeerInfo codes),
+        // limit: rows returned.
         let mut cases: Vec<(String, u64, u64)> = [
-            ("many", 0, "-1, 1", 2, 2),
-            ("many", 0, "-1, 1", 10, 3),
-            ("many", 15_000, "-1, 1", 10, 2),
-            ("many", 0, "0, -1", 10, 10),
-            ("many", 15_000, "0, -1", 10, 10),
-            ("many", 0, "0, 1", 10, 10),
-            ("many", 19_000, "0, 1", 10, 10),
-            ("small", 0, "0, -1", 10, 5),
-            ("small", 5, "0, -1", 10, 0),
-            ("small", 0, "-1, 1", 10, 0),
-            ("heavy", 0, "0, -1", 10, 3),
-            ("heavy", 8, "0, -1", 10, 0),
-            ("heavy", 0, "-1, 1", 10, 10),
-            ("heavy", 0, "0, 1", 10, 10),
-            ("nowhere", 0, "0, 1", 10, 0),
+            ("many", 0, "-1, 1, -1", 2, 2),
+            ("many", 0, "-1, 1, -1", 10, 3),
+            ("many", 15_000, "-1, 1, -1", 10, 2),
+            ("many", 0, "0, -1, -1", 10, 10),
+            ("many", 15_000, "0, -1, -1", 10, 10),
+            ("many", 0, "0, 1, 2", 10, 10),
+            ("many", 19_000, "0, 1, 2", 10, 10),
+            ("many", 0, "-1, -1, 2", 10, 0),
+            ("small", 0, "0, -1, -1", 10, 5),
+            ("small", 5, "0, -1, -1", 10, 0),
+            ("small", 0, "-1, 1, -1", 10, 0),
+            ("heavy", 0, "0, -1, -1", 10, 3),
+            ("heavy", 8, "0, -1, -1", 10, 0),
+            ("heavy", 0, "-1, 1, -1", 10, 10),
+            ("heavy", 0, "0, 1, 2", 10, 10),
+            ("nowhere", 0, "0, 1, 2", 10, 0),
         ]
         .into_iter()
         .map(|(name, after, codes, limit, n)| {
@@ -1228,6 +1269,13 @@ mod tests {
         ] {
             cases.push((
                 format!("scan_all_format({after}, 0, {code}, {limit})"),
+                limit,
+                n,
+            ));
+        }
+        for (after, codes, limit, n) in [(0, "0, 1", 10, 10), (0, "1, 2", 10, 10)] {
+            cases.push((
+                format!("scan_all_two_formats({after}, 0, {codes}, {limit})"),
                 limit,
                 n,
             ));

@@ -123,7 +123,7 @@ const REG_DELETE: &str = "DELETE FROM registrations WHERE position = ?1";
 const RECORD: &str = "SELECT r.record, r.format FROM peers p CROSS JOIN registrations r ON r.peer = p.id \
      WHERE p.peer = ?1 AND r.ns = (SELECT id FROM namespaces WHERE name = ?2) AND r.expires_at > ?3";
 /// A page of one namespace: the (namespace, format, position) index from
-/// the cookie's position on, one range per format asked for (`?4`, `?5`:
+/// the cookie's position on, one range per format asked for (`?4` to `?6`:
 /// codes, -1 for none), merged in position order; expired rows are passed
 /// over, other formats never read.
 const SCAN_NS: &str = "SELECT r.position, p.peer, r.expires_at, r.format, r.record \
@@ -133,13 +133,18 @@ const SCAN_NS: &str = "SELECT r.position, p.peer, r.expires_at, r.format, r.reco
      SELECT r.position, p.peer, r.expires_at, r.format, r.record \
      FROM registrations r CROSS JOIN peers p ON p.id = r.peer \
      WHERE r.ns = ?1 AND r.format = ?5 AND r.position > ?2 AND r.expires_at > ?3 \
-     ORDER BY 1 LIMIT ?6";
+     UNION ALL \
+     SELECT r.position, p.peer, r.expires_at, r.format, r.record \
+     FROM registrations r CROSS JOIN peers p ON p.id = r.peer \
+     WHERE r.ns = ?1 AND r.format = ?6 AND r.position > ?2 AND r.expires_at > ?3 \
+     ORDER BY 1 LIMIT ?7";
 /// The highest position in a namespace, of any format (where a short
 /// page's scan ended; 0 if none): the last entry of each format's range
 /// (the codes of `format_code`).
 const SCAN_NS_END: &str = "SELECT max(\
      coalesce((SELECT max(position) FROM registrations WHERE ns = ?1 AND format = 0), 0), \
-     coalesce((SELECT max(position) FROM registrations WHERE ns = ?1 AND format = 1), 0))";
+     coalesce((SELECT max(position) FROM registrations WHERE ns = ?1 AND format = 1), 0), \
+     coalesce((SELECT max(position) FROM registrations WHERE ns = ?1 AND format = 2), 0))";
 /// A page of all namespaces in every format: the table itself, in rowid
 /// (position) order. (No condition on the format: one would tempt the
 /// planner to read both ranges of the format index and sort them.)
@@ -153,6 +158,17 @@ const SCAN_ALL_FORMAT: &str = "SELECT r.position, p.peer, r.expires_at, r.format
      FROM registrations r CROSS JOIN peers p ON p.id = r.peer CROSS JOIN namespaces n ON n.id = r.ns \
      WHERE r.format = ?3 AND r.position > ?1 AND r.expires_at > ?2 \
      ORDER BY r.position LIMIT ?4";
+/// A page of all namespaces in two formats of the three (`?3`, `?4`): the
+/// two ranges of the (format, position) index, merged.
+const SCAN_ALL_TWO_FORMATS: &str = "SELECT * FROM (\
+     SELECT r.position, p.peer, r.expires_at, r.format, r.record, n.name \
+     FROM registrations r CROSS JOIN peers p ON p.id = r.peer CROSS JOIN namespaces n ON n.id = r.ns \
+     WHERE r.format = ?3 AND r.position > ?1 AND r.expires_at > ?2 \
+     UNION ALL \
+     SELECT r.position, p.peer, r.expires_at, r.format, r.record, n.name \
+     FROM registrations r CROSS JOIN peers p ON p.id = r.peer CROSS JOIN namespaces n ON n.id = r.ns \
+     WHERE r.format = ?4 AND r.position > ?1 AND r.expires_at > ?2) \
+     ORDER BY 1 LIMIT ?5";
 const SCAN_ALL_END: &str = "SELECT max(position) FROM registrations";
 const NEXT_EXPIRY: &str = "SELECT min(expires_at) FROM registrations";
 const ANY_EXPIRED: &str = "SELECT 1 FROM registrations WHERE expires_at <= ?1 LIMIT 1";
@@ -614,7 +630,7 @@ impl SqliteStore {
         scope: Option<&Namespace>,
         after: i64,
         limit: i64,
-        formats: [i16; 2],
+        formats: [i16; 3],
         now: i64,
     ) -> rusqlite::Result<Option<(Vec<ScannedRow>, i64)>> {
         // One read transaction: the page and the end of the scan must come
@@ -629,7 +645,7 @@ impl SqliteStore {
                 let rows = tx
                     .prepare_cached(SCAN_NS)?
                     .query_map(
-                        params![ns_id, after, now, formats[0], formats[1], limit],
+                        params![ns_id, after, now, formats[0], formats[1], formats[2], limit],
                         |r| {
                             Ok(ScannedRow {
                                 position: r.get(0)?,
@@ -658,15 +674,23 @@ impl SqliteStore {
                         namespace: Some(r.get(5)?),
                     })
                 };
-                let rows = match formats {
-                    [0, 1] => tx
+                let asked: Vec<i16> = formats.into_iter().filter(|c| *c >= 0).collect();
+                let rows = match asked[..] {
+                    [_, _, _] => tx
                         .prepare_cached(SCAN_ALL)?
                         .query_map(params![after, now, limit], row)?
                         .collect::<rusqlite::Result<Vec<_>>>()?,
-                    // One format (or none): only its rows are read.
                     [a, b] => tx
+                        .prepare_cached(SCAN_ALL_TWO_FORMATS)?
+                        .query_map(params![after, now, a, b, limit], row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?,
+                    // One format (or none): only its rows are read.
+                    _ => tx
                         .prepare_cached(SCAN_ALL_FORMAT)?
-                        .query_map(params![after, now, a.max(b), limit], row)?
+                        .query_map(
+                            params![after, now, asked.first().copied().unwrap_or(-1), limit],
+                            row,
+                        )?
                         .collect::<rusqlite::Result<Vec<_>>>()?,
                 };
                 let end: Option<i64> = tx
@@ -1002,12 +1026,12 @@ mod tests {
         let cases: Vec<(&str, String, &str)> = vec![
             (
                 "scan one namespace",
-                plan(c, SCAN_NS, &[&1, &0, &0, &0, &1, &10]),
+                plan(c, SCAN_NS, &[&1, &0, &0, &0, &1, &2, &10]),
                 "SEARCH r USING INDEX registrations_ns_format (ns=? AND format=? AND position>?)",
             ),
             (
                 "scan one namespace, merging the formats",
-                plan(c, SCAN_NS, &[&1, &0, &0, &0, &1, &10]),
+                plan(c, SCAN_NS, &[&1, &0, &0, &0, &1, &2, &10]),
                 "MERGE (UNION ALL)",
             ),
             (
@@ -1024,6 +1048,16 @@ mod tests {
                 "scan all, one format",
                 plan(c, SCAN_ALL_FORMAT, &[&0, &0, &1, &10]),
                 "SEARCH r USING INDEX registrations_format (format=? AND position>?)",
+            ),
+            (
+                "scan all, two formats",
+                plan(c, SCAN_ALL_TWO_FORMATS, &[&0, &0, &1, &2, &10]),
+                "SEARCH r USING INDEX registrations_format (format=? AND position>?)",
+            ),
+            (
+                "scan all, two formats, merged",
+                plan(c, SCAN_ALL_TWO_FORMATS, &[&0, &0, &1, &2, &10]),
+                "MERGE (UNION ALL)",
             ),
             (
                 "end of all",

@@ -49,16 +49,21 @@ pub(crate) fn format_code(format: RecordFormat) -> i16 {
     match format {
         RecordFormat::Standard => 0,
         RecordFormat::Legacy => 1,
+        RecordFormat::PeerInfo => 2,
     }
 }
 
-/// The codes a scan may return; `-1` matches nothing (codes are 0 and 1).
-/// Two slots so that the SQL text is the same for every filter.
-pub(crate) fn format_codes(formats: Formats) -> [i16; 2] {
-    [
-        if formats.standard { 0 } else { -1 },
-        if formats.legacy { 1 } else { -1 },
-    ]
+/// The codes a scan may return, one slot per format in
+/// [`RecordFormat::ALL`] order; `-1` matches nothing (codes are 0 to 2).
+/// One slot per format so that the SQL text is the same for every filter.
+pub(crate) fn format_codes(formats: Formats) -> [i16; 3] {
+    RecordFormat::ALL.map(|f| {
+        if formats.contains(f) {
+            format_code(f)
+        } else {
+            -1
+        }
+    })
 }
 
 /// Outcome codes of a write, as the PostgreSQL function returns them.
@@ -96,6 +101,7 @@ pub(crate) fn format_from_code(code: i64) -> Result<RecordFormat, StoreError> {
     match code {
         0 => Ok(RecordFormat::Standard),
         1 => Ok(RecordFormat::Legacy),
+        2 => Ok(RecordFormat::PeerInfo),
         other => Err(corrupt(&format!("unknown record format code {other}"))),
     }
 }

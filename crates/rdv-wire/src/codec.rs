@@ -14,6 +14,7 @@
 //! answer with, instead of failing the message as a whole.
 
 use bytes::Bytes;
+use libp2p_identity::PeerId;
 use prost::Message as _;
 
 use crate::proto;
@@ -69,6 +70,12 @@ impl DecodeError {
                 *status,
                 reason.clone(),
             ))),
+            MessageKind::DiscoverSubscribe => Some(Message::DiscoverSubscribeResponse(
+                DiscoverSubscribeResponse {
+                    status: *status,
+                    status_text: reason.clone(),
+                },
+            )),
             _ => None,
         }
     }
@@ -132,6 +139,7 @@ fn to_proto(msg: &Message) -> proto::Message {
         Message::Unregister(u) => {
             out.unregister = Some(proto::Unregister {
                 ns: Some(u.namespace.as_str().as_bytes().to_vec()),
+                id: u.id.map(|id| id.to_bytes()),
             })
         }
         Message::Discover(d) => {
@@ -153,6 +161,12 @@ fn to_proto(msg: &Message) -> proto::Message {
                 status_text: non_empty(&d.status_text),
             })
         }
+        Message::DiscoverSubscribeResponse(d) => {
+            out.discover_subscribe_response = Some(proto::DiscoverSubscribeResponse {
+                status: Some(d.status.code()),
+                status_text: non_empty(&d.status_text),
+            })
+        }
     }
     out
 }
@@ -168,6 +182,10 @@ fn kind_code(kind: MessageKind) -> i32 {
         MessageKind::Unregister => proto::MessageType::Unregister as i32,
         MessageKind::Discover => proto::MessageType::Discover as i32,
         MessageKind::DiscoverResponse => proto::MessageType::DiscoverResponse as i32,
+        MessageKind::DiscoverSubscribe => proto::MessageType::DiscoverSubscribe as i32,
+        MessageKind::DiscoverSubscribeResponse => {
+            proto::MessageType::DiscoverSubscribeResponse as i32
+        }
     }
 }
 
@@ -257,11 +275,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     // that a request whose kind is still clear gets an answer.
     let mut bad_type_field = false;
     let mut bad_subs = [false; 5];
+    let mut subscribe_response = None;
     for field in (Fields { buf: bytes }) {
         let (tag, value) = field.map_err(|e| DecodeError::Malformed(e.what))?;
         match (tag, value) {
             (1, Value::Varint(v)) => type_code = Some(v),
             (2..=6, Value::Len(b)) => subs[tag as usize - 2] = Some(b),
+            (101, Value::Len(b)) => subscribe_response = Some(b),
             (1, _) => bad_type_field = true,
             (2..=6, _) => bad_subs[tag as usize - 2] = true,
             _ => {} // unknown fields are skipped, as protobuf requires
@@ -271,7 +291,23 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         // A type we do not know is not guessed from the sub-message: a
         // future message type may well carry a REGISTER-shaped body and
         // mean something else.
-        Some(code) => MessageKind::from_code(code).ok_or(DecodeError::UnknownType(code))?,
+        Some(code) => match MessageKind::from_code(code) {
+            // go-libp2p-rendezvous's original schema has subscriptions;
+            // rdv serves none and says so, rather than closing the stream.
+            Some(kind @ MessageKind::DiscoverSubscribe) => {
+                return Err(invalid(
+                    kind,
+                    ResponseStatus::Unavailable,
+                    "DISCOVER_SUBSCRIBE is not supported by this point: use DISCOVER",
+                ));
+            }
+            Some(MessageKind::DiscoverSubscribeResponse) => {
+                return decode_subscribe_response(subscribe_response.unwrap_or_default())
+                    .map(Message::DiscoverSubscribeResponse);
+            }
+            Some(kind) => kind,
+            None => return Err(DecodeError::UnknownType(code)),
+        },
         None => {
             let mut present = subs.iter().enumerate().filter(|(_, s)| s.is_some());
             match (present.next(), present.next()) {
@@ -317,6 +353,10 @@ pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
         MessageKind::DiscoverResponse => {
             decode_discover_response(body).map(Message::DiscoverResponse)
         }
+        // Only reached by their type code, handled above.
+        MessageKind::DiscoverSubscribe | MessageKind::DiscoverSubscribeResponse => Err(
+            DecodeError::Malformed("subscription message without its type"),
+        ),
     }
 }
 
@@ -426,6 +466,7 @@ fn decode_register(body: &[u8]) -> Result<Register, DecodeError> {
 fn decode_unregister(body: &[u8]) -> Result<Unregister, DecodeError> {
     let kind = MessageKind::Unregister;
     let mut ns = None;
+    let mut id = None;
     walk(
         kind,
         body,
@@ -440,6 +481,9 @@ fn decode_unregister(body: &[u8]) -> Result<Unregister, DecodeError> {
                         "ns",
                     ));
                 }
+                // Deprecated and ignored by points: read leniently (an id
+                // that does not parse is as good as none).
+                (2, Value::Len(b)) => id = PeerId::from_bytes(b).ok(),
                 _ => {}
             }
             Ok(())
@@ -447,7 +491,7 @@ fn decode_unregister(body: &[u8]) -> Result<Unregister, DecodeError> {
     )?;
     let namespace = Namespace::from_bytes(ns.unwrap_or_default())
         .map_err(|e| invalid(kind, e.status(), e.to_string()))?;
-    Ok(Unregister { namespace })
+    Ok(Unregister { namespace, id })
 }
 
 fn discover_status(tag: u32) -> Option<ResponseStatus> {
@@ -524,6 +568,24 @@ fn decode_register_response(body: &[u8]) -> Result<RegisterResponse, DecodeError
             (2, Value::Len(b)) => out.status_text = String::from_utf8_lossy(b).into_owned(),
             (3, Value::Varint(v)) => out.ttl = (v != 0).then_some(Ttl::from_secs(v)),
             (1..=3, _) => return Err(wrong_type(kind, response_status(tag), &tag.to_string())),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn decode_subscribe_response(body: &[u8]) -> Result<DiscoverSubscribeResponse, DecodeError> {
+    let kind = MessageKind::DiscoverSubscribeResponse;
+    let mut out = DiscoverSubscribeResponse {
+        status: ResponseStatus::Ok,
+        status_text: String::new(),
+    };
+    walk(kind, body, response_status, |tag, value| {
+        match (tag, value) {
+            (3, Value::Varint(v)) => out.status = status_code(kind, v)?,
+            (4, Value::Len(b)) => out.status_text = String::from_utf8_lossy(b).into_owned(),
+            (3 | 4, _) => return Err(wrong_type(kind, response_status(tag), &tag.to_string())),
             _ => {}
         }
         Ok(())

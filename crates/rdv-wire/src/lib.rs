@@ -21,7 +21,7 @@ pub use codec::{DecodeError, decode, encode, encoded_len, registration_encoded_l
 pub use framing::{DEFAULT_MAX_MESSAGE_SIZE, FrameDecoder, FrameError, encode_frame};
 pub use libp2p_identity::{Keypair, PeerId};
 pub use record::{
-    Multiaddr, RecordError, RecordFormat, VerifiedRecord, sign_record, verify_record,
+    Multiaddr, RecordError, RecordFormat, VerifiedRecord, peer_info, sign_record, verify_record,
 };
 pub use time::Timestamp;
 pub use types::*;

@@ -19,6 +19,9 @@ pub enum MessageType {
     Unregister = 2,
     Discover = 3,
     DiscoverResponse = 4,
+    /// go-libp2p-rendezvous's original schema (and py-libp2p's).
+    DiscoverSubscribe = 100,
+    DiscoverSubscribeResponse = 101,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -35,6 +38,8 @@ pub struct Message {
     pub discover: Option<Discover>,
     #[prost(message, optional, tag = "6")]
     pub discover_response: Option<DiscoverResponse>,
+    #[prost(message, optional, tag = "101")]
+    pub discover_subscribe_response: Option<DiscoverSubscribeResponse>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -61,6 +66,9 @@ pub struct RegisterResponse {
 pub struct Unregister {
     #[prost(bytes = "vec", optional, tag = "1")]
     pub ns: Option<Vec<u8>>,
+    /// Deprecated by the spec; py-libp2p's point requires it.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub id: Option<Vec<u8>>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -83,6 +91,27 @@ pub struct DiscoverResponse {
     pub status: Option<i32>,
     #[prost(string, optional, tag = "4")]
     pub status_text: Option<String>,
+}
+
+/// `DiscoverSubscribeResponse` of go-libp2p-rendezvous's original schema;
+/// fields 1 and 2 (subscription type and details) are never sent.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DiscoverSubscribeResponse {
+    #[prost(int32, optional, tag = "3")]
+    pub status: Option<i32>,
+    #[prost(string, optional, tag = "4")]
+    pub status_text: Option<String>,
+}
+
+/// `PeerInfo` of go-libp2p-rendezvous's original schema, in `Register`
+/// field 2 where the current spec has `signedPeerRecord`: an unsigned peer
+/// id and addresses (py-libp2p registers these).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PeerInfo {
+    #[prost(bytes = "vec", tag = "1")]
+    pub id: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub addrs: Vec<Vec<u8>>,
 }
 
 /// RFC 0003 `PeerRecord`, the payload of a signed envelope.

@@ -5,6 +5,13 @@
 //!   (go-libp2p, js-libp2p, the RFC).
 //! - **Legacy**: domain `libp2p-routing-state`, payload type
 //!   `/libp2p/routing-state-record` (rust-libp2p's rendezvous).
+//! - **PeerInfo**: not an envelope at all. go-libp2p-rendezvous's original
+//!   schema has an unsigned `PeerInfo { bytes id = 1; repeated bytes addrs
+//!   = 2; }` in `Register` field 2, and py-libp2p (0.8) still speaks it.
+//!   Nothing in it is signed: what vouches for it is the connection it
+//!   arrived on, so a point accepts one only when `id` is the authenticated
+//!   remote peer (the check a point makes of every record's peer anyway),
+//!   and a client that reads one trusts the point it asked.
 //!
 //! Envelope signing and verification are libp2p-core's [`SignedEnvelope`];
 //! this module chooses the format and reads the RFC 0003 payload. Signing takes the
@@ -35,24 +42,34 @@ pub enum RecordFormat {
     Standard,
     /// rust-libp2p's rendezvous.
     Legacy,
+    /// The unsigned `PeerInfo` of go-libp2p-rendezvous's original schema
+    /// (py-libp2p): vouched for by the connection, not by a signature.
+    PeerInfo,
 }
 
 impl RecordFormat {
-    fn domain_and_type(self) -> (&'static str, &'static [u8]) {
+    /// Every format, in the order a client tries them.
+    pub const ALL: [RecordFormat; 3] = [Self::Standard, Self::Legacy, Self::PeerInfo];
+
+    /// Domain and payload type of the signed formats.
+    fn domain_and_type(self) -> Option<(&'static str, &'static [u8])> {
         match self {
-            Self::Standard => (STANDARD_DOMAIN, STANDARD_PAYLOAD_TYPE),
-            Self::Legacy => (LEGACY_DOMAIN, LEGACY_PAYLOAD_TYPE),
+            Self::Standard => Some((STANDARD_DOMAIN, STANDARD_PAYLOAD_TYPE)),
+            Self::Legacy => Some((LEGACY_DOMAIN, LEGACY_PAYLOAD_TYPE)),
+            Self::PeerInfo => None,
         }
     }
 }
 
 /// A peer record whose envelope signature checked out and whose signer is the
-/// peer it names.
+/// peer it names, or a well-formed unsigned `PeerInfo` (format
+/// [`RecordFormat::PeerInfo`]: `peer_id` is only what it claims, to be held
+/// against the connection it came on).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedRecord {
     /// The peer the record describes and that signed it.
     pub peer_id: PeerId,
-    /// The record's sequence number.
+    /// The record's sequence number (0 for a `PeerInfo`, which has none).
     pub seq: u64,
     /// The addresses it advertises.
     pub addresses: Vec<Multiaddr>,
@@ -65,7 +82,7 @@ pub struct VerifiedRecord {
 #[non_exhaustive]
 pub enum RecordError {
     /// Not a signed envelope, or its public key is not a libp2p key.
-    #[error("not a signed envelope: {0}")]
+    #[error("neither a signed envelope nor a PeerInfo: {0}")]
     Envelope(#[from] libp2p_core::signed_envelope::DecodingError),
     /// The envelope holds something other than a peer record.
     #[error(
@@ -89,13 +106,18 @@ impl RecordError {
 }
 
 /// Signs a peer record for `key` with `addresses` in `format`, returning the
-/// envelope bytes that go in `signedPeerRecord`.
+/// envelope bytes that go in `signedPeerRecord`. For
+/// [`RecordFormat::PeerInfo`], the unsigned `PeerInfo` bytes that go in the
+/// same field (`seq` is not part of it).
 pub fn sign_record(
     key: &Keypair,
     addresses: &[Multiaddr],
     seq: u64,
     format: RecordFormat,
 ) -> Result<Vec<u8>, libp2p_identity::SigningError> {
+    let Some((domain, payload_type)) = format.domain_and_type() else {
+        return Ok(peer_info(&key.public().to_peer_id(), addresses));
+    };
     let payload = proto::PeerRecord {
         peer_id: key.public().to_peer_id().to_bytes(),
         seq,
@@ -107,12 +129,29 @@ pub fn sign_record(
             .collect(),
     }
     .encode_to_vec();
-    let (domain, payload_type) = format.domain_and_type();
     let envelope = SignedEnvelope::new(key, domain.to_owned(), payload_type.to_vec(), payload)?;
     Ok(envelope.into_protobuf_encoding())
 }
 
-/// Verifies envelope bytes in either format.
+/// The unsigned `PeerInfo` bytes of `peer` with `addresses`
+/// (go-libp2p-rendezvous's original schema).
+pub fn peer_info(peer: &PeerId, addresses: &[Multiaddr]) -> Vec<u8> {
+    proto::PeerInfo {
+        id: peer.to_bytes(),
+        addrs: addresses.iter().map(|a| a.to_vec()).collect(),
+    }
+    .encode_to_vec()
+}
+
+/// Reads the bytes of `Register` field 2 in any of the three formats:
+/// verifies a signed envelope (standard or legacy), or reads an unsigned
+/// `PeerInfo` if the bytes are not an envelope.
+///
+/// A `PeerInfo` passes on form alone (its id a peer id): the caller must
+/// hold its `peer_id` against the peer that sent it, as a point does for
+/// every format. The two cannot be confused: an envelope's field 1 is a
+/// public key message (first byte `0x08`), which is not a peer id, and a
+/// peer id (first byte `0x00` or `0x12`) is not a public key message.
 ///
 /// Addresses this build cannot parse (a protocol newer than our `multiaddr`)
 /// are left out rather than failing the record: the signature covers them
@@ -122,9 +161,14 @@ pub fn sign_record(
 pub fn verify_record(bytes: &[u8]) -> Result<VerifiedRecord, RecordError> {
     use libp2p_core::signed_envelope::ReadPayloadError as P;
 
-    let envelope = SignedEnvelope::from_protobuf_encoding(bytes)?;
+    let envelope = match SignedEnvelope::from_protobuf_encoding(bytes) {
+        Ok(envelope) => envelope,
+        Err(e) => return read_peer_info(bytes).ok_or(RecordError::Envelope(e)),
+    };
     for format in [RecordFormat::Standard, RecordFormat::Legacy] {
-        let (domain, payload_type) = format.domain_and_type();
+        let Some((domain, payload_type)) = format.domain_and_type() else {
+            continue;
+        };
         let (payload, signer) =
             match envelope.payload_and_signing_key(domain.to_owned(), payload_type) {
                 Ok(found) => found,
@@ -152,4 +196,22 @@ pub fn verify_record(bytes: &[u8]) -> Result<VerifiedRecord, RecordError> {
         });
     }
     Err(RecordError::NotAPeerRecord)
+}
+
+/// An unsigned `PeerInfo`, if `bytes` are one with a valid peer id.
+fn read_peer_info(bytes: &[u8]) -> Option<VerifiedRecord> {
+    let info = proto::PeerInfo::decode(bytes).ok()?;
+    let peer_id = PeerId::from_bytes(&info.id).ok()?;
+    Some(VerifiedRecord {
+        peer_id,
+        seq: 0,
+        // As for signed records: what this build cannot parse is left out
+        // here and still served verbatim.
+        addresses: info
+            .addrs
+            .into_iter()
+            .filter_map(|a| Multiaddr::try_from(a).ok())
+            .collect(),
+        format: RecordFormat::PeerInfo,
+    })
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use bytes::Bytes;
+use libp2p_identity::PeerId;
 
 /// Longest namespace in bytes (spec: "namespaces are at most 255 bytes").
 pub const MAX_NAMESPACE_LEN: usize = 255;
@@ -280,6 +281,12 @@ pub enum MessageKind {
     Discover,
     /// `DISCOVER_RESPONSE = 4`
     DiscoverResponse,
+    /// `DISCOVER_SUBSCRIBE = 100`: from go-libp2p-rendezvous's original
+    /// schema (py-libp2p has it too). Not served: a point answers it with a
+    /// [`DiscoverSubscribeResponse`] carrying `E_UNAVAILABLE`.
+    DiscoverSubscribe,
+    /// `DISCOVER_SUBSCRIBE_RESPONSE = 101`.
+    DiscoverSubscribeResponse,
 }
 
 impl MessageKind {
@@ -290,6 +297,8 @@ impl MessageKind {
             2 => Self::Unregister,
             3 => Self::Discover,
             4 => Self::DiscoverResponse,
+            100 => Self::DiscoverSubscribe,
+            101 => Self::DiscoverSubscribeResponse,
             _ => return None,
         })
     }
@@ -299,6 +308,7 @@ impl MessageKind {
         match self {
             Self::Register => Some(Self::RegisterResponse),
             Self::Discover => Some(Self::DiscoverResponse),
+            Self::DiscoverSubscribe => Some(Self::DiscoverSubscribeResponse),
             _ => None,
         }
     }
@@ -317,6 +327,11 @@ pub enum Message {
     Discover(Discover),
     /// Point answers a DISCOVER.
     DiscoverResponse(DiscoverResponse),
+    /// Point answers a DISCOVER_SUBSCRIBE (always with a refusal: rdv does
+    /// not offer subscriptions). There is no `DiscoverSubscribe` variant: a
+    /// request of that type decodes to [`crate::DecodeError::Invalid`],
+    /// whose answer is this.
+    DiscoverSubscribeResponse(DiscoverSubscribeResponse),
 }
 
 impl Message {
@@ -328,6 +343,7 @@ impl Message {
             Self::Unregister(_) => MessageKind::Unregister,
             Self::Discover(_) => MessageKind::Discover,
             Self::DiscoverResponse(_) => MessageKind::DiscoverResponse,
+            Self::DiscoverSubscribeResponse(_) => MessageKind::DiscoverSubscribeResponse,
         }
     }
 }
@@ -359,6 +375,21 @@ pub struct RegisterResponse {
 pub struct Unregister {
     /// Namespace to leave.
     pub namespace: Namespace,
+    /// The leaving peer's id, field 2. The spec deprecates it (a point
+    /// unregisters the authenticated remote peer, whatever this says), but
+    /// py-libp2p's point ignores an UNREGISTER whose `id` is not the
+    /// sender's, so rdv's client sends it. A point ignores it.
+    pub id: Option<PeerId>,
+}
+
+/// `Message.DiscoverSubscribeResponse` (go-libp2p-rendezvous's original
+/// schema): only the status fields, 3 and 4.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiscoverSubscribeResponse {
+    /// The outcome.
+    pub status: ResponseStatus,
+    /// Human-readable explanation of a refusal.
+    pub status_text: String,
 }
 
 /// `Message.Discover`.

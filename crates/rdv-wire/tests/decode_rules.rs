@@ -10,7 +10,7 @@ mod common;
 use common::{cat, hex, len_field, varint_field};
 use rdv_wire::{
     Cookie, DecodeError, Discover, DiscoverResponse, Message, MessageKind, Namespace, Register,
-    RegisterResponse, ResponseStatus, Ttl, Unregister, decode,
+    RegisterResponse, ResponseStatus, Ttl, Unregister, decode, encode,
 };
 
 const SPR: &[u8] = &[0xde, 0xad, 0xbe, 0xef];
@@ -211,7 +211,8 @@ fn unknown_fields_are_skipped_everywhere() {
             &len_field(2, b"Qm...")
         ]))),
         Ok(Message::Unregister(Unregister {
-            namespace: ns("chat")
+            namespace: ns("chat"),
+            id: None
         }))
     );
 }
@@ -544,4 +545,62 @@ fn a_status_outside_int32_is_an_error_not_a_truncated_status() {
         Message::RegisterResponse(r) => assert_eq!(r.status, ResponseStatus::Other(-5)),
         other => panic!("{other:?}"),
     }
+}
+
+/// DISCOVER_SUBSCRIBE (type 100, go-libp2p-rendezvous's original schema and
+/// py-libp2p's) is not served, and says so: an answer of type 101 with
+/// `E_UNAVAILABLE` in its field 101, not a closed stream.
+#[test]
+fn discover_subscribe_is_answered_with_a_status() {
+    // type = 100, discoverSubscribe (100) { supported_subscription_types = "x", ns = "chat" }
+    let body = cat(&[&len_field(1, b"x"), &len_field(2, b"chat")]);
+    let bytes = cat(&[&varint_field(1, 100), &len_field(100, &body)]);
+    let err = decode(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            DecodeError::Invalid {
+                kind: MessageKind::DiscoverSubscribe,
+                status: ResponseStatus::Unavailable,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let answer = err.error_response().unwrap();
+    let Message::DiscoverSubscribeResponse(r) = &answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(r.status, ResponseStatus::Unavailable);
+    // On the wire: type 101 and the status (field 3) inside field 101.
+    let wire = encode(&answer);
+    let text = r.status_text.as_bytes();
+    let inner = cat(&[&varint_field(3, 400), &len_field(4, text)]);
+    assert_eq!(wire, cat(&[&varint_field(1, 101), &len_field(101, &inner)]));
+    assert_eq!(decode(&wire).unwrap(), answer);
+    // Other unknown types still have no answer to give.
+    assert_eq!(decode(&hex("08 66")), Err(DecodeError::UnknownType(102)));
+}
+
+/// UNREGISTER's deprecated `id` (field 2): written by rdv's client (py-libp2p's
+/// point ignores an UNREGISTER without it), read leniently.
+#[test]
+fn unregister_carries_its_deprecated_id() {
+    let peer = rdv_wire::Keypair::generate_ed25519().public().to_peer_id();
+    let msg = Message::Unregister(Unregister {
+        namespace: ns("chat"),
+        id: Some(peer),
+    });
+    let wire = encode(&msg);
+    let inner = cat(&[&len_field(1, b"chat"), &len_field(2, &peer.to_bytes())]);
+    assert_eq!(wire, cat(&[&varint_field(1, 2), &len_field(4, &inner)]));
+    assert_eq!(decode(&wire).unwrap(), msg);
+    // An id that is not a peer id is as good as none.
+    let junk = cat(&[&len_field(1, b"chat"), &len_field(2, b"junk")]);
+    let Message::Unregister(u) =
+        decode(&cat(&[&varint_field(1, 2), &len_field(4, &junk)])).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(u.id, None);
 }

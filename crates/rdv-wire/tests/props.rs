@@ -98,7 +98,15 @@ fn message() -> impl Strategy<Value = Message> {
                 ttl: ttl.map(Ttl::from_secs),
             })
         ),
-        namespace().prop_map(|namespace| Message::Unregister(Unregister { namespace })),
+        (namespace(), proptest::option::of(any::<[u8; 32]>())).prop_map(|(namespace, key)| {
+            let id = key.map(|k| {
+                rdv_wire::Keypair::ed25519_from_bytes(k)
+                    .expect("32 bytes are an Ed25519 secret")
+                    .public()
+                    .to_peer_id()
+            });
+            Message::Unregister(Unregister { namespace, id })
+        }),
         (
             proptest::option::of(namespace()),
             proptest::option::of(nonzero_u64()),
@@ -181,7 +189,10 @@ fn proto_message() -> impl Strategy<Value = proto::Message> {
             }),
         (opt_type(2), ns_bytes()).prop_map(|(t, ns)| proto::Message {
             r#type: t,
-            unregister: Some(proto::Unregister { ns: Some(ns) }),
+            unregister: Some(proto::Unregister {
+                ns: Some(ns),
+                id: None
+            }),
             ..Default::default()
         }),
         (
@@ -239,6 +250,7 @@ fn expected_from_proto(x: &proto::Message) -> Message {
     } else if let Some(u) = &x.unregister {
         Message::Unregister(Unregister {
             namespace: ns(&u.ns),
+            id: None,
         })
     } else if let Some(d) = &x.discover {
         Message::Discover(Discover {

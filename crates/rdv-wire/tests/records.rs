@@ -48,6 +48,7 @@ fn domain_and_type(format: RecordFormat) -> (&'static str, &'static [u8]) {
     match format {
         RecordFormat::Standard => (STANDARD_DOMAIN, STANDARD_PAYLOAD_TYPE),
         RecordFormat::Legacy => (LEGACY_DOMAIN, LEGACY_PAYLOAD_TYPE),
+        RecordFormat::PeerInfo => unreachable!("a PeerInfo is not signed"),
     }
 }
 
@@ -351,4 +352,71 @@ fn every_record_error_maps_to_invalid_signed_peer_record() {
         assert_eq!(e.status(), ResponseStatus::InvalidSignedPeerRecord, "{e:?}");
         assert_eq!(e.status().name(), "E_INVALID_SIGNED_PEER_RECORD");
     }
+}
+
+/// go-libp2p-rendezvous's original schema, as py-libp2p writes it:
+/// `PeerInfo { bytes id = 1; repeated bytes addrs = 2; }`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PeerInfo {
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    addrs: Vec<Vec<u8>>,
+}
+
+#[test]
+fn an_unsigned_peer_info_is_read_as_its_own_format() {
+    for (name, key) in keys() {
+        let peer = key.public().to_peer_id();
+        // As py-libp2p encodes it (written out here, not by rdv).
+        let bytes = PeerInfo {
+            id: peer.to_bytes(),
+            addrs: addrs().iter().map(|a| a.to_vec()).collect(),
+        }
+        .encode_to_vec();
+        let r = verify_record(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.format, RecordFormat::PeerInfo, "{name}");
+        assert_eq!(
+            (r.peer_id, r.seq, r.addresses),
+            (peer, 0, addrs()),
+            "{name}"
+        );
+        // rdv writes the same bytes.
+        assert_eq!(
+            sign_record(&key, &addrs(), 9, RecordFormat::PeerInfo).unwrap(),
+            bytes,
+            "{name}"
+        );
+        assert_eq!(rdv_wire::peer_info(&peer, &addrs()), bytes, "{name}");
+        // Signed records of either format are still envelopes, never PeerInfos.
+        for format in FORMATS {
+            let signed = verify_record(&sign_record(&key, &addrs(), 1, format).unwrap()).unwrap();
+            assert_eq!(signed.format, format, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_peer_info_without_a_peer_id_is_refused() {
+    for id in [Vec::new(), vec![0x08, 0x01, 0x12], b"someone".to_vec()] {
+        let bytes = PeerInfo {
+            id: id.clone(),
+            addrs: vec![addrs()[0].to_vec()],
+        }
+        .encode_to_vec();
+        let e = verify_record(&bytes).unwrap_err();
+        assert!(matches!(e, RecordError::Envelope(_)), "{id:?}: {e:?}");
+        assert_eq!(e.status(), ResponseStatus::InvalidSignedPeerRecord);
+    }
+    // An envelope whose signature is broken is refused as one, not read as
+    // a PeerInfo.
+    let key = Keypair::generate_ed25519();
+    let mut env =
+        Envelope::decode(&sign_record(&key, &addrs(), 1, RecordFormat::Legacy).unwrap()[..])
+            .unwrap();
+    env.signature[3] ^= 0x40;
+    assert!(matches!(
+        verify_record(&env.encode_to_vec()),
+        Err(RecordError::BadSignature)
+    ));
 }

@@ -108,6 +108,7 @@ fn unregister() {
     check(
         Message::Unregister(Unregister {
             namespace: ns("chat"),
+            id: None,
         }),
         "08 02                 | type = UNREGISTER (2)
          22 06                 | unregister (4, len) = 6 bytes:

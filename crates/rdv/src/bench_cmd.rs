@@ -249,6 +249,7 @@ async fn load(
                     // Make room for the next new registration (not timed).
                     let un = Message::Unregister(Unregister {
                         namespace: own_ns.clone(),
+                        id: None,
                     });
                     let _ = request(&c, point, &un).await;
                 }

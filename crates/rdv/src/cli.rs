@@ -291,7 +291,11 @@ pub enum RecordFormatArg {
     Standard,
     /// rust-libp2p's rendezvous format.
     Legacy,
-    /// Standard, then legacy if the point refuses it.
+    /// The unsigned PeerInfo of go-libp2p-rendezvous's original schema
+    /// (py-libp2p's point reads only this).
+    PeerInfo,
+    /// Standard, then legacy, then peer-info, each if the point refuses the
+    /// one before.
     Auto,
 }
 

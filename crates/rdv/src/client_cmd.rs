@@ -73,7 +73,8 @@ fn records_for(
     let formats: &[RecordFormat] = match format {
         RecordFormatArg::Standard => &[RecordFormat::Standard],
         RecordFormatArg::Legacy => &[RecordFormat::Legacy],
-        RecordFormatArg::Auto => &[RecordFormat::Standard, RecordFormat::Legacy],
+        RecordFormatArg::PeerInfo => &[RecordFormat::PeerInfo],
+        RecordFormatArg::Auto => &RecordFormat::ALL,
     };
     formats
         .iter()
@@ -87,6 +88,12 @@ fn records_for(
 
 fn refused_or_network(status: Option<rdv_wire::ResponseStatus>, text: &str, what: &str) -> Failure {
     match status {
+        Some(status @ rdv_wire::ResponseStatus::NotAuthorized) if what == "registration" => {
+            Failure::refused(format!(
+                "the point refused the {what}: {} ({text}); a point of go-libp2p-rendezvous's original schema (py-libp2p) answers this to a signed record: try --record-format peer-info or auto",
+                status.name()
+            ))
+        }
         Some(status) if text.is_empty() => {
             Failure::refused(format!("the point refused the {what}: {}", status.name()))
         }
@@ -219,6 +226,7 @@ pub async fn unregister(args: UnregisterArgs) -> Result<(), Failure> {
     // Never created here: a new identity has nothing registered, and
     // "unregistered" would be a false success.
     let key = files::load_identity(&args.identity.unwrap_or_else(files::default_client_identity))?;
+    let me = key.public().to_peer_id();
     let (node, _events, point) = connect(key, &args.point, Vec::new()).await?;
     // UNREGISTER has no answer: send it on its own stream and close.
     let mut control = node.control.clone();
@@ -230,6 +238,8 @@ pub async fn unregister(args: UnregisterArgs) -> Result<(), Failure> {
         })?;
     let msg = rdv_wire::Message::Unregister(rdv_wire::Unregister {
         namespace: ns.clone(),
+        // Deprecated, but py-libp2p's point ignores an UNREGISTER without it.
+        id: Some(me),
     });
     rdv_net::io::send_and_close(&mut stream, &msg, Duration::from_secs(5))
         .await

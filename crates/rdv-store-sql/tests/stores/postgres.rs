@@ -263,6 +263,7 @@ fn two_points_behave_as_one() {
         peers[3].0,
         Message::Unregister(Unregister {
             namespace: ns("shared"),
+            id: None,
         }),
         now,
     );

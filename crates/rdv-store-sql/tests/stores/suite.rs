@@ -543,11 +543,7 @@ pub fn paging<H: Harness>(h: &mut H) {
     assert_eq!((page.registrations.len(), page.scanned_to), (0, 5));
     let page = s.scan(Some(&ns("a")), 0, 0, Formats::ALL, later).unwrap();
     assert_eq!((page.registrations.len(), page.scanned_to), (0, 0));
-    let none = Formats {
-        standard: false,
-        legacy: false,
-    };
-    let page = s.scan(Some(&ns("a")), 0, 10, none, later).unwrap();
+    let page = s.scan(Some(&ns("a")), 0, 10, Formats::NONE, later).unwrap();
     assert!(page.registrations.is_empty());
     // A page served from a cookie, then writes: the next page has exactly
     // the new and refreshed ones (never a repeat, never a skip).
@@ -587,8 +583,8 @@ pub fn paging<H: Harness>(h: &mut H) {
 /// live records of that format, in position order, with the usual cookies
 /// (a full page's stops at its last registration, a short page's moves past
 /// everything in scope, other formats and expired records included); a scan
-/// of both formats interleaves them in position order. Refreshes that change
-/// a record's format move it from one format's answers to the other's.
+/// of several formats interleaves them in position order. Refreshes that
+/// change a record's format move it from one format's answers to another's.
 pub fn format_filtered_paging<H: Harness>(h: &mut H) {
     struct Entry {
         position: u64,
@@ -608,12 +604,17 @@ pub fn format_filtered_paging<H: Harness>(h: &mut H) {
     };
     batch.push(other(0, RecordFormat::Legacy));
     batch.push(other(1, RecordFormat::Standard));
-    // 1 000 in "many": standard but every hundredth, one of which expires.
+    batch.push(other(3, RecordFormat::PeerInfo));
+    // 1 000 in "many": standard but two in every hundred (one legacy, one
+    // unsigned PeerInfo), one of the legacy ones expiring.
     for i in 0..1000u32 {
         let ttl = if i == 537 { 5 } else { 7200 };
         let mut r = reg(peer(i), "many", format!("m{i}").as_bytes(), ttl);
         if i % 100 == 37 {
             r.format = RecordFormat::Legacy;
+        }
+        if i % 100 == 71 {
+            r.format = RecordFormat::PeerInfo;
         }
         batch.push(r);
     }
@@ -635,8 +636,13 @@ pub fn format_filtered_paging<H: Harness>(h: &mut H) {
             expires_at: T0 + r.ttl.as_millis(),
         })
         .collect();
-    // Refreshes: a standard record turns legacy, a legacy one standard.
-    for (i, format) in [(5u32, RecordFormat::Legacy), (237, RecordFormat::Standard)] {
+    // Refreshes: a standard record turns legacy, a legacy one standard, a
+    // PeerInfo one legacy.
+    for (i, format) in [
+        (5u32, RecordFormat::Legacy),
+        (237, RecordFormat::Standard),
+        (471, RecordFormat::Legacy),
+    ] {
         let mut r = reg(peer(i), "many", b"refreshed", 7200);
         r.format = format;
         let position = refreshed(write1(&mut s, r.clone(), &NO_LIMITS, at(1)));
@@ -657,7 +663,7 @@ pub fn format_filtered_paging<H: Harness>(h: &mut H) {
         .filter(|e| e.namespace == "many" && e.format == RecordFormat::Legacy)
         .filter(|e| e.expires_at > T0 + 10_000)
         .count();
-    assert_eq!(legacy_live, 9, "10 written, one expired, one out, one in");
+    assert_eq!(legacy_live, 10, "10 written, one expired, one out, two in");
     for scope in [Some("many"), None] {
         let in_scope = |e: &&Entry| scope.is_none_or(|n| n == e.namespace);
         let end = model.iter().filter(in_scope).map(|e| e.position).max();
@@ -665,6 +671,15 @@ pub fn format_filtered_paging<H: Harness>(h: &mut H) {
         for (formats, limits) in [
             (Formats::only(RecordFormat::Legacy), &[1, 2, 3, 1000][..]),
             (Formats::only(RecordFormat::Standard), &[7, 1000][..]),
+            (Formats::only(RecordFormat::PeerInfo), &[1, 4, 1000][..]),
+            (
+                Formats::only(RecordFormat::Legacy).with(RecordFormat::PeerInfo),
+                &[3, 1000][..],
+            ),
+            (
+                Formats::only(RecordFormat::Standard).with(RecordFormat::PeerInfo),
+                &[7, 1000][..],
+            ),
             (Formats::ALL, &[7, 1000][..]),
         ] {
             let expected: Vec<(u64, PeerId, &str, RecordFormat, Bytes)> = model
@@ -1185,6 +1200,7 @@ pub fn point_end_to_end<H: Harness>(h: &mut H) {
         signers[1].id,
         Message::Unregister(Unregister {
             namespace: ns("chat"),
+            id: None,
         }),
         now,
     );
