@@ -14,6 +14,17 @@
 //!   X25519 work (one keyed hash); only messages from someone who knows the
 //!   key reach the lock, where the handshake runs in well under a
 //!   millisecond with no wait on the network.
+//! * **Cryptography by someone who knows the key.** mac1 stops strangers,
+//!   not a member or anyone a member's card or descriptor reached. What
+//!   such a sender can force (an X25519 operation and the member's lock per
+//!   message 1) is bounded per source address (IPv6 per /64) and in all by
+//!   token buckets ([`CryptoGate`]); over the bound the connection is
+//!   closed before the lock. This is where WireGuard sends a cookie reply
+//!   under load: its cookie proves the sender can receive at its source
+//!   address, which UDP does not. Here every message 1 arrives on a TCP
+//!   connection or a QUIC connection (whose handshake validates the
+//!   address), so the source is already proven and the rate bound per
+//!   source is what the cookie would buy.
 //!
 //! Refusals write nothing (silence helps a scanner least) and are counted
 //! in [`AcceptStats`].
@@ -22,10 +33,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::{Duration, Instant};
+
 use hashbrown::HashMap;
 use rdv_channel::tcp::{self, Endpoint, RekeyProvider, TcpChannel, TcpConfig, TcpError};
 use rdv_context::journal::JournalStore;
 use rdv_context::{Capabilities, GuardSnapshot};
+use rdv_net::ip_limits::AddrGroup;
+use rdv_relay::TokenBucket;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
 
@@ -39,6 +54,14 @@ pub struct AcceptLimits {
     pub per_ip: usize,
     /// Half-open handshakes in all. Default 256.
     pub total: usize,
+    /// Messages 1 that passed mac1 and get their cryptography, per second
+    /// per source address (IPv6: per /64). Default 10.
+    pub crypto_per_source: u32,
+    /// Burst of `crypto_per_source`. Default 20.
+    pub crypto_burst_per_source: u32,
+    /// Messages 1 that get their cryptography per second in all (the burst
+    /// is the same number). Default 500.
+    pub crypto_total: u32,
 }
 
 impl Default for AcceptLimits {
@@ -46,6 +69,9 @@ impl Default for AcceptLimits {
         Self {
             per_ip: 8,
             total: 256,
+            crypto_per_source: 10,
+            crypto_burst_per_source: 20,
+            crypto_total: 500,
         }
     }
 }
@@ -59,6 +85,9 @@ pub struct AcceptStats {
     pub refused_total: AtomicU64,
     /// Message 1 not addressed to this member (mac1), dropped before the lock.
     pub refused_mac1: AtomicU64,
+    /// Message 1 over the cryptography rate of its source or of all
+    /// ([`CryptoGate`]), dropped before the lock.
+    pub refused_rate: AtomicU64,
     /// Read failed: nothing in time, oversized, malformed, closed.
     pub failed_read: AtomicU64,
     /// The handshake was refused (stranger, wrong PSK, guard, replay).
@@ -146,6 +175,117 @@ impl Drop for Slot {
     }
 }
 
+/// Sources whose buckets a [`CryptoGate`] keeps at most; past it, idle
+/// ones (refilled to their burst) are forgotten, and a new source with
+/// none forgotten is bounded by the total only.
+const MAX_SOURCES: usize = 4096;
+
+/// Why [`CryptoGate::admit`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    /// The source address is over its rate.
+    Source,
+    /// All sources together are over the total rate.
+    Total,
+}
+
+/// Token buckets on the message-1 cryptography: per source address and in
+/// all. Sans-IO: time comes in as the offset from any fixed origin.
+#[derive(Debug)]
+pub struct CryptoGate {
+    limits: AcceptLimits,
+    inner: std::sync::Mutex<GateState>,
+}
+
+#[derive(Debug)]
+struct GateState {
+    total: TokenBucket,
+    sources: HashMap<AddrGroup, TokenBucket>,
+}
+
+impl CryptoGate {
+    /// Full buckets under `limits`, at time `now`.
+    pub fn new(limits: AcceptLimits, now: Duration) -> Self {
+        let total = u64::from(limits.crypto_total);
+        Self {
+            limits,
+            inner: std::sync::Mutex::new(GateState {
+                total: TokenBucket::new(total, total, now),
+                sources: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Whether a message 1 from `ip` gets its cryptography at `now`; takes
+    /// a token from its source's bucket and the total if so, none if not.
+    pub fn admit(&self, ip: IpAddr, now: Duration) -> Result<(), Throttled> {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let GateState { total, sources } = &mut *g;
+        let group = AddrGroup::of(ip, 64);
+        if !sources.contains_key(&group) && sources.len() >= MAX_SOURCES {
+            sources.retain(|_, b| !b.is_full(now));
+        }
+        let (rate, burst) = (
+            u64::from(self.limits.crypto_per_source),
+            u64::from(self.limits.crypto_burst_per_source),
+        );
+        let source = if sources.len() < MAX_SOURCES {
+            Some(
+                sources
+                    .entry(group)
+                    .or_insert_with(|| TokenBucket::new(rate, burst, now)),
+            )
+        } else {
+            sources.get_mut(&group)
+        };
+        if let Some(b) = source
+            && !b.try_take(1, now)
+        {
+            return Err(Throttled::Source);
+        }
+        if !total.try_take(1, now) {
+            return Err(Throttled::Total);
+        }
+        Ok(())
+    }
+
+    /// Sources with a bucket now.
+    pub fn sources(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sources
+            .len()
+    }
+}
+
+/// A [`CryptoGate`] on the monotonic clock, as the accept loops use it.
+#[derive(Debug)]
+pub struct Throttle {
+    gate: CryptoGate,
+    origin: Instant,
+}
+
+impl Throttle {
+    /// A gate under `limits`, starting now.
+    pub fn new(limits: AcceptLimits) -> Arc<Self> {
+        Arc::new(Self {
+            gate: CryptoGate::new(limits, Duration::ZERO),
+            origin: Instant::now(),
+        })
+    }
+
+    /// [`CryptoGate::admit`] now, counting a refusal in `stats`.
+    pub fn admit(&self, ip: IpAddr, stats: &AcceptStats) -> Result<(), Throttled> {
+        self.gate.admit(ip, self.origin.elapsed()).inspect_err(|_| {
+            stats.refused_rate.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+}
+
 /// Accepts channels on `listener` for the member `node` until the task is
 /// dropped, handing each established channel to `channels` (bounded: when
 /// the receiver lags, the accept of that connection waits, not the loop).
@@ -162,6 +302,7 @@ pub async fn accept_loop<S>(
     S: JournalStore + Send + 'static,
 {
     let gate = HalfOpen::new(limits);
+    let throttle = Throttle::new(limits);
     let mac1_key = node.lock().await.handshaker.mac1_key();
     loop {
         let (stream, from) = match listener.accept().await {
@@ -185,16 +326,22 @@ pub async fn accept_loop<S>(
                 continue;
             }
         };
-        let (node, config, rekey, channels, stats) = (
+        let (node, config, rekey, channels, stats, throttle) = (
             node.clone(),
             config.clone(),
             rekey.clone(),
             channels.clone(),
             stats.clone(),
+            throttle.clone(),
         );
         tokio::spawn(async move {
             let _slot = slot;
-            match handshake(stream, &node, &mac1_key, &config, rekey(), &stats).await {
+            let gates = Gates {
+                mac1_key: &mac1_key,
+                throttle: &throttle,
+                from: from.ip(),
+            };
+            match handshake(stream, &node, gates, &config, rekey(), &stats).await {
                 Ok(ch) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
                     drop(_slot);
@@ -209,7 +356,7 @@ pub async fn accept_loop<S>(
 async fn handshake<S: JournalStore>(
     mut stream: tokio::net::TcpStream,
     node: &Mutex<Node<S>>,
-    mac1_key: &[u8; 32],
+    gates: Gates<'_>,
     config: &TcpConfig,
     rekey: RekeyProvider,
     stats: &AcceptStats,
@@ -218,27 +365,55 @@ async fn handshake<S: JournalStore>(
     let init = tcp::read_init(&mut stream, config).await.inspect_err(|_| {
         stats.failed_read.fetch_add(1, Ordering::Relaxed);
     })?;
-    answer_init(stream, init, node, mac1_key, config, rekey, stats).await
+    answer_init(stream, init, node, gates, config, rekey, stats).await
+}
+
+/// The checks a message 1 passes before the member's lock: mac1 under the
+/// member's key, then the cryptography rate of its source.
+#[derive(Clone, Copy)]
+pub struct Gates<'a> {
+    /// The member's mac1 key.
+    pub mac1_key: &'a [u8; 32],
+    /// The rate bounds.
+    pub throttle: &'a Throttle,
+    /// Where the message 1 came from.
+    pub from: IpAddr,
+}
+
+impl Gates<'_> {
+    /// Whether `init` may have its cryptography; a refusal is counted.
+    pub fn pass(
+        &self,
+        init: &rdv_context::HandshakeInit,
+        stats: &AcceptStats,
+    ) -> Result<(), TcpError> {
+        use rdv_channel::handshake::HandshakeError;
+        if !init.mac1_matches(self.mac1_key) {
+            stats.refused_mac1.fetch_add(1, Ordering::Relaxed);
+            return Err(TcpError::Handshake(HandshakeError::Mac1Mismatch));
+        }
+        self.throttle.admit(self.from, stats).map_err(|t| {
+            TcpError::Io(std::io::Error::other(format!(
+                "message 1 over the cryptography rate ({t:?})"
+            )))
+        })
+    }
 }
 
 /// Answers a message 1 already read from `stream` (with no lock held):
-/// the mac1 pre-check, then, under the member's lock, one handshake's
-/// cryptography. Refusals write nothing and are counted in `stats`.
+/// the pre-checks ([`Gates`]), then, under the member's lock, one
+/// handshake's cryptography. Refusals write nothing and are counted in
+/// `stats`.
 pub async fn answer_init<S: JournalStore>(
     stream: tokio::net::TcpStream,
     init: rdv_context::HandshakeInit,
     node: &Mutex<Node<S>>,
-    mac1_key: &[u8; 32],
+    gates: Gates<'_>,
     config: &TcpConfig,
     rekey: RekeyProvider,
     stats: &AcceptStats,
 ) -> Result<TcpChannel, TcpError> {
-    if !init.mac1_matches(mac1_key) {
-        stats.refused_mac1.fetch_add(1, Ordering::Relaxed);
-        return Err(TcpError::Handshake(
-            rdv_channel::handshake::HandshakeError::Mac1Mismatch,
-        ));
-    }
+    gates.pass(&init, stats)?;
     let mut guard = node.lock().await;
     tcp::accept_init(stream, init, endpoint(&mut guard), config, rekey)
         .await
@@ -278,6 +453,7 @@ mod tests {
         let gate = HalfOpen::new(AcceptLimits {
             per_ip: 2,
             total: 3,
+            ..AcceptLimits::default()
         });
         let a = IpAddr::from([127, 0, 0, 1]);
         let b = IpAddr::from([127, 0, 0, 2]);
@@ -293,5 +469,60 @@ mod tests {
         assert!(gate.enter(a).is_ok(), "a released slot is free again");
         drop((s2, s3));
         assert_eq!(gate.held(a), (0, 0));
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn cryptography_is_rated_per_source_and_in_all() {
+        let gate = CryptoGate::new(
+            AcceptLimits {
+                crypto_per_source: 2,
+                crypto_burst_per_source: 3,
+                crypto_total: 5,
+                ..AcceptLimits::default()
+            },
+            Duration::ZERO,
+        );
+        let a = IpAddr::from([127, 0, 0, 1]);
+        let b = IpAddr::from([127, 0, 0, 2]);
+        let t0 = Duration::ZERO;
+        assert!((0..3).all(|_| gate.admit(a, t0).is_ok()));
+        assert_eq!(gate.admit(a, t0), Err(Throttled::Source));
+        // Another source is not held back by the first...
+        assert!(gate.admit(b, t0).is_ok());
+        assert!(gate.admit(b, t0).is_ok());
+        // ...until the total is spent.
+        assert_eq!(gate.admit(b, t0), Err(Throttled::Total));
+        // Half a second later: one more for a (2/s), and the total has 2.5.
+        assert!(gate.admit(a, 500 * MS).is_ok());
+        assert_eq!(gate.admit(a, 500 * MS), Err(Throttled::Source));
+        // IPv6 sources are counted per /64.
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        let gate = CryptoGate::new(AcceptLimits::default(), t0);
+        for i in 0..20 {
+            assert!(gate.admit(v6(i), t0).is_ok());
+        }
+        assert_eq!(gate.admit(v6(99), t0), Err(Throttled::Source));
+    }
+
+    #[test]
+    fn the_source_table_is_bounded_and_forgets_idle_sources() {
+        let gate = CryptoGate::new(
+            AcceptLimits {
+                crypto_total: 1_000_000,
+                ..AcceptLimits::default()
+            },
+            Duration::ZERO,
+        );
+        let ip = |i: u32| IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+        for i in 0..MAX_SOURCES as u32 + 100 {
+            let _ = gate.admit(ip(i), Duration::ZERO);
+        }
+        assert_eq!(gate.sources(), MAX_SOURCES);
+        // Two seconds later every bucket has refilled: a new source makes
+        // room by forgetting them.
+        assert!(gate.admit(ip(1 << 20), 2000 * MS).is_ok());
+        assert_eq!(gate.sources(), 1);
     }
 }

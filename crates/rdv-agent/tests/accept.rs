@@ -1,7 +1,9 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 //! The accept loop under strangers (issue 13, item 4): idle sockets hold no
-//! lock, half-open handshakes are bounded per address, and a message 1 not
-//! addressed to the member is dropped before the lock.
+//! lock, half-open handshakes are bounded per address, a message 1 not
+//! addressed to the member is dropped before the lock, and one that is
+//! (its sender knows the member's static key) gets its cryptography at a
+//! bounded rate per source address.
 
 mod common;
 
@@ -151,6 +153,7 @@ async fn half_open_handshakes_are_bounded_per_address() {
     let mut lab = lab(AcceptLimits {
         per_ip: 2,
         total: 64,
+        ..AcceptLimits::default()
     })
     .await;
     let _idle = idle_from(&lab, [127, 0, 0, 1], 2).await;
@@ -197,4 +200,134 @@ async fn a_message_1_not_addressed_to_the_member_is_dropped_unanswered() {
     assert_eq!(n, 0, "no answer");
     assert!(counter_reaches(&lab.stats.refused_mac1, 1).await);
     assert_eq!(lab.stats.refused_handshake.load(Ordering::Relaxed), 0);
+}
+
+/// Someone who knows Bob's static key passes mac1, so every message 1 it
+/// sends costs Bob an X25519 operation under his lock. From one address
+/// that is bounded by the per-source rate: past the burst, connections are
+/// closed before the lock, while a member from another address still gets
+/// in. (Fails with the throttle removed: every message reaches the lock.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_messages_that_pass_mac1_is_rated_per_source() {
+    const SENT: u64 = 30;
+    let mut lab = lab(AcceptLimits {
+        crypto_per_source: 1,
+        crypto_burst_per_source: 5,
+        ..AcceptLimits::default()
+    })
+    .await;
+    let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &lab.bob_static);
+    assert!(init.mac1_matches(&mac1_key(&lab.bob_static)));
+    let bytes = init.to_bytes();
+    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&bytes);
+    let started = std::time::Instant::now();
+    for _ in 0..SENT {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
+        let mut s = sock.connect(lab.bob_addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
+            .await
+            .unwrap();
+        // Closed unanswered either way.
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n, 0, "no answer");
+    }
+    let stats = &lab.stats;
+    // The burst, plus one a second for however long the flood took.
+    let allowed = 5 + started.elapsed().as_secs() + 1;
+    // A refusal is counted as its connection closes: wait for the last.
+    let counted = || {
+        stats.refused_handshake.load(Ordering::Relaxed) + stats.refused_rate.load(Ordering::Relaxed)
+    };
+    assert!(
+        eventually(async || counted() >= SENT).await,
+        "every message refused, one way or the other"
+    );
+    let crypto = stats.refused_handshake.load(Ordering::Relaxed);
+    let rated = stats.refused_rate.load(Ordering::Relaxed);
+    assert_eq!(crypto + rated, SENT);
+    assert!(
+        crypto <= allowed,
+        "{crypto} reached the cryptography (at most {allowed})"
+    );
+    assert!(rated >= SENT - allowed, "{rated} refused by rate");
+    // Another address is not held back.
+    let ch = tokio::time::timeout(
+        Duration::from_secs(10),
+        alice_connects(&lab, [127, 0, 0, 2]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let _ = lab.accepted.recv().await.unwrap();
+    drop(ch);
+}
+
+/// Messages 1 per second that reach the member's cryptography when one
+/// address floods it with messages that pass mac1, without and with the
+/// per-source rate (`cargo test -p rdv-agent --release --test accept --
+/// --ignored --nocapture`; docs/PERFORMANCE.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints a table"]
+async fn flood_of_messages_that_pass_mac1_bench() {
+    const SECS: u64 = 3;
+    const SENDERS: usize = 8;
+    let unbounded = AcceptLimits {
+        crypto_per_source: u32::MAX,
+        crypto_burst_per_source: u32::MAX,
+        crypto_total: u32::MAX,
+        ..AcceptLimits::default()
+    };
+    println!("| per-source bound | sent/s | reached the cryptography/s | refused by rate/s |");
+    println!("|---|---:|---:|---:|");
+    for (name, limits) in [
+        ("none", unbounded),
+        ("default (10/s, burst 20)", AcceptLimits::default()),
+    ] {
+        let lab = Arc::new(lab(limits).await);
+        let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &lab.bob_static);
+        let bytes = init.to_bytes();
+        let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+        frame.extend_from_slice(&bytes);
+        let frame = Arc::new(frame);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(SECS);
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..SENDERS {
+            let (lab, frame, sent) = (lab.clone(), frame.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                while tokio::time::Instant::now() < deadline {
+                    let sock = TcpSocket::new_v4().unwrap();
+                    sock.bind(SocketAddr::from(([127, 0, 0, 3], 0))).unwrap();
+                    let Ok(mut s) = sock.connect(lab.bob_addr).await else {
+                        continue;
+                    };
+                    if tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
+                        .await
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let mut buf = [0u8; 16];
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let per_s = |n: u64| n / SECS;
+        println!(
+            "| {name} | {} | {} | {} |",
+            per_s(sent.load(Ordering::Relaxed)),
+            per_s(lab.stats.refused_handshake.load(Ordering::Relaxed)),
+            per_s(lab.stats.refused_rate.load(Ordering::Relaxed)),
+        );
+    }
 }

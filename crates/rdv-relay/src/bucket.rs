@@ -33,6 +33,26 @@ impl TokenBucket {
         let cap = i128::from(self.burst) * 1_000_000;
         self.level = (self.level + i128::from(dt) * i128::from(self.rate)).min(cap);
     }
+    /// Takes `n` at `now` if the bucket holds that many, leaving it as it
+    /// was otherwise (for bounds that refuse rather than pace: a refused
+    /// caller does not dig the bucket deeper).
+    pub fn try_take(&mut self, n: u64, now: Duration) -> bool {
+        self.refill(now);
+        let want = i128::from(n) * 1_000_000;
+        if self.level < want {
+            return false;
+        }
+        self.level -= want;
+        true
+    }
+
+    /// Whether the bucket has refilled to its burst at `now` (it then holds
+    /// no state worth keeping).
+    pub fn is_full(&mut self, now: Duration) -> bool {
+        self.refill(now);
+        self.level >= i128::from(self.burst) * 1_000_000
+    }
+
     /// Takes `bytes` at `now`; returns how long to wait until the bucket
     /// is out of debt (zero when it is not in debt).
     pub fn take(&mut self, bytes: u64, now: Duration) -> Duration {
@@ -53,6 +73,19 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn try_take_refuses_without_digging_and_refills_at_the_rate() {
+        let mut b = TokenBucket::new(2, 3, Duration::ZERO);
+        assert!((0..3).all(|_| b.try_take(1, Duration::ZERO)));
+        assert!(!b.try_take(1, Duration::ZERO));
+        assert!(!b.try_take(1, 100 * MS), "refused attempts take nothing");
+        // Half a second at 2 per second: one more, not two.
+        assert!(b.try_take(1, 500 * MS));
+        assert!(!b.try_take(1, 500 * MS));
+        assert!(!b.is_full(500 * MS));
+        assert!(b.is_full(2000 * MS));
+    }
 
     #[test]
     fn within_the_burst_nothing_waits_then_the_rate_holds() {

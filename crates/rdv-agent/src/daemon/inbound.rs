@@ -23,7 +23,7 @@ pub(super) async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let r = serve_connection(&shared, stream, slot).await;
+            let r = serve_connection(&shared, stream, from.ip(), slot).await;
             if let Err(e) = r {
                 tracing::debug!(%from, error = %e, "connection refused");
             }
@@ -62,6 +62,7 @@ async fn serve_quic(
     incoming: quinn::Incoming,
     slot: accept::Slot,
 ) -> Result<(), String> {
+    let from = incoming.remote_address();
     let cfg = &shared.options.tcp;
     let conn = tokio::time::timeout(cfg.handshake_timeout, incoming)
         .await
@@ -88,6 +89,10 @@ async fn serve_quic(
             return Err("unknown context or mac1".into());
         }
     };
+    if let Err(t) = shared.throttle.admit(from.ip(), &shared.stats) {
+        stream.refuse();
+        return Err(format!("message 1 over the cryptography rate ({t:?})"));
+    }
     let ch = {
         let mut g = m.sync.node().lock().await;
         let ep = accept::endpoint(&mut g);
@@ -116,6 +121,7 @@ async fn peek2(stream: &TcpStream, timeout: Duration) -> Option<[u8; 2]> {
 async fn serve_connection(
     shared: &Arc<Shared>,
     mut stream: TcpStream,
+    from: std::net::IpAddr,
     slot: accept::Slot,
 ) -> Result<(), String> {
     let timeout = shared.options.tcp.handshake_timeout;
@@ -130,11 +136,16 @@ async fn serve_connection(
         .map_err(|e| e.to_string())?;
     // A context this member is not in: silence, as for any refusal.
     let m = member_of(shared, &init.context_id).ok_or("unknown context")?;
+    let gates = accept::Gates {
+        mac1_key: &shared.mac1_key,
+        throttle: &shared.throttle,
+        from,
+    };
     let ch = accept::answer_init(
         stream,
         init,
         m.sync.node(),
-        &shared.mac1_key,
+        gates,
         &shared.options.tcp,
         tcp::no_rekey(),
         &shared.stats,

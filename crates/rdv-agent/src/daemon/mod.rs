@@ -202,6 +202,9 @@ struct Shared {
     members: std::sync::Mutex<HashMap<ContextId, Arc<Member>>>,
     stats: Arc<AcceptStats>,
     mac1_key: [u8; 32],
+    /// The message-1 cryptography rate, per source and in all, over TCP,
+    /// QUIC and the relay together.
+    throttle: Arc<accept::Throttle>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -240,6 +243,7 @@ impl Agent {
         let (quic, stun_side) = bind_quic(&options.listen)?;
         let quic_addrs = published_addrs(quic.local_addr().ok());
         let mac1_key = NoiseHandshaker::new(&identity, &mut os_rng()?).mac1_key();
+        let throttle = accept::Throttle::new(options.accept);
         let shared = Arc::new(Shared {
             home,
             identity,
@@ -252,6 +256,7 @@ impl Agent {
             members: Default::default(),
             stats: Default::default(),
             mac1_key,
+            throttle,
         });
         load_new_contexts(&shared).await?;
         let mut tasks = Vec::new();

@@ -200,7 +200,7 @@ async fn accept_relayed(
         };
         let (shared, m) = (shared.clone(), m.clone());
         tokio::spawn(async move {
-            let r = serve_relayed(&shared, &m, circuit.stream, slot).await;
+            let r = serve_relayed(&shared, &m, circuit.stream, source, slot).await;
             if let Err(e) = r {
                 tracing::debug!(context = %m.name, error = %e, "relayed channel refused");
             }
@@ -212,6 +212,7 @@ async fn serve_relayed(
     shared: &Arc<Shared>,
     m: &Arc<Member>,
     stream: tokio::io::DuplexStream,
+    source: std::net::IpAddr,
     slot: accept::Slot,
 ) -> Result<(), String> {
     let cfg = &shared.options.tcp;
@@ -226,6 +227,11 @@ async fn serve_relayed(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Err("unknown context or mac1".into());
     }
+    // The opener's handle stands in for its address here too.
+    shared
+        .throttle
+        .admit(source, &shared.stats)
+        .map_err(|t| format!("message 1 over the cryptography rate ({t:?})"))?;
     let ch = {
         let mut g = m.sync.node().lock().await;
         let ep = accept::endpoint(&mut g);
