@@ -40,6 +40,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         via: Option<String>,
     },
+    /// Remove `member` from context `context` (admins only): advance the
+    /// epoch, record the rekey in the journal for the other members.
+    Remove {
+        /// The context's local name.
+        context: String,
+        /// The member's authority (64 hex digits).
+        member: String,
+    },
 }
 
 /// The agent's answer to a request.
@@ -63,6 +71,9 @@ pub struct Reply {
     /// The status document.
     #[serde(default)]
     pub status: Option<serde_json::Value>,
+    /// The context's epoch after a removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl Reply {

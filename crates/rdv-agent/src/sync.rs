@@ -74,6 +74,27 @@ impl Default for AgentConfig {
     }
 }
 
+/// Rekeys looked at per pass of [`Node::follow_rekeys`], and passes.
+const MAX_REKEYS_FOLLOWED: usize = 64;
+
+/// Why [`Node::remove_member`] refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoveError {
+    /// Not in this member's roster.
+    #[error("{0} is not a member of the context")]
+    NotAMember(AuthorityId),
+    /// The context refused the advance (not an admin, removing itself...).
+    #[error("{0}")]
+    Context(String),
+    /// The guard chain refused recording it.
+    #[error("recording the advance was refused: {0}")]
+    Denied(String),
+    /// The rekey would not fit in a journal fact (a very large context).
+    #[error("the context has too many members for an epoch advance through the journal")]
+    TooLarge,
+}
+
 /// Errors of the agent's own calls.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -214,6 +235,125 @@ impl<S: JournalStore> Node<S> {
         grew
     }
 
+    /// Follows the epoch advances recorded in the journal (an admin's
+    /// `EpochRekey` facts, which sync brings like any other): applies each
+    /// that advances from this member's epoch, or outranks one it applied
+    /// ([`Context::apply_rekey`]), until none does. On a change, the
+    /// service gets the new epoch's keys (so descriptors are republished
+    /// and cached ones of the old epoch dropped), the budgets move to it,
+    /// and the handshaker forgets removed members. Returns the new epoch,
+    /// if it changed. A rekey that removes this member, or that it cannot
+    /// open, changes nothing (the member stays behind, locked out).
+    pub fn follow_rekeys(&mut self) -> Option<rdv_context::Epoch> {
+        use rdv_context::RekeyOutcome;
+        let ctx = self.context.id();
+        let before = self.context.epoch();
+        let identity = self.service.identity().clone();
+        // Each pass applies at most one; a pass that applies none ends it.
+        for _ in 0..MAX_REKEYS_FOLLOWED {
+            let rekeys = self.rekeys_in_reach()?;
+            let applied = rekeys.iter().any(|r| {
+                matches!(
+                    self.context.apply_rekey(&identity, r),
+                    Ok(RekeyOutcome::Advanced { .. } | RekeyOutcome::Replaced { .. })
+                )
+            });
+            if !applied {
+                break;
+            }
+        }
+        let now = self.context.epoch();
+        if now == before && self.service.current_epoch(&ctx) == Some(now) {
+            return None;
+        }
+        self.entered_epoch();
+        Some(now)
+    }
+
+    /// The journal's rekeys that can still matter to this member: those
+    /// into an epoch within [`rdv_context::REKEY_HISTORY`] of its own or
+    /// later, oldest transition first (the journal pages through them all,
+    /// at most [`MAX_REKEYS_FOLLOWED`] pages).
+    fn rekeys_in_reach(&self) -> Option<Vec<rdv_context::EpochRekey>> {
+        use rdv_context::{FactKind, RendezvousFact};
+        let journal = self.books.fx.journal(&self.context.id())?;
+        let floor = self.context.epoch();
+        let history = rdv_context::REKEY_HISTORY as u64;
+        let mut out = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_REKEYS_FOLLOWED {
+            let page = journal
+                .by_kind(FactKind::EpochRekey, after, MAX_REKEYS_FOLLOWED)
+                .ok()?;
+            after = page.last().map(|e| e.order_key());
+            out.extend(page.iter().filter_map(|e| match e.fact() {
+                RendezvousFact::EpochRekey(r) if r.to_epoch.saturating_add(history) > floor => {
+                    Some((**r).clone())
+                }
+                _ => None,
+            }));
+            if page.len() < MAX_REKEYS_FOLLOWED {
+                break;
+            }
+        }
+        out.sort_by_key(|r| r.from_epoch);
+        Some(out)
+    }
+
+    /// After this member's context moved to a new epoch (its own advance or
+    /// one it followed): the service's keys, the budgets' epoch and the
+    /// handshaker's roster follow.
+    pub fn entered_epoch(&mut self) {
+        let (ctx, epoch) = (self.context.id(), self.context.epoch());
+        if let Err(e) = self.service.install_keys(self.context.keys().clone()) {
+            tracing::warn!(error = %e, "installing the new epoch's keys failed");
+        }
+        self.books.fx.ledger_mut().advance_epoch(ctx, epoch);
+        self.handshaker.learn_members(&self.context);
+    }
+
+    /// Removes `member` as an admin of the context: advances the epoch
+    /// ([`Context::advance_epoch`]) and prepares recording the rekey in the
+    /// journal through the guard chain. The caller runs the outcome (sync
+    /// pushes it to the connected members), then calls
+    /// [`Node::entered_epoch`].
+    pub fn remove_member<R: rdv_context::CryptoRng + ?Sized>(
+        &mut self,
+        member: &AuthorityId,
+        rng: &mut R,
+    ) -> Result<(rdv_context::EpochRekey, GuardOutcome), RemoveError> {
+        if !self.context.is_member(member) {
+            return Err(RemoveError::NotAMember(*member));
+        }
+        // The snapshot of the epoch the rekey advances from: it is recorded
+        // before the new keys are installed.
+        let snapshot = self.books.fx.ledger().snapshot(
+            self.context.id(),
+            self.service.authority(),
+            self.context.epoch(),
+            rdv_context::Capabilities::all(),
+        );
+        let identity = self.service.identity().clone();
+        let mut trial = rdv_context::Context::restore(&identity, &self.context.to_bytes())
+            .map_err(|e| RemoveError::Context(e.to_string()))?;
+        let rekey = trial
+            .advance_epoch(&identity, &[*member], rng)
+            .map_err(|e| RemoveError::Context(e.to_string()))?;
+        if rdv_context::RendezvousFact::EpochRekey(Box::new(rekey.clone()))
+            .to_bytes()
+            .len()
+            > rdv_context::MAX_FACT_LEN
+        {
+            return Err(RemoveError::TooLarge);
+        }
+        let outcome = self.service.prepare_publish_rekey(&snapshot, &rekey);
+        if let rdv_context::Decision::Denied(r) = &outcome.decision {
+            return Err(RemoveError::Denied(r.to_string()));
+        }
+        self.context = trial;
+        Ok((rekey, outcome))
+    }
+
     /// Checks and writes entries received outside a sync session (an
     /// introduction) exactly as synced ones, then learns new members.
     pub fn receive(
@@ -226,6 +366,7 @@ impl<S: JournalStore> Node<S> {
             .with_replica(|r| r.accept(entries, now_ms))
             .unwrap_or_else(|| Err(SyncError::Store("no journal".into())))?;
         self.learn_members();
+        self.follow_rekeys();
         Ok(accepted)
     }
 
@@ -385,6 +526,19 @@ impl<S: JournalStore + Send + 'static> SyncAgent<S> {
         }
     }
 
+    /// Closes the sync channels of peers `keep` refuses (members removed
+    /// from the context); returns who they were.
+    pub fn retain_peers(&self, keep: impl Fn(&AuthorityId) -> bool) -> Vec<AuthorityId> {
+        let mut peers = lock_peers(&self.peers);
+        let gone: Vec<AuthorityId> = peers.keys().filter(|a| !keep(a)).copied().collect();
+        for a in &gone {
+            if let Some(p) = peers.remove(a) {
+                p.task.abort();
+            }
+        }
+        gone
+    }
+
     /// Whether a channel task serves `peer`.
     pub fn is_connected(&self, peer: &AuthorityId) -> bool {
         lock_peers(&self.peers)
@@ -515,6 +669,7 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                             None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                         }
                         n.learn_members();
+                        n.follow_rekeys();
                         bad_pushed += s.stats().facts_rejected;
                         if bad_pushed > config.max_bad_pushed {
                             return PeerEnd::BadPushes(bad_pushed);
@@ -543,6 +698,7 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                     None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                 };
                 n.learn_members();
+                n.follow_rekeys();
                 drop(n);
                 let reply = match step {
                     Step::Send(b) => Some(b),

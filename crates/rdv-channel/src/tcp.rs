@@ -663,9 +663,11 @@ where
     let now = (config.clock)();
     reseed(ep.handshaker)?;
     let who = ep.handshaker.identify_initiator(&init)?;
+    // The installed epoch's PSK, or the one before's for a member that
+    // missed an advance (the service decides which epochs it accepts).
     let psk = ep
         .service
-        .handshake_psk(&ctx, &who)
+        .handshake_psk_at(&ctx, &who, init.epoch)
         .ok_or(TcpError::UnknownContext)?;
     let outcome = ep.service.prepare_handle_handshake(
         &ep.snapshot,

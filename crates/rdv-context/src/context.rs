@@ -28,7 +28,7 @@ use zeroize::Zeroizing;
 
 use crate::codec::{DecodeError, Reader, Writer, ct_eq};
 use crate::descriptor::RendezvousDescriptor;
-use crate::identity::{Identity, StaticKeyBinding, signing_message};
+use crate::identity::{Identity, StaticKeyBinding};
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::invitation::{Invitation, InvitationSecret, invitation_seal_ad};
 use crate::keys::{EpochKeys, EpochSecret};
@@ -663,10 +663,7 @@ fn check_rekey(
     if !ct_eq(&keys.rekey_mac(&rekey.mac_body()), &rekey.membership_mac) {
         return Err(RekeyError::NotAMember);
     }
-    if !rekey.rotator.verify(
-        &signing_message(REKEY_DOMAIN, &rekey.signed_body()),
-        &rekey.signature,
-    ) {
+    if !rekey.verify_signature() {
         return Err(RekeyError::BadSignature);
     }
     let rank = rekey.rank(&before.admins).ok_or(RekeyError::NotAnAdmin {

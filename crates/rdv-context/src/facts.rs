@@ -6,9 +6,19 @@ use crate::codec::{DecodeError, Reader, Writer, hex};
 use crate::descriptor::{MAX_SEALED_DESCRIPTOR_LEN, SealedDescriptor};
 use crate::identity::{Identity, signing_message};
 use crate::ids::{AuthorityId, ContextId, Epoch};
+use crate::rekey::EpochRekey;
+
+/// Largest epoch rekey carried as a fact: 64 KiB, room for about 700
+/// members' boxes (80 bytes each) besides the lists. A context too large
+/// for it cannot remove members through the journal.
+pub const MAX_REKEY_FACT_LEN: usize = 64 * 1024;
 
 /// Largest encoded fact.
-pub const MAX_FACT_LEN: usize = 1 + MAX_SEALED_DESCRIPTOR_LEN;
+pub const MAX_FACT_LEN: usize = 1 + if MAX_SEALED_DESCRIPTOR_LEN > MAX_REKEY_FACT_LEN {
+    MAX_SEALED_DESCRIPTOR_LEN
+} else {
+    MAX_REKEY_FACT_LEN
+};
 const FACT_ID_LABEL: &str = "rdv context v1 fact-id";
 const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
 const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
@@ -40,6 +50,12 @@ pub enum RendezvousFact {
         /// The recorder's signature over the context and the fields above.
         signature: [u8; 64],
     },
+    /// An epoch advance by an admin (removing members, or not): how the
+    /// other members get their sealed share of the next epoch's secret.
+    /// Signed by its rotator (checked on receipt); its MAC under the epoch
+    /// it advances from and the admin rules are checked by the members that
+    /// apply it ([`crate::Context::apply_rekey`]).
+    EpochRekey(Box<EpochRekey>),
     /// A descriptor revocation by its authority.
     DescriptorRevoked {
         /// The authority whose descriptor is revoked.
@@ -60,14 +76,17 @@ pub enum FactKind {
     ChannelEstablished = 2,
     /// [`RendezvousFact::DescriptorRevoked`].
     DescriptorRevoked = 3,
+    /// [`RendezvousFact::EpochRekey`].
+    EpochRekey = 4,
 }
 
 impl FactKind {
     /// All kinds.
-    pub const ALL: [FactKind; 3] = [
+    pub const ALL: [FactKind; 4] = [
         FactKind::Descriptor,
         FactKind::ChannelEstablished,
         FactKind::DescriptorRevoked,
+        FactKind::EpochRekey,
     ];
     /// The tag byte.
     pub fn tag(self) -> u8 {
@@ -161,9 +180,11 @@ impl RendezvousFact {
 
     /// Whether a signed fact's signature holds for `context`: a revocation
     /// by the revoked authority, a channel fact by one of the channel's two
-    /// (distinct) ends. Descriptors are checked when opened: `true`.
+    /// (distinct) ends, a rekey of this context by its rotator. Descriptors
+    /// are checked when opened: `true`.
     pub fn verify(&self, context: &ContextId) -> bool {
         match self {
+            Self::EpochRekey(r) => r.context_id == *context && r.verify_signature(),
             Self::ChannelEstablished {
                 initiator,
                 responder,
@@ -219,16 +240,18 @@ impl RendezvousFact {
             Self::Descriptor(_) => FactKind::Descriptor,
             Self::ChannelEstablished { .. } => FactKind::ChannelEstablished,
             Self::DescriptorRevoked { .. } => FactKind::DescriptorRevoked,
+            Self::EpochRekey(_) => FactKind::EpochRekey,
         }
     }
 
     /// The authority the fact is about: the publisher, the responder (who
-    /// records a channel), or the revoker.
+    /// records a channel), the revoker, or the admin who advanced the epoch.
     pub fn authority(&self) -> AuthorityId {
         match self {
             Self::Descriptor(d) => d.authority_id(),
             Self::ChannelEstablished { responder, .. } => *responder,
             Self::DescriptorRevoked { authority_id, .. } => *authority_id,
+            Self::EpochRekey(r) => r.rotator,
         }
     }
 
@@ -278,6 +301,9 @@ impl RendezvousFact {
             } => {
                 w.raw(authority_id.as_bytes()).raw(nonce).raw(signature);
             }
+            Self::EpochRekey(r) => {
+                w.raw(&r.to_bytes());
+            }
         }
     }
 
@@ -307,6 +333,17 @@ impl RendezvousFact {
                 nonce: r.array("nonce")?,
                 signature: r.array("signature")?,
             },
+            Some(FactKind::EpochRekey) => {
+                let rest = r.take(r.remaining(), "epoch rekey")?;
+                if rest.len() > MAX_REKEY_FACT_LEN {
+                    return Err(DecodeError::TooLong {
+                        what: "epoch rekey",
+                        len: rest.len(),
+                        max: MAX_REKEY_FACT_LEN,
+                    });
+                }
+                Self::EpochRekey(Box::new(EpochRekey::from_bytes(rest)?))
+            }
             None => {
                 return Err(DecodeError::UnknownTag {
                     what: "fact kind",

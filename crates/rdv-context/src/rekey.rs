@@ -13,6 +13,7 @@ use std::cmp::Reverse;
 use std::fmt;
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::identity::signing_message;
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::seal::AEAD_TAG_LEN;
 
@@ -29,7 +30,7 @@ pub const MAX_ADMINS: usize = 64;
 /// sealed to each remaining member, the removal list, the next epoch's
 /// admins, a MAC proving the author holds the current secret, and the
 /// author's signature.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EpochRekey {
     /// The context.
     pub context_id: ContextId,
@@ -120,6 +121,16 @@ impl EpochRekey {
     pub(crate) fn rank(&self, admins: &[AuthorityId]) -> Option<Rank> {
         let seniority = admins.iter().position(|a| *a == self.rotator)?;
         Some(Rank::new(!self.removed.is_empty(), seniority, self.id()))
+    }
+
+    /// Whether the signature is the rotator's. What else a rekey must pass
+    /// (the MAC under the epoch it advances from, the admin rules) needs the
+    /// context: [`crate::Context::apply_rekey`].
+    pub fn verify_signature(&self) -> bool {
+        self.rotator.verify(
+            &signing_message(REKEY_DOMAIN, &self.signed_body()),
+            &self.signature,
+        )
     }
 
     /// Canonical bytes.

@@ -116,6 +116,10 @@ pub enum FactApplied {
 #[derive(Default)]
 struct ContextState {
     keys: Option<EpochKeys>,
+    /// The keys of the epoch before, kept for one purpose: a member that
+    /// missed the advance (offline when the rekey was pushed) can still
+    /// make a handshake under them, sync, and so find the rekey.
+    previous: Option<EpochKeys>,
     cache: HashMap<AuthorityId, RendezvousDescriptor>,
     own: Option<RendezvousDescriptor>,
     /// Per authority: (nonce, valid_until) of descriptors seen, oldest first.
@@ -161,6 +165,11 @@ impl RendezvousService {
     pub fn authority(&self) -> AuthorityId {
         self.identity.authority()
     }
+    /// This service's identity (to open the member's box in an epoch
+    /// rekey, say).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
     /// The configuration.
     pub fn config(&self) -> &RendezvousConfig {
         &self.config
@@ -189,6 +198,7 @@ impl RendezvousService {
             _ => {
                 state.cache.clear();
                 state.own = None;
+                state.previous = state.keys.take();
             }
         }
         state.keys = Some(keys);
@@ -208,6 +218,29 @@ impl RendezvousService {
     /// The installed keys of `context`.
     pub fn keys(&self, context: &ContextId) -> Option<&EpochKeys> {
         self.contexts.get(context).and_then(|s| s.keys.as_ref())
+    }
+
+    /// The keys of `epoch` of `context`, if it is the installed epoch or
+    /// the one before (see [`RendezvousService::prepare_handle_handshake`]).
+    fn keys_at(&self, context: &ContextId, epoch: Epoch) -> Option<&EpochKeys> {
+        let state = self.contexts.get(context)?;
+        [state.keys.as_ref(), state.previous.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|k| k.epoch() == epoch)
+    }
+
+    /// The PSK this authority shares with `peer` in `epoch` of `context`,
+    /// the installed one or the one before (what a responder needs for a
+    /// message 1 of that epoch).
+    pub fn handshake_psk_at(
+        &self,
+        context: &ContextId,
+        peer: &AuthorityId,
+        epoch: Epoch,
+    ) -> Option<crate::keys::Psk> {
+        self.keys_at(context, epoch)
+            .map(|k| k.handshake_psk(&self.identity.authority(), peer))
     }
 
     /// The PSK this authority shares with `peer` in `context`'s current
@@ -319,6 +352,43 @@ impl RendezvousService {
             vec![EffectCommand::JournalAppend {
                 context_id,
                 fact: RendezvousFact::revoke(&self.identity, &context_id, own.nonce),
+            }],
+        )
+    }
+
+    /// Prepares recording an epoch advance this member made (guarded as a
+    /// publication, before the new epoch's keys are installed: `rekey`
+    /// advances from the installed epoch). Effects when allowed: charge 1,
+    /// append the rekey, which sync carries to the other members, receipt.
+    pub fn prepare_publish_rekey(
+        &mut self,
+        snapshot: &GuardSnapshot,
+        rekey: &crate::EpochRekey,
+    ) -> GuardOutcome {
+        let me = self.identity.authority();
+        let context_id = rekey.context_id;
+        let current = self.current_epoch(&context_id);
+        if let Err(reason) = evaluate(
+            snapshot,
+            &me,
+            &context_id,
+            current,
+            Operation::PublishDescriptor,
+        ) {
+            return GuardOutcome::denied(reason);
+        }
+        if rekey.rotator != me || current != Some(rekey.from_epoch) {
+            return GuardOutcome::denied(DenyReason::InvalidRequest(
+                "not this member's advance from the installed epoch".into(),
+            ));
+        }
+        GuardOutcome::allowed(
+            snapshot,
+            Operation::PublishDescriptor,
+            None,
+            vec![EffectCommand::JournalAppend {
+                context_id,
+                fact: RendezvousFact::EpochRekey(Box::new(rekey.clone())),
             }],
         )
     }
@@ -448,19 +518,27 @@ impl RendezvousService {
         if let Err(reason) = evaluate(snapshot, &me, &context_id, current, operation) {
             return GuardOutcome::denied(reason);
         }
-        let Some(keys) = self.keys(&context_id) else {
+        let Some(installed) = self.current_epoch(&context_id) else {
             return GuardOutcome::denied(DenyReason::UnknownContext);
         };
-        if handshake.context_id != context_id || handshake.epoch != keys.epoch() {
-            return GuardOutcome::denied(DenyReason::InvalidRequest(format!(
-                "handshake for epoch {} of another or the same context; this context is at epoch {}",
-                handshake.epoch,
-                keys.epoch()
-            )));
-        }
+        // The installed epoch, or the one before: a member that missed an
+        // advance (offline when its rekey was pushed) must still reach
+        // someone to sync the rekey from. Safe for the one before: the PSK
+        // only adds context membership to Noise IK, which authenticates the
+        // initiator's static key, and a removed member is no longer in the
+        // roster the initiator is looked up in.
+        let keys = match self.keys_at(&context_id, handshake.epoch) {
+            Some(k) if handshake.context_id == context_id => k,
+            _ => {
+                return GuardOutcome::denied(DenyReason::InvalidRequest(format!(
+                    "handshake for epoch {} of another or the same context; this context is at epoch {installed}",
+                    handshake.epoch,
+                )));
+            }
+        };
         if initiator == me || !ct_eq(&keys.handshake_psk(&me, &initiator)[..], psk) {
             return GuardOutcome::denied(DenyReason::HandshakeRejected(
-                "the PSK is not this pair's PSK for the current epoch".into(),
+                "the PSK is not this pair's PSK for the handshake's epoch".into(),
             ));
         }
         let epoch = keys.epoch();
@@ -632,7 +710,11 @@ impl RendezvousService {
                 }
                 Ok(FactApplied::Revoked(*authority_id))
             }
-            RendezvousFact::ChannelEstablished { .. } => Ok(FactApplied::Ignored),
+            // Rekeys are the context's to apply (`Context::apply_rekey`), not
+            // the service's.
+            RendezvousFact::ChannelEstablished { .. } | RendezvousFact::EpochRekey(_) => {
+                Ok(FactApplied::Ignored)
+            }
         }
     }
 

@@ -347,3 +347,76 @@ fn the_context_store_keeps_the_roster_across_a_reopen() {
     assert!(r.recipients.iter().any(|(who, _)| *who == b.me()));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An advance travels between members as a journal fact (issue 12,
+/// `rdv context remove`): the admin records it through the guard chain,
+/// a remaining member that syncs the journal applies it and shares the new
+/// secret, the removed member gets the fact and no secret, and a forged
+/// or foreign rekey does not get into a journal.
+#[test]
+fn a_removal_travels_as_a_journal_fact() {
+    let (mut a, mut b, mut c) = trio();
+    b.context
+        .add_member(&c.identity.static_key_binding())
+        .unwrap();
+    let snap = a.snapshot();
+    let rekey = a
+        .context
+        .advance_epoch(&a.identity, &[c.me()], &mut rng(50))
+        .unwrap();
+    // Someone else's advance, or one recorded after moving on: refused.
+    let out = b.service.prepare_publish_rekey(&b.snapshot(), &rekey);
+    assert!(!out.decision.is_allowed(), "{:?}", out.decision);
+    let out = a.service.prepare_publish_rekey(&snap, &rekey);
+    assert!(out.decision.is_allowed(), "{:?}", out.decision);
+    a.fx.run(&out, T0).unwrap();
+    a.rekeyed();
+    let again = a.service.prepare_publish_rekey(&a.snapshot(), &rekey);
+    assert!(!again.decision.is_allowed());
+
+    let rekeys = |m: &Member| -> Vec<EpochRekey> {
+        m.journal()
+            .by_kind(FactKind::EpochRekey, None, 10)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.fact() {
+                RendezvousFact::EpochRekey(r) => Some((**r).clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    b.sync_from(&a, T0 + 1);
+    let got = rekeys(&b);
+    assert_eq!(got, vec![rekey.clone()]);
+    assert_eq!(
+        b.context.apply_rekey(&b.identity, &got[0]).unwrap(),
+        RekeyOutcome::Advanced { epoch: 1 }
+    );
+    b.rekeyed();
+    assert_eq!(
+        b.context.keys().handshake_psk(&a.me(), &b.me()),
+        a.context.keys().handshake_psk(&a.me(), &b.me()),
+        "the same epoch-1 secret"
+    );
+    assert!(!b.context.is_member(&c.me()));
+
+    c.sync_from(&a, T0 + 1);
+    let got = rekeys(&c);
+    assert_eq!(
+        c.context.apply_rekey(&c.identity, &got[0]),
+        Err(RekeyError::Removed { to: 1 })
+    );
+    assert_eq!(c.context.epoch(), 0);
+
+    // A forged signature, and a rekey of another context, stay out.
+    let mut forged = rekey.clone();
+    forged.signature[5] ^= 1;
+    let mut other = Context::create(&a.identity, &mut rng(51));
+    let foreign = other.advance_epoch(&a.identity, &[], &mut rng(52)).unwrap();
+    let ts = b.journal().clock();
+    for (fact, want) in [(forged, "signature"), (foreign, "context")] {
+        let e = JournalEntry::new(RendezvousFact::EpochRekey(Box::new(fact)), ts);
+        let err = b.journal().check_remote(&e, T0 + 2).unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+    }
+}

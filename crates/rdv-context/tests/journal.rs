@@ -345,6 +345,26 @@ fn revocation(k: u8, epoch: u64) -> RendezvousFact {
     RendezvousFact::revoke(&identity(k % 3 + 1), &CTX, nonce)
 }
 
+/// An epoch advance from `epoch` by the admin of a context whose id is
+/// [`CTX`] (created, then its stored bytes given that id), removing member
+/// `k % 3 + 2`.
+fn rekey(k: u8, epoch: u64) -> RendezvousFact {
+    let admin = identity(1);
+    let mut bytes = Context::create(&admin, &mut rng(k)).to_bytes().to_vec();
+    bytes[1..33].copy_from_slice(CTX.as_bytes());
+    let mut ctx = Context::restore(&admin, &bytes).unwrap();
+    for m in 2..5 {
+        ctx.add_member(&identity(m).static_key_binding()).unwrap();
+    }
+    for _ in 0..epoch {
+        ctx.advance_epoch(&admin, &[], &mut rng(99)).unwrap();
+    }
+    let r = ctx
+        .advance_epoch(&admin, &[identity(k % 3 + 2).authority()], &mut rng(7))
+        .unwrap();
+    RendezvousFact::EpochRekey(Box::new(r))
+}
+
 const FACT_KEYS: u8 = 6;
 const FACT_EPOCHS: u64 = 2;
 
@@ -362,6 +382,7 @@ fn fact(kind: FactKind, k: u8, epoch: u64) -> RendezvousFact {
                         FactKind::Descriptor => descriptor(k, e),
                         FactKind::ChannelEstablished => channel(k, e),
                         FactKind::DescriptorRevoked => revocation(k, e),
+                        FactKind::EpochRekey => rekey(k, e),
                     });
                 }
             }
@@ -376,12 +397,13 @@ fn fact(kind: FactKind, k: u8, epoch: u64) -> RendezvousFact {
 
 fn arb_entries() -> impl Strategy<Value = Vec<JournalEntry>> {
     // Few distinct facts of every kind, so replicas overlap and disagree on
-    // timestamps. Revocations are rarer: the journal checks each one's
-    // signature on every receive, which is slow in a debug build.
+    // timestamps. Revocations and rekeys are rarer: the journal checks each
+    // one's signature on every receive, which is slow in a debug build.
     let kind = prop_oneof![
-        4 => Just(FactKind::ChannelEstablished),
-        3 => Just(FactKind::Descriptor),
+        8 => Just(FactKind::ChannelEstablished),
+        6 => Just(FactKind::Descriptor),
         1 => Just(FactKind::DescriptorRevoked),
+        1 => Just(FactKind::EpochRekey),
     ];
     prop::collection::vec(
         (kind, 0..FACT_KEYS, 0..FACT_EPOCHS, 0u64..40, 0u32..3),

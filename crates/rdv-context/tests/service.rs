@@ -1171,3 +1171,69 @@ fn revocation_of(bob: &mut Member, now: u64) -> RendezvousFact {
         })
         .unwrap()
 }
+
+/// A member that missed an advance (offline when the rekey was pushed)
+/// still gets a handshake under the epoch it knows, the one before the
+/// responder's, so it can sync and find the rekey; two epochs behind it
+/// does not.
+#[test]
+fn a_handshake_under_the_epoch_before_is_answered_and_older_ones_are_not() {
+    let (mut alice, mut bob, _) = trio();
+    let ctx = alice.ctx();
+    alice.publish(direct_hints(), T0);
+    bob.sync_from(&alice, T0);
+    let hello = |alice: &mut Member, bob: &mut Member| {
+        let snap = bob.snapshot();
+        let psk = bob.service.handshake_psk(&ctx, &alice.me()).unwrap();
+        let out = bob
+            .service
+            .prepare_establish_channel(&snap, ctx, alice.me(), &psk, T0 + 1, &mut bob.handshaker)
+            .unwrap();
+        let EffectCommand::SendHandshake { message, .. } = &out.effects[1] else {
+            panic!("{:?}", out.effects)
+        };
+        assert_eq!(message.epoch, 0, "bob knows only epoch 0");
+        let psk = alice
+            .service
+            .handshake_psk_at(&ctx, &bob.me(), message.epoch);
+        let snap = alice.snapshot();
+        let out = alice.service.prepare_handle_handshake(
+            &snap,
+            ctx,
+            bob.me(),
+            message.clone(),
+            &psk.clone().unwrap_or_default(),
+            &mut alice.handshaker,
+        );
+        (psk.is_some(), out)
+    };
+    alice
+        .context
+        .advance_epoch(&alice.identity, &[], &mut rng(60))
+        .unwrap();
+    alice.rekeyed();
+    let (known, out) = hello(&mut alice, &mut bob);
+    assert!(known && out.decision.is_allowed(), "{:?}", out.decision);
+    assert!(out.effects.iter().any(|e| matches!(
+        e,
+        EffectCommand::JournalAppend {
+            fact: RendezvousFact::ChannelEstablished { epoch: 0, .. },
+            ..
+        }
+    )));
+    alice
+        .context
+        .advance_epoch(&alice.identity, &[], &mut rng(61))
+        .unwrap();
+    alice.rekeyed();
+    let (known, out) = hello(&mut alice, &mut bob);
+    assert!(!known);
+    assert!(
+        matches!(
+            out.decision,
+            Decision::Denied(DenyReason::InvalidRequest(_))
+        ),
+        "{:?}",
+        out.decision
+    );
+}

@@ -105,11 +105,22 @@ pub enum ContextAction {
     },
     /// Forget a context on this member: its secrets, journal and relay
     /// designation (the agent must be stopped first). The other members
-    /// see this member's descriptor expire; removing a member from
-    /// everyone's context (an epoch advance) is not built yet.
+    /// see this member's descriptor expire; to take a member out of
+    /// everyone's context, an admin runs `rdv context remove`.
     Leave {
         /// The context's local name.
         name: String,
+    },
+    /// Remove a member from the context (admins only; the agent must be
+    /// running): advances the epoch to a secret the member does not get,
+    /// and the rekey reaches the other members through the journal.
+    /// Prints the new epoch.
+    Remove {
+        /// The context's local name.
+        name: String,
+        /// The member's authority (64 hex digits, as `rdv context members`
+        /// lists it).
+        member: String,
     },
     /// The WebSocket relay members use when no direct path works.
     Relay {

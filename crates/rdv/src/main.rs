@@ -48,7 +48,7 @@ fn main() -> ExitCode {
             cli::Command::Discover(a) => client_cmd::discover(a).await,
             cli::Command::Bench(a) => bench_cmd::run(a).await,
             cli::Command::Id => member_cmd::id(),
-            cli::Command::Context(a) => member_cmd::context(a),
+            cli::Command::Context(a) => member_cmd::context(a).await,
             cli::Command::Agent(a) => member_cmd::agent(a).await,
             cli::Command::Pipe(a) => member_cmd::pipe(a).await,
         }

@@ -65,9 +65,34 @@ fn load(home: &Home, name: &str) -> Result<(rdv_context::Identity, Context), Fai
 }
 
 /// `rdv context ...`.
-pub fn context(args: ContextArgs) -> Result<(), Failure> {
+pub async fn context(args: ContextArgs) -> Result<(), Failure> {
     let home = home()?;
     match args.action {
+        ContextAction::Remove { name, member } => {
+            // Checked here first, so a mistake is told without an agent.
+            let (identity, context) = load(&home, &name)?;
+            let who: rdv_context::AuthorityId = member.parse().map_err(|_| {
+                Failure::usage(format!(
+                    "{member:?} is not an authority: give the 64 hex digits `rdv context members {name}` lists"
+                ))
+            })?;
+            if !context.is_admin(&identity.authority()) {
+                return Err(Failure::refused(format!(
+                    "only an admin of {name:?} may remove members: `rdv context members {name}` shows who is"
+                )));
+            }
+            if who == identity.authority() {
+                return Err(Failure::refused(
+                    "an admin cannot remove itself: another admin can, or `rdv context leave`",
+                ));
+            }
+            let request = Request::Remove {
+                context: name,
+                member,
+            };
+            let (_, reply) = ask(&request).await?;
+            println!("{}", reply.epoch.unwrap_or_default());
+        }
         ContextAction::Create { name } => {
             let identity = home.identity().map_err(|e| Failure::usage(e.to_string()))?;
             let mut rng = os_rng().map_err(|e| Failure::usage(e.to_string()))?;

@@ -381,3 +381,114 @@ fn members_pipe_through_the_points_relay_which_forwards_only_ciphertext() {
 
 /// The issue's figure: 100 MiB (about 40 s in a debug build on 2 cores).
 const RELAYED_BYTES: usize = 100 << 20;
+
+/// `rdv agent status --json` of `data`, parsed (`Null` if it did not answer).
+fn status_of(data: &std::path::Path) -> serde_json::Value {
+    let st = output(cmd(plain, data, &["agent", "status", "--json"]));
+    serde_json::from_str(stdout(&st).trim()).unwrap_or_default()
+}
+
+/// Polls `f` (bounded: 40 s) until it holds.
+fn within_40s(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    false
+}
+
+/// `rdv context remove` (issue 12): the admin advances the epoch without a
+/// member and the rekey reaches the others through the journal, here a
+/// member whose agent was stopped meanwhile: restarted, it makes a
+/// handshake under the epoch it knows (the one before is still accepted),
+/// syncs, follows the rekey and pipes under the new epoch; the removed
+/// member stays behind and can no longer reach anyone. Bad requests are
+/// refused with the right exit code.
+#[test]
+fn an_admin_removes_a_member_and_the_others_follow_through_the_journal() {
+    let tmp = temp();
+    let point = rdv_point(tmp.path(), &["--store", "memory"]);
+    let dir = |n: &str| tmp.path().join(n);
+    let (a, b, c) = (dir("alice"), dir("bob"), dir("carol"));
+    create_and_join(&plain, &a, &b);
+    let invite = output(cmd(plain, &a, &["context", "invite", "home"]));
+    let text = stdout(&invite).trim().to_owned();
+    expect_code(
+        &output(cmd(
+            plain,
+            &c,
+            &["context", "join", &text, "--name", "friends"],
+        )),
+        0,
+    );
+    let common = ["agent", "--point", point.tcp(), "--listen", "127.0.0.1:0"];
+    let (_alice, alice_auth) = agent(cmd(plain, &a, &common));
+    let (bob, bob_auth) = agent(cmd(plain, &b, &common));
+    let (_carol, carol_auth) = agent(cmd(plain, &c, &common));
+    // Everyone knows everyone (descriptors through the point and sync).
+    let knows = |data: &std::path::Path, who: &str| {
+        status_of(data)["contexts"][0]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["authority"] == who && m["descriptor_current"] == true)
+    };
+    assert!(within_40s(|| knows(&a, &bob_auth) && knows(&a, &carol_auth)));
+    assert!(within_40s(|| knows(&b, &alice_auth) && knows(&c, &bob_auth)));
+
+    // Refusals, each with its code and nothing changed.
+    let remove = |data: &std::path::Path, ctx: &str, who: &str| {
+        output(cmd(plain, data, &["context", "remove", ctx, who]))
+    };
+    let o = remove(&b, "family", &carol_auth);
+    expect_code(&o, 1);
+    assert!(stderr(&o).contains("only an admin"), "{}", stderr(&o));
+    let o = remove(&a, "home", "carol");
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("64 hex digits"), "{}", stderr(&o));
+    let o = remove(&a, "home", &alice_auth);
+    expect_code(&o, 1);
+    assert!(
+        stderr(&o).contains("cannot remove itself"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(status_of(&a)["contexts"][0]["epoch"], 0);
+
+    // Bob is away when Alice removes Carol.
+    assert_eq!(bob.terminate(), Some(0));
+    let o = remove(&a, "home", &carol_auth);
+    expect_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), "1", "the new epoch");
+    let members = |data: &std::path::Path, ctx: &str| {
+        stdout(&output(cmd(plain, data, &["context", "members", ctx])))
+    };
+    assert!(!members(&a, "home").contains(&carol_auth));
+
+    // Back, Bob catches up from the journal.
+    let (_bob, _) = agent(cmd(plain, &b, &common));
+    assert!(
+        within_40s(|| status_of(&b)["contexts"][0]["epoch"] == 1),
+        "bob follows the rekey: {}",
+        status_of(&b)
+    );
+    assert!(within_40s(|| !members(&b, "family").contains(&carol_auth)));
+    assert!(within_40s(|| knows(&a, &bob_auth)));
+    let bytes = random_bytes(64 * 1024);
+    let side = |data, context| Side {
+        base: &plain,
+        data,
+        context,
+    };
+    let (got, err, sent, _) = pipe(side(&a, "home"), side(&b, "family"), &bob_auth, &bytes);
+    assert_eq!(sent, Some(0), "alice to bob under epoch 1: {err}");
+    assert!(got == bytes);
+
+    // Carol refused the rekey (no box for her) and reaches no one.
+    assert_eq!(status_of(&c)["contexts"][0]["epoch"], 0);
+    let (_, err, sent, _) = pipe(side(&c, "friends"), side(&b, "family"), &bob_auth, b"hello");
+    assert_ne!(sent, Some(0), "carol must not reach bob: {err}");
+}

@@ -43,6 +43,61 @@ async fn control_session(
         Request::PipeConnect { context, peer, via } => {
             pipe_connect(shared, stream, &context, &peer, via.as_deref()).await
         }
+        Request::Remove { context, member } => {
+            let reply = remove(shared, &context, &member).await;
+            control::write_line(&mut stream, &reply).await
+        }
+    }
+}
+
+/// `rdv context remove`: advances the epoch without `member` and records
+/// the rekey in the journal, pushed at once to the connected members (the
+/// others get it by reconciliation when they next connect); then saves
+/// the context, closes the removed member's sync channel and republishes
+/// this member's descriptor under the new epoch.
+async fn remove(shared: &Arc<Shared>, context: &str, member: &str) -> Reply {
+    let Some(m) = member_named(shared, context) else {
+        return unknown_context(context);
+    };
+    let Ok(member) = member.parse::<AuthorityId>() else {
+        return Reply::fail(
+            2,
+            format!(
+                "{member:?} is not an authority: give the 64 hex digits `rdv context members {context}` lists"
+            ),
+        );
+    };
+    let mut rng = match os_rng() {
+        Ok(r) => r,
+        Err(e) => return Reply::fail(1, e.to_string()),
+    };
+    let prepared = m.sync.node().lock().await.remove_member(&member, &mut rng);
+    let (rekey, outcome) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let hint = match e {
+                crate::sync::RemoveError::NotAMember(_) => {
+                    format!("; `rdv context members {context}` lists the members")
+                }
+                _ => String::new(),
+            };
+            return Reply::fail(1, format!("cannot remove {member}: {e}{hint}"));
+        }
+    };
+    // The context has advanced: record the rekey (pushed to every
+    // connected member), then follow with keys, budgets and handshakes.
+    if let Err(e) = m.sync.run_outcome(&outcome).await {
+        tracing::warn!(context = %m.name, error = %e, "recording the rekey failed");
+    }
+    m.sync.node().lock().await.entered_epoch();
+    save_roster(shared, &m).await;
+    after_epoch_change(shared, &m).await;
+    tracing::info!(context = %m.name, %member, epoch = rekey.to_epoch, "member removed");
+    Reply {
+        ok: true,
+        authority: shared.me.to_string(),
+        epoch: Some(rekey.to_epoch),
+        ..Reply::default()
     }
 }
 

@@ -179,7 +179,9 @@ async fn answer_intro(shared: &Shared, stream: &mut TcpStream) -> Result<(), Str
     intro::write(stream, &mine)
         .await
         .map_err(|e| e.to_string())?;
-    save_roster(shared, &m).await;
+    if save_roster(shared, &m).await {
+        after_epoch_change(shared, &m).await;
+    }
     Ok(())
 }
 

@@ -173,6 +173,8 @@ struct Member {
     via: std::sync::Mutex<HashMap<AuthorityId, &'static str>>,
     /// Members in the stored roster (to notice growth and save it).
     saved_members: std::sync::atomic::AtomicUsize,
+    /// The epoch of the stored context (to notice an advance and save it).
+    saved_epoch: std::sync::atomic::AtomicU64,
     /// A digest of the cached peer descriptors at the last tick.
     seen_descriptors: std::sync::atomic::AtomicU64,
     /// The designated relay and the connection to it.
@@ -475,7 +477,11 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         handshaker,
         books,
     };
+    let stored_epoch = node.context.epoch();
     node.learn_members();
+    // Rekeys written to the journal but not yet applied (the agent stopped
+    // in between) are followed now; the next tick saves the context.
+    node.follow_rekeys();
     let count = node.context.members().count();
     Ok(Member {
         name: name.to_owned(),
@@ -486,6 +492,7 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         dials: Default::default(),
         via: Default::default(),
         saved_members: count.into(),
+        saved_epoch: stored_epoch.into(),
         seen_descriptors: Default::default(),
         relay: Default::default(),
     })
@@ -592,20 +599,48 @@ fn member_named(shared: &Shared, name: &str) -> Option<Arc<Member>> {
         .cloned()
 }
 
-/// Saves the context if its roster grew (members learnt from descriptors).
-async fn save_roster(shared: &Shared, m: &Member) {
+/// Saves the context if its roster changed (members learnt from
+/// descriptors, or removed) or its epoch advanced. Returns whether the
+/// epoch had advanced since the last save.
+async fn save_roster(shared: &Shared, m: &Member) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
     let n = m.sync.node().lock().await;
     let count = n.context.members().count();
-    if count == m.saved_members.load(std::sync::atomic::Ordering::Relaxed) {
-        return;
+    let epoch = n.context.epoch();
+    if count == m.saved_members.load(Relaxed) && epoch == m.saved_epoch.load(Relaxed) {
+        return false;
     }
-    m.saved_members
-        .store(count, std::sync::atomic::Ordering::Relaxed);
+    m.saved_members.store(count, Relaxed);
+    let advanced = m.saved_epoch.swap(epoch, Relaxed) != epoch;
     // Under the member's lock: one small SQLite write.
     match shared.home.contexts().map(|mut s| s.save(&n.context)) {
-        Ok(Ok(_)) => tracing::info!(context = %m.name, members = count, "roster saved"),
-        Ok(Err(e)) => tracing::warn!(context = %m.name, error = %e, "saving the roster failed"),
-        Err(e) => tracing::warn!(context = %m.name, error = %e, "saving the roster failed"),
+        Ok(Ok(_)) => tracing::info!(context = %m.name, members = count, epoch, "context saved"),
+        Ok(Err(e)) => tracing::warn!(context = %m.name, error = %e, "saving the context failed"),
+        Err(e) => tracing::warn!(context = %m.name, error = %e, "saving the context failed"),
+    }
+    advanced
+}
+
+/// After the context moved to a new epoch (a removal made here, or a rekey
+/// followed from the journal), once it is saved: closes the sync channels
+/// of members no longer in it, publishes this member's descriptor under
+/// the new epoch's key at once, and reconciles with every connected member
+/// (their new descriptors, and the rekey for those that lack it).
+async fn after_epoch_change(shared: &Shared, m: &Member) {
+    let members: Vec<AuthorityId> = {
+        let n = m.sync.node().lock().await;
+        n.context.members().map(|(a, _)| *a).collect()
+    };
+    let gone = m.sync.retain_peers(|a| members.contains(a));
+    for a in &gone {
+        lock(&m.via).remove(a);
+        tracing::info!(context = %m.name, member = %a, "sync channel of a removed member closed");
+    }
+    if let Err(e) = publish(shared, m).await {
+        tracing::warn!(context = %m.name, error = %e, "publishing under the new epoch failed");
+    }
+    for a in &members {
+        m.sync.sync_now(a);
     }
 }
 
@@ -639,7 +674,9 @@ async fn maintain(shared: Arc<Shared>) {
             if due && let Err(e) = publish(&shared, &m).await {
                 tracing::warn!(context = %m.name, error = %e, "republishing failed");
             }
-            save_roster(&shared, &m).await;
+            if save_roster(&shared, &m).await {
+                after_epoch_change(&shared, &m).await;
+            }
             spread_news(&m, now).await;
             dial_peers(&shared, &m).await;
             if !shared.options.points.is_empty() && !discovering.contains_key(&m.id) {

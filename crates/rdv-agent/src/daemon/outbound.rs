@@ -380,7 +380,9 @@ async fn introduce(shared: &Shared, m: &Member, addresses: &[Multiaddr]) {
                 match r {
                     Ok(a) if a.rejected == 0 && a.deferred == 0 => {
                         tracing::info!(context = %m.name, %addr, "introduced");
-                        save_roster(shared, m).await;
+                        if save_roster(shared, m).await {
+                            after_epoch_change(shared, m).await;
+                        }
                         return;
                     }
                     other => tracing::debug!(%addr, ?other, "introduction answer refused"),

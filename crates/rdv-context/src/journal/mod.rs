@@ -215,6 +215,9 @@ pub enum JournalError {
     /// A revocation whose signature is not its authority's.
     #[error("revocation signature does not verify")]
     BadRevocation,
+    /// An epoch rekey whose signature is not its rotator's.
+    #[error("epoch rekey signature does not verify")]
+    BadRekey,
     /// A remote timestamp older than the retention window.
     #[error("remote fact stamped {wall_ms} ms is older than the retention floor {floor_ms} ms")]
     TooOld {
@@ -338,17 +341,23 @@ impl<S: JournalStore> Journal<S> {
     /// signs them; checking them again would cost an Ed25519 verification
     /// per append for nothing.
     fn check_fact(&self, fact: &RendezvousFact, remote: bool) -> Result<(), JournalError> {
-        if let RendezvousFact::Descriptor(d) = fact
-            && d.context_id() != self.context_id
+        let found = match fact {
+            RendezvousFact::Descriptor(d) => Some(d.context_id()),
+            RendezvousFact::EpochRekey(r) => Some(r.context_id),
+            _ => None,
+        };
+        if let Some(found) = found
+            && found != self.context_id
         {
             return Err(JournalError::WrongContext {
                 expected: self.context_id,
-                found: d.context_id(),
+                found,
             });
         }
         if remote && !fact.verify(&self.context_id) {
             return Err(match fact {
                 RendezvousFact::ChannelEstablished { .. } => JournalError::BadChannelFact,
+                RendezvousFact::EpochRekey(_) => JournalError::BadRekey,
                 _ => JournalError::BadRevocation,
             });
         }
