@@ -241,12 +241,19 @@ impl CryptoGate {
         } else {
             sources.get_mut(&group)
         };
-        if let Some(b) = source
-            && !b.try_take(1, now)
-        {
+        let Some(source) = source else {
+            return if total.try_take(1, now) {
+                Ok(())
+            } else {
+                Err(Throttled::Total)
+            };
+        };
+        if !source.try_take(1, now) {
             return Err(Throttled::Source);
         }
         if !total.try_take(1, now) {
+            // Refused in all: the source's token was not used.
+            source.refund(1);
             return Err(Throttled::Total);
         }
         Ok(())
@@ -492,9 +499,12 @@ mod tests {
         // Another source is not held back by the first...
         assert!(gate.admit(b, t0).is_ok());
         assert!(gate.admit(b, t0).is_ok());
-        // ...until the total is spent.
+        // ...until the total is spent; a refusal in all takes nothing from
+        // the source (b still has its third token once the total refills).
         assert_eq!(gate.admit(b, t0), Err(Throttled::Total));
-        // Half a second later: one more for a (2/s), and the total has 2.5.
+        assert_eq!(gate.admit(b, 200 * MS), Ok(()));
+        // Half a second later: one more for a (2/s); the total has refilled
+        // 2.5 and b took one at 200 ms.
         assert!(gate.admit(a, 500 * MS).is_ok());
         assert_eq!(gate.admit(a, 500 * MS), Err(Throttled::Source));
         // IPv6 sources are counted per /64.

@@ -173,11 +173,11 @@ impl Presence {
         let (node, mut events) = Node::start(key, NodeConfig::default())
             .map_err(|e| DiscoveryError::Node(e.to_string()))?;
         tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let mut client = client::spawn(
-            node.control.clone(),
-            ClientConfig::default(),
-            vec![record.into()],
-        );
+        // Only signed records: the agent dials what it discovers, and an
+        // unsigned PeerInfo is whatever the point says.
+        let mut config = ClientConfig::default();
+        config.service.accept_unsigned_records = false;
+        let mut client = client::spawn(node.control.clone(), config, vec![record.into()]);
         let mut ids = Vec::new();
         for addr in points {
             let point = point_peer(addr)?;

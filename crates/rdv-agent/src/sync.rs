@@ -192,18 +192,32 @@ pub struct Node<S> {
 
 impl<S: JournalStore> Node<S> {
     /// Runs `f` over this member's sync view.
+    /// Runs `f` over this member's sync view, then follows any epoch rekey
+    /// it wrote ([`Node::follow_rekeys`]).
     fn with_replica<T>(&mut self, f: impl FnOnce(&mut JournalReplica<'_, S>) -> T) -> Option<T> {
         let ctx = self.context.id();
-        let context = &self.context;
-        let is_member = |a: &AuthorityId| context.is_member(a);
-        let journal = self.books.fx.journal_mut(&ctx)?;
-        let mut r = JournalReplica {
-            journal,
-            index: &mut self.books.index,
-            service: &mut self.service,
-            is_member: &is_member,
+        let (out, rekeys) = {
+            let context = &self.context;
+            let is_member = |a: &AuthorityId| context.is_member(a);
+            let former_member = |a: &AuthorityId| context.was_member(a);
+            let rekeys = |r: &rdv_context::EpochRekey| rdv_sync::judge_rekey(context, r);
+            let journal = self.books.fx.journal_mut(&ctx)?;
+            let mut r = JournalReplica {
+                journal,
+                index: &mut self.books.index,
+                service: &mut self.service,
+                is_member: &is_member,
+                former_member: &former_member,
+                rekeys: &rekeys,
+                rekeys_written: 0,
+            };
+            let out = f(&mut r);
+            (out, r.rekeys_written)
         };
-        Some(f(&mut r))
+        if rekeys > 0 {
+            self.follow_rekeys();
+        }
+        Some(out)
     }
     /// Removes up to `limit` facts past the journal's retention window
     /// (and their index entries); the scheduler calls it every period.
@@ -246,9 +260,8 @@ impl<S: JournalStore> Node<S> {
     /// open, changes nothing (the member stays behind, locked out).
     pub fn follow_rekeys(&mut self) -> Option<rdv_context::Epoch> {
         use rdv_context::RekeyOutcome;
-        let ctx = self.context.id();
-        let before = self.context.epoch();
         let identity = self.service.identity().clone();
+        let mut changed = false;
         // Each pass applies at most one; a pass that applies none ends it.
         for _ in 0..MAX_REKEYS_FOLLOWED {
             let rekeys = self.rekeys_in_reach()?;
@@ -261,13 +274,15 @@ impl<S: JournalStore> Node<S> {
             if !applied {
                 break;
             }
+            changed = true;
         }
-        let now = self.context.epoch();
-        if now == before && self.service.current_epoch(&ctx) == Some(now) {
+        if !changed {
             return None;
         }
+        // A replacement may leave the epoch number as it was, or lower it,
+        // under another secret: what changed is the secret, not the number.
         self.entered_epoch();
-        Some(now)
+        Some(self.context.epoch())
     }
 
     /// The journal's rekeys that can still matter to this member: those
@@ -305,7 +320,11 @@ impl<S: JournalStore> Node<S> {
     /// handshaker's roster follow.
     pub fn entered_epoch(&mut self) {
         let (ctx, epoch) = (self.context.id(), self.context.epoch());
-        if let Err(e) = self.service.install_keys(self.context.keys().clone()) {
+        let keys = self.context.keys().clone();
+        if let Err(e) = self
+            .service
+            .set_epoch_keys(keys, self.context.previous_keys())
+        {
             tracing::warn!(error = %e, "installing the new epoch's keys failed");
         }
         self.books.fx.ledger_mut().advance_epoch(ctx, epoch);
@@ -366,7 +385,6 @@ impl<S: JournalStore> Node<S> {
             .with_replica(|r| r.accept(entries, now_ms))
             .unwrap_or_else(|| Err(SyncError::Store("no journal".into())))?;
         self.learn_members();
-        self.follow_rekeys();
         Ok(accepted)
     }
 
@@ -669,7 +687,6 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                             None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                         }
                         n.learn_members();
-                        n.follow_rekeys();
                         bad_pushed += s.stats().facts_rejected;
                         if bad_pushed > config.max_bad_pushed {
                             return PeerEnd::BadPushes(bad_pushed);
@@ -698,7 +715,6 @@ async fn run_peer<S: JournalStore + Send + 'static>(
                     None => return PeerEnd::Sync(SyncError::Store("no journal".into())),
                 };
                 n.learn_members();
-                n.follow_rekeys();
                 drop(n);
                 let reply = match step {
                     Step::Send(b) => Some(b),

@@ -40,6 +40,12 @@ pub struct Config {
     /// the same every time, and retrying it forever only loads the point.
     /// At least 1 is used. Default: 5.
     pub max_internal_error_retries: u32,
+    /// Whether discovered registrations may be unsigned `PeerInfo`s (the
+    /// original go schema, py-libp2p). Nothing but the point vouches for
+    /// one, so a point could invent addresses for any peer id; a client
+    /// that dials what it discovers without another check should refuse
+    /// them. Default: `true` (interoperability).
+    pub accept_unsigned_records: bool,
 }
 
 impl Default for Config {
@@ -53,6 +59,7 @@ impl Default for Config {
             max_events: 1024,
             max_cached_per_query: 10_000,
             max_internal_error_retries: 5,
+            accept_unsigned_records: true,
         }
     }
 }

@@ -801,9 +801,17 @@ impl Service {
                 self.stats.records_rejected += 1;
                 continue;
             }
-            let Ok(record) = verify_record(&r.signed_peer_record) else {
-                self.stats.records_rejected += 1;
-                continue;
+            let record = match verify_record(&r.signed_peer_record) {
+                Ok(v)
+                    if v.format != rdv_wire::RecordFormat::PeerInfo
+                        || self.config.accept_unsigned_records =>
+                {
+                    v
+                }
+                _ => {
+                    self.stats.records_rejected += 1;
+                    continue;
+                }
             };
             if r.ttl.as_secs() == 0 {
                 continue; // already expired

@@ -592,6 +592,41 @@ fn not_authorized_moves_on_to_the_peer_info_until_a_record_has_worked() {
     ));
 }
 
+/// A client that dials what it discovers can refuse unsigned PeerInfo
+/// records (the point alone vouches for them); by default they are read.
+#[test]
+fn unsigned_peer_info_records_are_read_unless_refused() {
+    let other = Keypair::generate_ed25519();
+    let info = record(&other, 0, RecordFormat::PeerInfo);
+    for accept in [true, false] {
+        let (mut svc, _) = service(Config {
+            accept_unsigned_records: accept,
+            ..Config::default()
+        });
+        let point = new_peer();
+        let id = svc.discover(point, Some(ns("chat")), None, at(0)).unwrap();
+        expect_discover(&mut svc);
+        let reg = Registration {
+            namespace: ns("chat"),
+            signed_peer_record: info.clone(),
+            ttl: Ttl::from_secs(60),
+        };
+        svc.handle_response(
+            id,
+            Message::DiscoverResponse(DiscoverResponse {
+                registrations: vec![reg],
+                ..DiscoverResponse::error(ResponseStatus::Ok, "")
+            }),
+            at(1),
+        );
+        let found = events(&mut svc).into_iter().any(|e| match e {
+            Event::Discovered { registrations, .. } => !registrations.is_empty(),
+            _ => false,
+        });
+        assert_eq!(found, accept, "accept_unsigned_records = {accept}");
+    }
+}
+
 // ---- discovery ----
 
 #[test]
@@ -1184,6 +1219,7 @@ mod prop {
                     max_events,
                     max_cached_per_query: max_cached,
                     max_internal_error_retries: 3,
+                    accept_unsigned_records: true,
                 },
             )
     }

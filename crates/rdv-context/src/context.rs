@@ -251,6 +251,26 @@ impl Context {
         ctx
     }
 
+    /// Whether `authority` was a member in one of this member's recent
+    /// transitions ([`REKEY_HISTORY`]) and is not now: removed lately.
+    pub fn was_member(&self, authority: &AuthorityId) -> bool {
+        !self.is_member(authority)
+            && self
+                .history
+                .iter()
+                .any(|t| t.before.members.contains_key(authority))
+    }
+
+    /// The keys of the epoch this member was at before the current one
+    /// (from its recent transitions, which survive restarts), if any: what
+    /// a responder accepts a handshake under from a member that missed the
+    /// last advance.
+    pub fn previous_keys(&self) -> Option<EpochKeys> {
+        self.history
+            .back()
+            .map(|t| EpochKeys::derive(self.id, t.before.epoch, &t.before.secret))
+    }
+
     /// The context id.
     pub fn id(&self) -> ContextId {
         self.id

@@ -145,6 +145,14 @@ impl EpochKeys {
             relay_key: kdf(LABEL_RELAY_KEY, &base),
         }
     }
+    /// Whether `other` holds the same keys (constant time): two rekeys to
+    /// the same epoch number give different keys.
+    pub fn same_as(&self, other: &EpochKeys) -> bool {
+        self.context_id == other.context_id
+            && self.epoch == other.epoch
+            && crate::codec::ct_eq(&self.descriptor_key, &other.descriptor_key)
+    }
+
     /// The context.
     pub fn context_id(&self) -> ContextId {
         self.context_id

@@ -205,6 +205,35 @@ impl RendezvousService {
         Ok(())
     }
 
+    /// Sets the keys of a context as its [`crate::Context`] holds them now,
+    /// whatever was installed: a member that followed a rekey outranking
+    /// one it had applied may be back at the same or a lower epoch number
+    /// under another secret. `previous` is the epoch before's (see
+    /// [`crate::Context::previous_keys`]): the only other epoch a
+    /// handshake is answered under. Keys that differ from the installed
+    /// ones drop every cached descriptor and our own, as
+    /// [`RendezvousService::install_keys`] does for a new epoch.
+    pub fn set_epoch_keys(
+        &mut self,
+        keys: EpochKeys,
+        previous: Option<EpochKeys>,
+    ) -> Result<(), ServiceError> {
+        let n = self.contexts.len();
+        let max = self.config.max_contexts;
+        let ctx = keys.context_id();
+        if !self.contexts.contains_key(&ctx) && n >= max {
+            return Err(ServiceError::TooManyContexts(max));
+        }
+        let state = self.contexts.entry(ctx).or_default();
+        if !state.keys.as_ref().is_some_and(|k| k.same_as(&keys)) {
+            state.cache.clear();
+            state.own = None;
+        }
+        state.keys = Some(keys);
+        state.previous = previous.filter(|p| p.context_id() == ctx);
+        Ok(())
+    }
+
     /// Forgets a context.
     pub fn leave_context(&mut self, context: &ContextId) {
         self.contexts.remove(context);

@@ -46,6 +46,13 @@ impl TokenBucket {
         true
     }
 
+    /// Puts back `n` taken by [`TokenBucket::try_take`] for something that
+    /// did not happen after all (up to the burst).
+    pub fn refund(&mut self, n: u64) {
+        let cap = i128::from(self.burst) * 1_000_000;
+        self.level = (self.level + i128::from(n) * 1_000_000).min(cap);
+    }
+
     /// Whether the bucket has refilled to its burst at `now` (it then holds
     /// no state worth keeping).
     pub fn is_full(&mut self, now: Duration) -> bool {
@@ -84,6 +91,8 @@ mod tests {
         assert!(b.try_take(1, 500 * MS));
         assert!(!b.try_take(1, 500 * MS));
         assert!(!b.is_full(500 * MS));
+        b.refund(1);
+        assert!(b.try_take(1, 500 * MS), "a refunded token is there again");
         assert!(b.is_full(2000 * MS));
     }
 

@@ -50,7 +50,7 @@ pub use sqlite::SqliteStore;
 
 /// The schema version this build writes and reads. A database with a higher
 /// one was written by a newer rdv and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 #[cfg(test)]
 mod tests {

@@ -313,6 +313,10 @@ DROP INDEX {s}.registrations_ns;
 CREATE INDEX registrations_ns_format ON {s}.registrations (ns, format, position);
 CREATE INDEX registrations_format ON {s}.registrations ((format::integer), position);
 "#,
+    // Version 3: rows may hold format code 2, py-libp2p's unsigned PeerInfo.
+    // Nothing to change in the tables; the version says so, so a point built
+    // before it refuses this database instead of failing on those rows.
+    "CREATE INDEX IF NOT EXISTS registrations_format ON {s}.registrations ((format::integer), position)",
 ];
 
 // The statements a running store uses, prepared once per connection.

@@ -46,5 +46,5 @@ pub mod session;
 pub use fingerprint::{Fingerprint, Key};
 pub use index::SyncIndex;
 pub use message::{DecodeError, Limits, Message, Mode, Range};
-pub use replica::{FactRejected, JournalReplica};
+pub use replica::{FactRejected, JournalReplica, RekeyCheck, judge_rekey};
 pub use session::{Accepted, Session, Stats, Step, SyncError, SyncStore};

@@ -11,7 +11,15 @@
 //! * the fact's authorities are members of the context (a
 //!   `ChannelEstablished` names two members); a descriptor's author need
 //!   not be known yet, since opening under the epoch key and verifying is
-//!   the proof (a member invited by someone else is learnt this way);
+//!   the proof (a member invited by someone else is learnt this way); a
+//!   fact naming a member removed recently is left out without blame
+//!   (deferred: others that have not followed the removal yet still hold
+//!   and offer it);
+//! * an epoch rekey is judged by the member ([`JournalReplica::rekeys`]):
+//!   one from its epoch by someone who is not an admin is refused, one it
+//!   cannot weigh yet (from a later epoch, or an earlier one by someone who
+//!   is not an admin now) is deferred, so only admins' rekeys that can
+//!   matter are stored;
 //! * a descriptor opens under the current epoch's key and its signature
 //!   verifies ([`SealedDescriptor::open_any_time`]: an expired descriptor is
 //!   history and is kept), and is not valid only in the future beyond the
@@ -28,7 +36,9 @@
 use hashbrown::HashMap;
 use rdv_context::hlc::HlcTimestamp;
 use rdv_context::journal::{Journal, JournalStore};
-use rdv_context::{AuthorityId, FactId, JournalEntry, RendezvousFact, RendezvousService};
+use rdv_context::{
+    AuthorityId, EpochRekey, FactId, JournalEntry, RendezvousFact, RendezvousService,
+};
 
 use crate::fingerprint::Key;
 use crate::index::SyncIndex;
@@ -50,6 +60,40 @@ pub enum FactRejected {
     /// No keys for the context.
     #[error("no keys for the context")]
     NoKeys,
+    /// An epoch rekey this member refuses (from its epoch, by someone who
+    /// is not an admin of it).
+    #[error("an epoch rekey by {0:?}, who is not an admin")]
+    Rekey(AuthorityId),
+}
+
+/// What a member makes of a received epoch rekey whose signature holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RekeyCheck {
+    /// Store it: it may move this member, or outrank a transition it made.
+    Take,
+    /// Cannot be weighed now (a later epoch's, say): left out without
+    /// blame; reconciliation offers it again.
+    Later,
+    /// Refused, with blame: no admin made it.
+    Refuse,
+}
+
+/// The judgement of a member holding `context` on a received rekey `r`:
+/// from its epoch, taken only from an admin of it; from an earlier epoch
+/// still in its history (one that may outrank a transition it made), taken
+/// only from a current admin and otherwise left for later; from a later
+/// epoch, or one too old to weigh, left for later.
+pub fn judge_rekey(context: &rdv_context::Context, r: &EpochRekey) -> RekeyCheck {
+    let now = context.epoch();
+    let history = rdv_context::REKEY_HISTORY as u64;
+    if r.from_epoch > now || r.from_epoch.saturating_add(history) < now {
+        return RekeyCheck::Later;
+    }
+    match (context.is_admin(&r.rotator), r.from_epoch == now) {
+        (true, _) => RekeyCheck::Take,
+        (false, true) => RekeyCheck::Refuse,
+        (false, false) => RekeyCheck::Later,
+    }
 }
 
 /// A member's journal, index and service, as sync sees them.
@@ -62,6 +106,13 @@ pub struct JournalReplica<'a, S> {
     pub service: &'a mut RendezvousService,
     /// Membership of the journal's context.
     pub is_member: &'a dyn Fn(&AuthorityId) -> bool,
+    /// Members removed recently: their facts are deferred, not refused.
+    pub former_member: &'a dyn Fn(&AuthorityId) -> bool,
+    /// The member's judgement of an epoch rekey.
+    pub rekeys: &'a dyn Fn(&EpochRekey) -> RekeyCheck,
+    /// Epoch rekeys written by [`SyncStore::accept`] so far (the member
+    /// follows them when this grows).
+    pub rekeys_written: u32,
 }
 
 impl<S: JournalStore> std::fmt::Debug for JournalReplica<'_, S> {
@@ -99,7 +150,17 @@ impl<S: JournalStore> JournalReplica<'_, S> {
             .chain(fact.peer())
         {
             if !(self.is_member)(&a) {
+                if (self.former_member)(&a) {
+                    return Ok(Checked::Deferred);
+                }
                 return Err(FactRejected::NotMember(a));
+            }
+        }
+        if let RendezvousFact::EpochRekey(r) = fact {
+            match (self.rekeys)(r) {
+                RekeyCheck::Take => {}
+                RekeyCheck::Later => return Ok(Checked::Deferred),
+                RekeyCheck::Refuse => return Err(FactRejected::Rekey(r.rotator)),
             }
         }
         if let RendezvousFact::Descriptor(sealed) = fact {
@@ -213,6 +274,13 @@ impl<S: JournalStore> SyncStore for JournalReplica<'_, S> {
         // Revocations first, so a descriptor revoked in the same batch is
         // never cached.
         let ctx = self.journal.context_id();
+        let rekeys = good
+            .iter()
+            .filter(|e| matches!(e.fact(), RendezvousFact::EpochRekey(_)))
+            .count();
+        self.rekeys_written = self
+            .rekeys_written
+            .saturating_add(u32::try_from(rekeys).unwrap_or(u32::MAX));
         good.sort_by_key(|e| !matches!(e.fact(), RendezvousFact::DescriptorRevoked { .. }));
         for e in &good {
             // A refusal here (revoked, expired, superseded, replayed) keeps

@@ -225,3 +225,66 @@ fn good_facts_alongside_a_few_bad_ones_are_written() {
     assert_eq!(b.journal.len(), 1);
     assert!(b.service.get_cached_descriptor(b.ctx(), a.me()).is_some());
 }
+
+/// Bob's context with Bob as its only admin: what a member's modified
+/// software can always hold (its state, with another admin list).
+fn as_admin(m: &Member) -> Context {
+    let bytes = m.context.to_bytes();
+    // version | id | me | epoch | secret | members (u16 + 64 each) | admins
+    let members_at = 1 + 32 + 32 + 8 + 32;
+    let n = u16::from_be_bytes([bytes[members_at], bytes[members_at + 1]]) as usize;
+    let admins_at = members_at + 2 + 64 * n;
+    let old = u16::from_be_bytes([bytes[admins_at], bytes[admins_at + 1]]) as usize;
+    let mut out = bytes[..admins_at].to_vec();
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(m.me().as_bytes());
+    out.extend_from_slice(&bytes[admins_at + 2 + 32 * old..]);
+    Context::restore(&m.identity, &out).unwrap()
+}
+
+/// Epoch rekeys in the journal: only an admin's that can matter to the
+/// receiver is stored (and counted, so the member follows it); one signed
+/// by a member who is not an admin, from the receiver's epoch, is refused
+/// with blame (a member flooding forged rekeys is cut off like any bad
+/// peer); an admin's from an epoch the receiver has not reached waits,
+/// without blame, for a later reconciliation.
+#[test]
+fn only_rekeys_that_can_matter_are_stored() {
+    let (a, b, mut c) = trio();
+    let forged = as_admin(&b)
+        .advance_epoch(&b.identity, &[a.me()], &mut rng(70))
+        .unwrap();
+    let mut copy = Context::restore(&a.identity, &a.context.to_bytes()).unwrap();
+    let first = copy.advance_epoch(&a.identity, &[], &mut rng(71)).unwrap();
+    let second = copy.advance_epoch(&a.identity, &[], &mut rng(72)).unwrap();
+    let rekey = |r: EpochRekey| RendezvousFact::EpochRekey(Box::new(r));
+    let offer = |c: &mut Member, r: EpochRekey, at: u64| {
+        let bytes = facts_message(vec![entry(rekey(r), at)]);
+        let mut s = Session::respond(Limits::default(), at);
+        let written = c.with_replica(|rep| {
+            s.receive(&bytes, rep, at).unwrap();
+            rep.rekeys_written
+        });
+        (written, s.stats().facts_rejected)
+    };
+    assert_eq!(
+        offer(&mut c, forged, T0 + 1),
+        (0, 1),
+        "not an admin: refused"
+    );
+    assert_eq!(
+        offer(&mut c, second.clone(), T0 + 2),
+        (0, 0),
+        "too early: deferred"
+    );
+    assert_eq!(
+        offer(&mut c, first.clone(), T0 + 3),
+        (1, 0),
+        "the admin's: stored"
+    );
+    let kinds = c.journal.by_kind(FactKind::EpochRekey, None, 10).unwrap();
+    assert_eq!(kinds.len(), 1);
+    // Once it is followed, the next one can matter, and is stored.
+    c.context.apply_rekey(&c.identity, &first).unwrap();
+    assert_eq!(offer(&mut c, second, T0 + 4), (1, 0));
+}

@@ -26,11 +26,16 @@ fn session(
     now: u64,
 ) -> Outcome {
     let is_member = |a: &AuthorityId| context.is_member(a);
+    let former_member = |a: &AuthorityId| context.was_member(a);
+    let rekeys = |r: &rdv_context::EpochRekey| rdv_sync::judge_rekey(context, r);
     let mut r = JournalReplica {
         journal: j,
         index,
         service,
         is_member: &is_member,
+        former_member: &former_member,
+        rekeys: &rekeys,
+        rekeys_written: 0,
     };
     m.with_replica(|rm| run(rm, &mut r, Limits::default(), now))
         .unwrap()

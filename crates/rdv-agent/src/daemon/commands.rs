@@ -71,7 +71,11 @@ async fn remove(shared: &Arc<Shared>, context: &str, member: &str) -> Reply {
         Ok(r) => r,
         Err(e) => return Reply::fail(1, e.to_string()),
     };
-    let prepared = m.sync.node().lock().await.remove_member(&member, &mut rng);
+    let (before, prepared) = {
+        let mut n = m.sync.node().lock().await;
+        let before = n.context.to_bytes();
+        (before, n.remove_member(&member, &mut rng))
+    };
     let (rekey, outcome) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -87,7 +91,15 @@ async fn remove(shared: &Arc<Shared>, context: &str, member: &str) -> Reply {
     // The context has advanced: record the rekey (pushed to every
     // connected member), then follow with keys, budgets and handshakes.
     if let Err(e) = m.sync.run_outcome(&outcome).await {
-        tracing::warn!(context = %m.name, error = %e, "recording the rekey failed");
+        // Not recorded, so nobody would follow: back to where it was.
+        let mut n = m.sync.node().lock().await;
+        if let Ok(old) = rdv_context::Context::restore(&shared.identity, &before) {
+            n.context = old;
+        }
+        return Reply::fail(
+            1,
+            format!("cannot remove {member}: recording the advance failed: {e}"),
+        );
     }
     m.sync.node().lock().await.entered_epoch();
     save_roster(shared, &m).await;

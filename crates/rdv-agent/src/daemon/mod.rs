@@ -171,10 +171,10 @@ struct Member {
     dials: std::sync::Mutex<HashMap<AuthorityId, Dial>>,
     /// The transport of each peer's sync channel.
     via: std::sync::Mutex<HashMap<AuthorityId, &'static str>>,
-    /// Members in the stored roster (to notice growth and save it).
-    saved_members: std::sync::atomic::AtomicUsize,
-    /// The epoch of the stored context (to notice an advance and save it).
-    saved_epoch: std::sync::atomic::AtomicU64,
+    /// What was last saved of the context: a digest of its bytes (any
+    /// change is saved) and of its epoch keys (a change there is a new
+    /// secret, even at the same epoch number).
+    saved: std::sync::Mutex<(u64, u64)>,
     /// A digest of the cached peer descriptors at the last tick.
     seen_descriptors: std::sync::atomic::AtomicU64,
     /// The designated relay and the connection to it.
@@ -444,8 +444,10 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         RendezvousConfig::default(),
         &mut rng,
     );
+    // With the epoch before's too: a member that missed the last advance
+    // can still reach this one (docs/KEY-SCHEDULE.md).
     service
-        .install_keys(context.keys().clone())
+        .set_epoch_keys(context.keys().clone(), context.previous_keys())
         .map_err(|e| e.to_string())?;
     let journal = Journal::new(id, store, MAX_DRIFT_MS).map_err(|e| e.to_string())?;
     // What the journal already holds (a restart): revocations first, then
@@ -477,12 +479,11 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         handshaker,
         books,
     };
-    let stored_epoch = node.context.epoch();
+    let stored = saved_digests(&node.context);
     node.learn_members();
     // Rekeys written to the journal but not yet applied (the agent stopped
     // in between) are followed now; the next tick saves the context.
     node.follow_rekeys();
-    let count = node.context.members().count();
     Ok(Member {
         name: name.to_owned(),
         id,
@@ -491,8 +492,7 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         pipe: Default::default(),
         dials: Default::default(),
         via: Default::default(),
-        saved_members: count.into(),
-        saved_epoch: stored_epoch.into(),
+        saved: std::sync::Mutex::new(stored),
         seen_descriptors: Default::default(),
         relay: Default::default(),
     })
@@ -599,26 +599,39 @@ fn member_named(shared: &Shared, name: &str) -> Option<Arc<Member>> {
         .cloned()
 }
 
-/// Saves the context if its roster changed (members learnt from
-/// descriptors, or removed) or its epoch advanced. Returns whether the
-/// epoch had advanced since the last save.
+/// Digests (change detectors, not commitments) of a context's bytes and
+/// of its epoch's secret, to notice what changed since the last save.
+fn saved_digests(c: &rdv_context::Context) -> (u64, u64) {
+    use std::hash::{Hash, Hasher};
+    let digest = |bytes: &[u8]| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        h.finish()
+    };
+    (
+        digest(&c.to_bytes()),
+        digest(c.keys().rendezvous_namespace(0).as_bytes()),
+    )
+}
+
+/// Saves the context if anything of it changed (members learnt from
+/// descriptors or removed, the epoch advanced or a rekey replaced). Returns
+/// whether its epoch secret changed since the last save.
 async fn save_roster(shared: &Shared, m: &Member) -> bool {
-    use std::sync::atomic::Ordering::Relaxed;
     let n = m.sync.node().lock().await;
-    let count = n.context.members().count();
-    let epoch = n.context.epoch();
-    if count == m.saved_members.load(Relaxed) && epoch == m.saved_epoch.load(Relaxed) {
+    let now = saved_digests(&n.context);
+    let before = std::mem::replace(&mut *lock(&m.saved), now);
+    if before == now {
         return false;
     }
-    m.saved_members.store(count, Relaxed);
-    let advanced = m.saved_epoch.swap(epoch, Relaxed) != epoch;
+    let (count, epoch) = (n.context.members().count(), n.context.epoch());
     // Under the member's lock: one small SQLite write.
     match shared.home.contexts().map(|mut s| s.save(&n.context)) {
         Ok(Ok(_)) => tracing::info!(context = %m.name, members = count, epoch, "context saved"),
         Ok(Err(e)) => tracing::warn!(context = %m.name, error = %e, "saving the context failed"),
         Err(e) => tracing::warn!(context = %m.name, error = %e, "saving the context failed"),
     }
-    advanced
+    before.1 != now.1
 }
 
 /// After the context moved to a new epoch (a removal made here, or a rekey

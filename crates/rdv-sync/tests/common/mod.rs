@@ -55,11 +55,16 @@ impl Member {
     ) -> T {
         let context = &self.context;
         let is_member = |a: &AuthorityId| context.is_member(a);
+        let former_member = |a: &AuthorityId| context.was_member(a);
+        let rekeys = |r: &rdv_context::EpochRekey| rdv_sync::judge_rekey(context, r);
         let mut r = JournalReplica {
             journal: &mut self.journal,
             index: &mut self.index,
             service: &mut self.service,
             is_member: &is_member,
+            former_member: &former_member,
+            rekeys: &rekeys,
+            rekeys_written: 0,
         };
         f(&mut r)
     }
