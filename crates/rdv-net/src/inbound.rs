@@ -78,6 +78,13 @@ impl Behaviour {
         self
     }
 
+    /// Counts the streams refused because the queue was full in `counter`
+    /// (shared with the point's metrics) instead of a counter of its own.
+    pub fn counting_refusals_in(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.refused = counter;
+        self
+    }
+
     /// Streams refused because the queue was full.
     pub fn refused(&self) -> u64 {
         self.refused.load(Relaxed)

@@ -48,6 +48,7 @@ pub struct Metrics {
     record_bytes: AtomicU64,
     streams_active: AtomicU64,
     streams_refused: AtomicU64,
+    inbound_refused: Arc<AtomicU64>,
     point_queue: AtomicU64,
     write_batches: AtomicU64,
     batched_registers: AtomicU64,
@@ -113,6 +114,12 @@ impl Metrics {
 
     pub(crate) fn stream_closed(&self) {
         self.streams_active.fetch_sub(1, Relaxed);
+    }
+
+    /// The counter of streams the node's inbound queue refused because it
+    /// was full (give it to [`crate::node::NodeConfig::inbound_refused`]).
+    pub fn inbound_refused_counter(&self) -> Arc<AtomicU64> {
+        self.inbound_refused.clone()
     }
 
     pub(crate) fn stream_refused(&self) {
@@ -222,6 +229,11 @@ impl Metrics {
                 "rdv_streams_refused_total",
                 "Streams refused because too many were open.",
                 &self.streams_refused,
+            ),
+            (
+                "rdv_inbound_queue_refused_total",
+                "Streams dropped on arrival because the queue to the point was full (stream_queue).",
+                &*self.inbound_refused,
             ),
             (
                 "rdv_store_failures_total",

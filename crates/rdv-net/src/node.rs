@@ -76,6 +76,10 @@ pub struct NodeConfig {
     /// Serve `/rendezvous/1.0.0`: queue up to this many inbound streams for
     /// [`Node::incoming`]. `None` for a client-only node. Default `None`.
     pub serve_queue: Option<usize>,
+    /// Where to count the streams refused because that queue was full
+    /// (a point's [`crate::metrics::Metrics::inbound_refused_counter`]). Default
+    /// `None`: counted only inside the node.
+    pub inbound_refused: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for NodeConfig {
@@ -92,6 +96,7 @@ impl Default for NodeConfig {
             linger: crate::inbound::DEFAULT_LINGER,
             agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
             serve_queue: None,
+            inbound_refused: None,
         }
     }
 }
@@ -166,7 +171,10 @@ impl Node {
         let agent = config.agent_version.clone();
         let (inbound, incoming) = match config.serve_queue {
             Some(n) => {
-                let (b, rx) = crate::inbound::Behaviour::new(n);
+                let (mut b, rx) = crate::inbound::Behaviour::new(n);
+                if let Some(c) = &config.inbound_refused {
+                    b = b.counting_refusals_in(c.clone());
+                }
                 (Some(b.with_linger(config.linger)), Some(rx))
             }
             None => (None, None),

@@ -555,6 +555,7 @@ async fn serve<S: Store + Send + 'static>(
     let node_config = NodeConfig {
         listen: settings.listen.clone(),
         serve_queue: Some(settings.stream_queue),
+        inbound_refused: Some(server.metrics().inbound_refused_counter()),
         max_connections: settings.max_connections,
         max_connections_per_peer: settings.max_connections_per_peer,
         max_pending_incoming: settings.max_pending_connections,

@@ -163,6 +163,9 @@ fn the_status_page_renders_the_points_figures_in_chromium() {
     for (id, name) in [
         ("registrations", "rdv_registrations"),
         ("namespaces", "rdv_namespaces"),
+        ("relay_clients", "rdv_relay_clients"),
+        ("relay_circuits", "rdv_relay_circuits"),
+        ("relay_bytes", "rdv_relay_forwarded_bytes_total"),
     ] {
         let want = format!("id=\"{id}\">{}<", value(name));
         assert!(dom.contains(&want), "{want} not in\n{dom}");
