@@ -443,3 +443,49 @@ async fn a_resting_stream_is_closed_after_the_idle_timeout() {
     })
     .await;
 }
+
+/// Streams resting between requests (kept for the idle timeout, as waku
+/// needs) still hold their place in the address's share: one host cannot
+/// park more than `max_streams_per_ip` of them, while another is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resting_streams_count_against_the_addresss_share() {
+    let f = point_on(
+        NodeConfig::default(),
+        ServerConfig {
+            max_streams_per_ip: 2,
+            stream_idle_timeout: Duration::from_secs(60),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let (node, _) = client_from(&f, GREEDY).await;
+    let discover = encode_frame(&encode(&Message::Discover(Discover::default())));
+    let mut resting = Vec::new();
+    for _ in 0..2 {
+        let mut s = stream(&node, &f).await.unwrap();
+        s.write_all(&discover).await.unwrap();
+        assert!(matches!(
+            read_answer(&mut s).await,
+            Some(Message::DiscoverResponse(_))
+        ));
+        resting.push(s);
+    }
+    assert_eq!(metric(&f, "rdv_streams_active"), 2, "both rest, both held");
+    // A third from the same address is closed unanswered.
+    let refused_before = metric(&f, "rdv_streams_refused_total");
+    let mut third = stream(&node, &f).await.unwrap();
+    let _ = third.write_all(&discover).await;
+    assert_eq!(read_answer(&mut third).await, None);
+    eventually("the third stream counted as refused", || {
+        metric(&f, "rdv_streams_refused_total") > refused_before
+    })
+    .await;
+    // Another address is served.
+    let (fair, fair_key) = client_from(&f, FAIR).await;
+    assert_eq!(
+        register_status(&fair, &fair_key, &f, "fair").await,
+        ResponseStatus::Ok
+    );
+    held_nodes_keepalive(node);
+    drop(resting);
+}
