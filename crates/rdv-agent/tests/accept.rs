@@ -122,6 +122,34 @@ async fn idle_from(lab: &Lab, source: [u8; 4], n: usize) -> Vec<TcpStream> {
     v
 }
 
+/// Message 1 as the TCP transport frames it (a 16-bit length first).
+fn framed(init: &HandshakeInit) -> Vec<u8> {
+    let bytes = init.to_bytes();
+    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&bytes);
+    frame
+}
+
+/// Whether Bob closes `s` without writing a byte (within 10 s).
+async fn closed_unanswered(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the connection was left open")
+        .unwrap_or(0);
+    n == 0
+}
+
+/// Alice still gets a channel to Bob from `source`.
+async fn alice_still_gets_in(lab: &mut Lab, source: [u8; 4]) {
+    let ch = tokio::time::timeout(Duration::from_secs(10), alice_connects(lab, source))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = lab.accepted.recv().await.unwrap();
+    drop(ch);
+}
+
 /// Bounded wait for a counter to reach `want`.
 async fn counter_reaches(c: &std::sync::atomic::AtomicU64, want: u64) -> bool {
     eventually(async || c.load(Ordering::Relaxed) >= want).await
@@ -159,23 +187,10 @@ async fn half_open_handshakes_are_bounded_per_address() {
     let _idle = idle_from(&lab, [127, 0, 0, 1], 2).await;
     // The third from the same address is closed at once, nothing written.
     let mut third = idle_from(&lab, [127, 0, 0, 1], 1).await.remove(0);
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
-        .await
-        .expect("the connection over the bound was left open")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    assert!(closed_unanswered(&mut third).await);
     assert!(counter_reaches(&lab.stats.refused_per_ip, 1).await);
     // Another address still gets in, and so does Alice from it.
-    let ch = tokio::time::timeout(
-        Duration::from_secs(10),
-        alice_connects(&lab, [127, 0, 0, 2]),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let _ = lab.accepted.recv().await.unwrap();
-    drop(ch);
+    alice_still_gets_in(&mut lab, [127, 0, 0, 2]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,19 +200,11 @@ async fn a_message_1_not_addressed_to_the_member_is_dropped_unanswered() {
     // guessed at Bob's static key).
     let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &[9; 32]);
     assert!(!init.mac1_matches(&mac1_key(&lab.bob_static)));
-    let bytes = init.to_bytes();
     let mut s = TcpStream::connect(lab.bob_addr).await.unwrap();
-    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
-    frame.extend_from_slice(&bytes);
-    tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
+    tokio::io::AsyncWriteExt::write_all(&mut s, &framed(&init))
         .await
         .unwrap();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
-    assert_eq!(n, 0, "no answer");
+    assert!(closed_unanswered(&mut s).await, "no answer");
     assert!(counter_reaches(&lab.stats.refused_mac1, 1).await);
     assert_eq!(lab.stats.refused_handshake.load(Ordering::Relaxed), 0);
 }
@@ -218,9 +225,7 @@ async fn a_flood_of_messages_that_pass_mac1_is_rated_per_source() {
     .await;
     let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &lab.bob_static);
     assert!(init.mac1_matches(&mac1_key(&lab.bob_static)));
-    let bytes = init.to_bytes();
-    let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
-    frame.extend_from_slice(&bytes);
+    let frame = framed(&init);
     let started = std::time::Instant::now();
     for _ in 0..SENT {
         let sock = TcpSocket::new_v4().unwrap();
@@ -229,13 +234,10 @@ async fn a_flood_of_messages_that_pass_mac1_is_rated_per_source() {
         tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
             .await
             .unwrap();
-        // Closed unanswered either way.
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap_or(0);
-        assert_eq!(n, 0, "no answer");
+        assert!(
+            closed_unanswered(&mut s).await,
+            "closed unanswered either way"
+        );
     }
     let stats = &lab.stats;
     // The burst, plus one a second for however long the flood took.
@@ -257,15 +259,7 @@ async fn a_flood_of_messages_that_pass_mac1_is_rated_per_source() {
     );
     assert!(rated >= SENT - allowed, "{rated} refused by rate");
     // Another address is not held back.
-    let ch = tokio::time::timeout(
-        Duration::from_secs(10),
-        alice_connects(&lab, [127, 0, 0, 2]),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let _ = lab.accepted.recv().await.unwrap();
-    drop(ch);
+    alice_still_gets_in(&mut lab, [127, 0, 0, 2]).await;
 }
 
 /// Messages 1 per second that reach the member's cryptography when one
@@ -291,10 +285,7 @@ async fn flood_of_messages_that_pass_mac1_bench() {
     ] {
         let lab = Arc::new(lab(limits).await);
         let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &lab.bob_static);
-        let bytes = init.to_bytes();
-        let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
-        frame.extend_from_slice(&bytes);
-        let frame = Arc::new(frame);
+        let frame = Arc::new(framed(&init));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(SECS);
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = Vec::new();

@@ -175,18 +175,22 @@ impl RendezvousService {
         &self.config
     }
 
+    /// The state of `ctx`, made if new (within `max_contexts`).
+    fn state_for(&mut self, ctx: ContextId) -> Result<&mut ContextState, ServiceError> {
+        let max = self.config.max_contexts;
+        if !self.contexts.contains_key(&ctx) && self.contexts.len() >= max {
+            return Err(ServiceError::TooManyContexts(max));
+        }
+        Ok(self.contexts.entry(ctx).or_default())
+    }
+
     /// Installs the keys of a context epoch (joining it, or moving to a new
     /// epoch). A new epoch drops every cached descriptor of the old one
     /// (peers republish under the new key) and our own, so
     /// [`RendezvousService::needs_refresh`] says to publish again.
     pub fn install_keys(&mut self, keys: EpochKeys) -> Result<(), ServiceError> {
-        let n = self.contexts.len();
-        let max = self.config.max_contexts;
         let ctx = keys.context_id();
-        if !self.contexts.contains_key(&ctx) && n >= max {
-            return Err(ServiceError::TooManyContexts(max));
-        }
-        let state = self.contexts.entry(ctx).or_default();
+        let state = self.state_for(ctx)?;
         match &state.keys {
             Some(k) if keys.epoch() < k.epoch() => {
                 return Err(ServiceError::StaleKeys {
@@ -218,13 +222,8 @@ impl RendezvousService {
         keys: EpochKeys,
         previous: Option<EpochKeys>,
     ) -> Result<(), ServiceError> {
-        let n = self.contexts.len();
-        let max = self.config.max_contexts;
         let ctx = keys.context_id();
-        if !self.contexts.contains_key(&ctx) && n >= max {
-            return Err(ServiceError::TooManyContexts(max));
-        }
-        let state = self.contexts.entry(ctx).or_default();
+        let state = self.state_for(ctx)?;
         if !state.keys.as_ref().is_some_and(|k| k.same_as(&keys)) {
             state.cache.clear();
             state.own = None;

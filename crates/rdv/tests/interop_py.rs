@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use support::*;
@@ -30,18 +29,6 @@ fn python() -> Option<(PathBuf, PathBuf)> {
     }
     eprintln!("skipping: install py-libp2p in interop/python/.venv to enable the py interop tests");
     None
-}
-
-fn peers<'a>(regs: impl IntoIterator<Item = &'a serde_json::Value>) -> BTreeSet<String> {
-    regs.into_iter()
-        .map(|r| r["peer"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The peers of a py client's discover line.
-fn discovered(line: &serde_json::Value) -> BTreeSet<String> {
-    assert_eq!(line["ok"], true, "{line}");
-    peers(line["registrations"].as_array().unwrap())
 }
 
 /// `rdv discover --json` in namespace `interop`.
@@ -128,7 +115,7 @@ fn py_libp2p_client_against_the_rdv_point() {
     // rdv's client reads every format, PeerInfo included, and the refresh's TTL.
     let regs = rdv_discover(dir.path(), &p, &[]);
     assert_eq!(
-        peers(&regs),
+        peer_set(&regs),
         [standard.clone(), legacy.clone(), p1.clone(), p2.clone()].into()
     );
     let r1 = regs.iter().find(|r| r["peer"] == p1.as_str()).unwrap();
@@ -143,7 +130,7 @@ fn py_libp2p_client_against_the_rdv_point() {
     let (lines, _) = py_run(None, &["discover:interop"]);
     assert_eq!(discovered(&lines[0]), [p2.clone()].into());
     let regs = rdv_discover(dir.path(), &p, &[]);
-    assert_eq!(peers(&regs), [standard, legacy, p2].into());
+    assert_eq!(peer_set(&regs), [standard, legacy, p2].into());
 }
 
 #[test]
@@ -203,7 +190,7 @@ fn rdv_client_against_the_py_libp2p_point() {
     // (its cookies are 4-byte offsets, and the last page has none).
     let regs = rdv_discover(dir.path(), &p, &["--limit", "1", "--all"]);
     assert_eq!(
-        peers(&regs),
+        peer_set(&regs),
         [resident.clone(), a.clone(), b.clone()].into()
     );
     assert_eq!(regs.len(), 3);
@@ -216,19 +203,7 @@ fn rdv_client_against_the_py_libp2p_point() {
     assert!(rr["ttl"].as_u64().unwrap() > 7000, "{rr}");
 
     // rdv's UNREGISTER carries the id py-libp2p's point insists on.
-    let o = rdv(
-        dir.path(),
-        &[
-            "unregister",
-            "--point",
-            &p,
-            "--namespace",
-            "interop",
-            "--identity",
-            "a.key",
-        ],
-    );
-    expect_code(&o, 0);
+    unregister_as(dir.path(), &p, "interop", "a.key");
     let regs = rdv_discover(dir.path(), &p, &[]);
-    assert_eq!(peers(&regs), [resident, b].into());
+    assert_eq!(peer_set(&regs), [resident, b].into());
 }

@@ -210,21 +210,7 @@ fn rdv_client_against_the_rust_libp2p_point() {
     assert!(first["ttl"].as_u64().unwrap() > 7000);
     assert!(first["addresses"].as_array().is_some_and(|a| !a.is_empty()));
 
-    expect_code(
-        &rdv(
-            dir.path(),
-            &[
-                "unregister",
-                "--point",
-                &p,
-                "--namespace",
-                "interop",
-                "--identity",
-                "a.key",
-            ],
-        ),
-        0,
-    );
+    unregister_as(dir.path(), &p, "interop", "a.key");
     let o = rdv(
         dir.path(),
         &[

@@ -157,6 +157,40 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The peers of JSON registrations (`rdv discover --json` lines, or a
+/// foreign client's registrations array).
+pub fn peer_set<'a>(
+    regs: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> std::collections::BTreeSet<String> {
+    regs.into_iter()
+        .map(|r| r["peer"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The peers of a foreign client's `{"ok":true,"registrations":[...]}` line.
+pub fn discovered(line: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    assert_eq!(line["ok"], true, "{line}");
+    peer_set(line["registrations"].as_array().unwrap())
+}
+
+/// `rdv unregister` of the identity in `key` from `ns` at `point`, which
+/// must succeed.
+pub fn unregister_as(dir: &Path, point: &str, ns: &str, key: &str) {
+    let o = rdv(
+        dir,
+        &[
+            "unregister",
+            "--point",
+            point,
+            "--namespace",
+            ns,
+            "--identity",
+            key,
+        ],
+    );
+    expect_code(&o, 0);
+}
+
 /// Registers a fresh identity `name` in `ns` at `point` in `format`; returns its peer id.
 pub fn register_as(dir: &Path, point: &str, name: &str, ns: &str, format: &str) -> String {
     let key = format!("{name}.key");
