@@ -18,4 +18,5 @@ for f in rdv.out rust.out; do
 done
 rdv_point=$(grep -m1 /tcp/ "$work/rdv.out" | sed 's/^listening on //')
 rust_point=$(grep -m1 /tcp/ "$work/rust.out" | sed 's/^listening on //')
-"$rdv" bench --point "$rdv_point" --point "$rust_point" --clients "$clients" --seconds "$seconds"
+"$rdv" bench --point "$rdv_point" --point "$rust_point" --name rdv --name rust-libp2p \
+  --clients "$clients" --seconds "$seconds" "${@:3}"

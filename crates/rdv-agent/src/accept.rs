@@ -25,6 +25,14 @@
 //!   connection or a QUIC connection (whose handshake validates the
 //!   address), so the source is already proven and the rate bound per
 //!   source is what the cookie would buy.
+//! * **Members behind a flood.** The total bound is shared, so enough
+//!   flooding sources (50 at the default rates) would get members' own
+//!   handshakes refused too. An address a channel was established from is
+//!   *proven* for [`PROVEN_FOR`] ([`CryptoGate::prove`]): its messages 1
+//!   are still bounded by their source's rate, but never refused by the
+//!   total, so members that connected before keep reconnecting through
+//!   a flood of others. (A member never seen from its address competes
+//!   with the flood, as with WireGuard under load.)
 //!
 //! Refusals write nothing (silence helps a scanner least) and are counted
 //! in [`AcceptStats`].
@@ -201,7 +209,15 @@ pub struct CryptoGate {
 struct GateState {
     total: TokenBucket,
     sources: HashMap<AddrGroup, TokenBucket>,
+    /// Source groups a channel was established from, and until when
+    /// they count as proven.
+    proven: HashMap<AddrGroup, Duration>,
 }
+
+/// How long an address a channel was established from stays exempt from
+/// the total bound (not from its own): 10 minutes, longer than agents wait
+/// between reconnections.
+pub const PROVEN_FOR: Duration = Duration::from_secs(600);
 
 impl CryptoGate {
     /// Full buckets under `limits`, at time `now`.
@@ -212,19 +228,28 @@ impl CryptoGate {
             inner: std::sync::Mutex::new(GateState {
                 total: TokenBucket::new(total, total, now),
                 sources: HashMap::new(),
+                proven: HashMap::new(),
             }),
         }
     }
 
     /// Whether a message 1 from `ip` gets its cryptography at `now`; takes
     /// a token from its source's bucket and the total if so, none if not.
+    /// A proven source ([`Self::prove`]) is bounded by its own bucket only
+    /// (it takes a token from the total when one is there, so strangers
+    /// get fewer, but is not refused for want of one).
     pub fn admit(&self, ip: IpAddr, now: Duration) -> Result<(), Throttled> {
         let mut g = self
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let GateState { total, sources } = &mut *g;
+        let GateState {
+            total,
+            sources,
+            proven,
+        } = &mut *g;
         let group = AddrGroup::of(ip, 64);
+        let is_proven = proven.get(&group).is_some_and(|until| *until > now);
         if !sources.contains_key(&group) && sources.len() >= MAX_SOURCES {
             sources.retain(|_, b| !b.is_full(now));
         }
@@ -242,7 +267,7 @@ impl CryptoGate {
             sources.get_mut(&group)
         };
         let Some(source) = source else {
-            return if total.try_take(1, now) {
+            return if total.try_take(1, now) || is_proven {
                 Ok(())
             } else {
                 Err(Throttled::Total)
@@ -251,12 +276,31 @@ impl CryptoGate {
         if !source.try_take(1, now) {
             return Err(Throttled::Source);
         }
-        if !total.try_take(1, now) {
+        if !total.try_take(1, now) && !is_proven {
             // Refused in all: the source's token was not used.
             source.refund(1);
             return Err(Throttled::Total);
         }
         Ok(())
+    }
+
+    /// Marks `ip`'s source group as proven until `now + PROVEN_FOR`: a
+    /// channel was just established from it. The table of proven sources
+    /// is bounded like the buckets: when full, expired entries go, and a
+    /// new one that finds no room is not recorded.
+    pub fn prove(&self, ip: IpAddr, now: Duration) {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let group = AddrGroup::of(ip, 64);
+        if !g.proven.contains_key(&group) && g.proven.len() >= MAX_SOURCES {
+            g.proven.retain(|_, until| *until > now);
+            if g.proven.len() >= MAX_SOURCES {
+                return;
+            }
+        }
+        g.proven.insert(group, now + PROVEN_FOR);
     }
 
     /// Sources with a bucket now.
@@ -290,6 +334,11 @@ impl Throttle {
         self.gate.admit(ip, self.origin.elapsed()).inspect_err(|_| {
             stats.refused_rate.fetch_add(1, Ordering::Relaxed);
         })
+    }
+
+    /// [`CryptoGate::prove`] now: a channel was established from `ip`.
+    pub fn prove(&self, ip: IpAddr) {
+        self.gate.prove(ip, self.origin.elapsed());
     }
 }
 
@@ -351,6 +400,7 @@ pub async fn accept_loop<S>(
             match handshake(stream, &node, gates, &config, rekey(), &stats).await {
                 Ok(ch) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    throttle.prove(from.ip());
                     drop(_slot);
                     let _ = channels.send(ch).await;
                 }
@@ -514,6 +564,40 @@ mod tests {
             assert!(gate.admit(v6(i), t0).is_ok());
         }
         assert_eq!(gate.admit(v6(99), t0), Err(Throttled::Source));
+    }
+
+    #[test]
+    fn a_proven_source_is_not_refused_by_the_total() {
+        let gate = CryptoGate::new(
+            AcceptLimits {
+                crypto_per_source: 2,
+                crypto_burst_per_source: 2,
+                crypto_total: 4,
+                ..AcceptLimits::default()
+            },
+            Duration::ZERO,
+        );
+        let member = IpAddr::from([192, 0, 2, 1]);
+        let t0 = Duration::ZERO;
+        gate.prove(member, t0);
+        // Others spend the whole total...
+        for i in 0..4u8 {
+            assert!(gate.admit(IpAddr::from([198, 51, 100, i]), t0).is_ok());
+        }
+        assert_eq!(
+            gate.admit(IpAddr::from([198, 51, 100, 9]), t0),
+            Err(Throttled::Total)
+        );
+        // ...and the proven member still gets through, up to its own rate.
+        assert_eq!(gate.admit(member, t0), Ok(()));
+        assert_eq!(gate.admit(member, t0), Ok(()));
+        assert_eq!(gate.admit(member, t0), Err(Throttled::Source));
+        // Once the proof has expired it waits for the total like anyone.
+        let later = PROVEN_FOR + 1000 * MS;
+        for i in 0..4u8 {
+            assert!(gate.admit(IpAddr::from([203, 0, 113, i]), later).is_ok());
+        }
+        assert_eq!(gate.admit(member, later), Err(Throttled::Total));
     }
 
     #[test]

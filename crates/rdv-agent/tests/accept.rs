@@ -262,6 +262,61 @@ async fn a_flood_of_messages_that_pass_mac1_is_rated_per_source() {
     alice_still_gets_in(&mut lab, [127, 0, 0, 2]).await;
 }
 
+/// The total bound is shared by every source, so a flood from many
+/// addresses spends it. A member that established a channel from its
+/// address before still gets in from there, bounded by its own rate only.
+/// (Fails without `Throttle::prove` in the accept loop: Alice's second
+/// message 1 is refused for want of the total's token.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_seen_before_gets_through_a_flood_that_spends_the_total() {
+    let mut lab = lab(AcceptLimits {
+        crypto_per_source: 100,
+        crypto_burst_per_source: 100,
+        crypto_total: 1,
+        ..AcceptLimits::default()
+    })
+    .await;
+    // Alice's first channel, from 127.0.0.2, proves that address.
+    alice_still_gets_in(&mut lab, [127, 0, 0, 2]).await;
+
+    // Senders who know Bob's key flood him from 50 other addresses.
+    let init = HandshakeInit::new(lab.ctx, 0, Route::Direct, vec![7; 96], &lab.bob_static);
+    let frame = framed(&init);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = tokio::spawn({
+        let (stop, bob) = (stop.clone(), lab.bob_addr);
+        async move {
+            for i in 0..100_000u32 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let sock = TcpSocket::new_v4().unwrap();
+                sock.bind(SocketAddr::from(([127, 0, 0, 10 + (i % 50) as u8], 0)))
+                    .unwrap();
+                let Ok(mut s) = sock.connect(bob).await else {
+                    continue;
+                };
+                if tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
+                    .await
+                    .is_ok()
+                {
+                    let _ = closed_unanswered(&mut s).await;
+                }
+            }
+        }
+    });
+    // The total is spent once the flood's messages are refused for rate.
+    let refused_before = lab.stats.refused_rate.load(Ordering::Relaxed);
+    assert!(
+        counter_reaches(&lab.stats.refused_rate, refused_before + 5).await,
+        "the flood spends the total"
+    );
+    // Alice reconnects from her proven address through the flood.
+    alice_still_gets_in(&mut lab, [127, 0, 0, 2]).await;
+    stop.store(true, Ordering::Relaxed);
+    flood.await.unwrap();
+}
+
 /// Messages 1 per second that reach the member's cryptography when one
 /// address floods it with messages that pass mac1, without and with the
 /// per-source rate (`cargo test -p rdv-agent --release --test accept --

@@ -13,6 +13,7 @@
 //! `examples/embed.rs`.
 
 pub mod client;
+pub mod exposition;
 pub mod inbound;
 pub mod io;
 pub mod ip_limits;

@@ -1,15 +1,17 @@
-//! Counters for a point, rendered in the Prometheus text format.
+//! Counters for a point, rendered in the OpenMetrics text format.
 //!
-//! Plain atomics rather than a metrics crate: a handful of counters and one
-//! histogram, read by a scrape every few seconds.
+//! Plain atomics updated on the hot paths (one relaxed add per event, no
+//! lock or label lookup); a scrape copies them into families that
+//! `prometheus-client` encodes ([`crate::exposition`]).
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use rdv_point::store::StoreStats;
 use rdv_wire::{MessageKind, ResponseStatus};
+
+use crate::exposition::{Family, Value};
 
 const KINDS: [(&str, MessageKind); 4] = [
     ("register", MessageKind::Register),
@@ -163,131 +165,182 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric.
+    /// Renders every metric in the OpenMetrics text format
+    /// ([`crate::exposition::CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP rdv_build_info The running rdv, by version.\n# TYPE rdv_build_info gauge\nrdv_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "rdv_registrations",
-            "Registrations held by the point.",
-            self.registrations.load(Relaxed),
-        );
-        gauge(
-            "rdv_namespaces",
-            "Namespaces with at least one registration.",
-            self.namespaces.load(Relaxed),
-        );
-        gauge(
-            "rdv_record_bytes",
-            "Bytes of stored signed peer records.",
-            self.record_bytes.load(Relaxed),
-        );
-        gauge(
-            "rdv_connections",
-            "Open libp2p connections.",
-            self.connections.load(Relaxed),
-        );
-        gauge(
-            "rdv_streams_active",
-            "Rendezvous streams being served.",
-            self.streams_active.load(Relaxed),
-        );
-        gauge(
-            "rdv_point_queue",
-            "Requests waiting for the point thread.",
-            self.point_queue.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP rdv_requests_total Requests by type and the status answered (OK for UNREGISTER)."
-        );
-        let _ = writeln!(out, "# TYPE rdv_requests_total counter");
+        crate::exposition::encode(self.families())
+    }
+
+    /// Every metric as of now, for [`crate::exposition::encode`].
+    pub fn families(&self) -> Vec<Family> {
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        let gauge = |name, help, a: &AtomicU64| Family::one(name, help, Value::Gauge(load(a)));
+        let counter = |name, help, a: &AtomicU64| Family::one(name, help, Value::Counter(load(a)));
+        let mut requests = Vec::with_capacity(KINDS.len() * STATUSES.len());
         for (k, (kname, _)) in KINDS.iter().enumerate() {
             for (s, status) in STATUSES.iter().enumerate() {
-                let v = self.requests[k][s].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "rdv_requests_total{{type=\"{kname}\",status=\"{}\"}} {v}",
-                    status.name()
-                );
+                requests.push((
+                    vec![("type", *kname), ("status", status.name())],
+                    Value::Counter(load(&self.requests[k][s])),
+                ));
             }
         }
-        let counters = [
-            (
-                "rdv_malformed_total",
+        let mut families = vec![
+            Family::by(
+                "rdv_build_info",
+                "The running rdv, by version.",
+                "version",
+                [(env!("CARGO_PKG_VERSION"), Value::Gauge(1))],
+            ),
+            gauge(
+                "rdv_registrations",
+                "Registrations held by the point.",
+                &self.registrations,
+            ),
+            gauge(
+                "rdv_namespaces",
+                "Namespaces with at least one registration.",
+                &self.namespaces,
+            ),
+            gauge(
+                "rdv_record_bytes",
+                "Bytes of stored signed peer records.",
+                &self.record_bytes,
+            ),
+            gauge(
+                "rdv_connections",
+                "Open libp2p connections.",
+                &self.connections,
+            ),
+            gauge(
+                "rdv_streams_active",
+                "Rendezvous streams being served.",
+                &self.streams_active,
+            ),
+            gauge(
+                "rdv_point_queue",
+                "Requests waiting for the point thread.",
+                &self.point_queue,
+            ),
+            Family {
+                name: "rdv_requests",
+                help: "Requests by type and the status answered (OK for UNREGISTER).",
+                values: requests,
+            },
+            counter(
+                "rdv_malformed",
                 "Streams closed because they carried no rendezvous message.",
                 &self.malformed,
             ),
-            (
-                "rdv_streams_refused_total",
+            counter(
+                "rdv_streams_refused",
                 "Streams refused because too many were open.",
                 &self.streams_refused,
             ),
-            (
-                "rdv_inbound_queue_refused_total",
+            counter(
+                "rdv_inbound_queue_refused",
                 "Streams dropped on arrival because the queue to the point was full (stream_queue).",
-                &*self.inbound_refused,
+                &self.inbound_refused,
             ),
-            (
-                "rdv_store_failures_total",
+            counter(
+                "rdv_store_failures",
                 "Store operations that failed (answered E_UNAVAILABLE or E_INTERNAL_ERROR).",
                 &self.store_failures,
             ),
-            (
-                "rdv_verification_skipped_total",
+            counter(
+                "rdv_verification_skipped",
                 "REGISTERs whose signed record was in the verification cache (the same bytes checked before), so no signature check ran.",
                 &self.verify_skipped,
             ),
-            (
-                "rdv_store_write_batches_total",
+            counter(
+                "rdv_store_write_batches",
                 "Batches of REGISTERs handed to the store (one transaction each on a durable store).",
                 &self.write_batches,
             ),
-            (
-                "rdv_store_batched_registers_total",
+            counter(
+                "rdv_store_batched_registers",
                 "REGISTERs in those batches, refused ones included (their ratio is the group-commit size).",
                 &self.batched_registers,
             ),
         ];
-        for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Relaxed)
-            );
-        }
-        self.stun.render(&mut out);
-        self.relay.render(&mut out);
-        let name = "rdv_verification_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to verify a signed peer record.\n# TYPE {name} histogram"
-        );
-        for (i, bound) in VERIFY_BUCKETS_US.iter().enumerate() {
-            let le = *bound as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{le}\"}} {}",
-                self.verify_buckets[i].load(Relaxed)
-            );
-        }
-        let count = self.verify_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.verify_sum_ns.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(out, "{name}_count {count}");
-        out
+        families.extend(self.stun.families());
+        families.extend(relay_families(&self.relay));
+        families.push(Family::one(
+            "rdv_verification_seconds",
+            "Time to verify a signed peer record.",
+            Value::Histogram {
+                sum: load(&self.verify_sum_ns) as f64 / 1e9,
+                count: load(&self.verify_count),
+                cumulative: VERIFY_BUCKETS_US
+                    .iter()
+                    .zip(&self.verify_buckets)
+                    .map(|(bound, n)| (*bound as f64 / 1e6, load(n)))
+                    .collect(),
+            },
+        ));
+        families
     }
+}
+
+/// The relay's counters (kept by the relay core) as families.
+fn relay_families(r: &rdv_relay::RelayMetrics) -> Vec<Family> {
+    let load = |a: &AtomicU64| a.load(Relaxed);
+    let gauge = |name, help, a: &AtomicU64| Family::one(name, help, Value::Gauge(load(a)));
+    let counter = |name, help, a: &AtomicU64| Family::one(name, help, Value::Counter(load(a)));
+    vec![
+        gauge("rdv_relay_clients", "Relay connections held.", &r.clients),
+        gauge("rdv_relay_circuits", "Relay circuits open.", &r.circuits),
+        counter(
+            "rdv_relay_connections",
+            "Relay WebSocket connections accepted.",
+            &r.connections_total,
+        ),
+        counter(
+            "rdv_relay_stalled",
+            "Forwards that found the receiver not reading for the stall bound.",
+            &r.stalled,
+        ),
+        counter(
+            "rdv_relay_idle_closed",
+            "Relay connections ended for idleness.",
+            &r.idle_closed,
+        ),
+        counter(
+            "rdv_relay_forwarded_bytes",
+            "Payload bytes forwarded between circuit ends.",
+            &r.bytes_forwarded,
+        ),
+        counter(
+            "rdv_relay_forwarded_frames",
+            "DATA messages forwarded.",
+            &r.frames_forwarded,
+        ),
+        Family::by(
+            "rdv_relay_refused",
+            "Relay connections refused or ended, by reason.",
+            "reason",
+            r.refusals().map(|(reason, n)| (reason, Value::Counter(n))),
+        ),
+        Family::by(
+            "rdv_relay_open_refused",
+            "Circuit OPENs refused, by reason.",
+            "reason",
+            [
+                ("no_peer", Value::Counter(load(&r.open_no_peer))),
+                ("circuit_limit", Value::Counter(load(&r.open_limit))),
+                ("bad_circuit", Value::Counter(load(&r.open_bad_circuit))),
+            ],
+        ),
+        Family::by(
+            "rdv_relay_throttled",
+            "Pauses in reading a client because of a byte rate, by which.",
+            "limit",
+            [
+                ("client", Value::Counter(load(&r.throttled_client))),
+                ("total", Value::Counter(load(&r.throttled_total))),
+            ],
+        ),
+    ]
 }
 
 /// Counters of the STUN server (`rdv point --stun-listen`): one per outcome
@@ -332,26 +385,26 @@ impl StunMetrics {
         }
     }
 
-    fn render(&self, out: &mut String) {
-        let name = "rdv_stun_datagrams_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Datagrams received by the STUN server, by what became of them.\n# TYPE {name} counter"
-        );
-        for (result, v) in [
-            ("answered", &self.answered),
-            ("unknown_attributes", &self.unknown_attributes),
-            ("rate_limited", &self.rate_limited),
-            ("malformed", &self.malformed),
-            ("non_binding", &self.non_binding),
-        ] {
-            let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", v.load(Relaxed));
-        }
-        let name = "rdv_stun_io_errors_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Failed receives and sends on the STUN socket.\n# TYPE {name} counter\n{name} {}",
-            self.io_errors.load(Relaxed)
-        );
+    fn families(&self) -> [Family; 2] {
+        let load = |a: &AtomicU64| Value::Counter(a.load(Relaxed));
+        [
+            Family::by(
+                "rdv_stun_datagrams",
+                "Datagrams received by the STUN server, by what became of them.",
+                "result",
+                [
+                    ("answered", load(&self.answered)),
+                    ("unknown_attributes", load(&self.unknown_attributes)),
+                    ("rate_limited", load(&self.rate_limited)),
+                    ("malformed", load(&self.malformed)),
+                    ("non_binding", load(&self.non_binding)),
+                ],
+            ),
+            Family::one(
+                "rdv_stun_io_errors",
+                "Failed receives and sends on the STUN socket.",
+                load(&self.io_errors),
+            ),
+        ]
     }
 }

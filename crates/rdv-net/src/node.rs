@@ -42,6 +42,10 @@ mod behaviour {
     }
 }
 
+/// A period that stands for "not again": libp2p's timers take a duration,
+/// and a year outlives any connection (the timer is armed but never fires).
+const NEVER_AGAIN: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How to start a node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -73,6 +77,15 @@ pub struct NodeConfig {
     pub linger: Duration,
     /// Sent to peers in identify.
     pub agent_version: String,
+    /// How often this node pings each connection. `None`: once when the
+    /// connection opens, then only answers the peer's pings. A point sets
+    /// `None`: its pings would be timer work per connection at rest and
+    /// detect nothing the idle timeout does not (libp2p's ping does not keep
+    /// a connection open). Default 15 s, rust-libp2p's.
+    pub ping_interval: Option<Duration>,
+    /// How often this node sends identify again on each connection. `None`:
+    /// only when the connection opens. Default 5 min, rust-libp2p's.
+    pub identify_interval: Option<Duration>,
     /// Serve `/rendezvous/1.0.0`: queue up to this many inbound streams for
     /// [`Node::incoming`]. `None` for a client-only node. Default `None`.
     pub serve_queue: Option<usize>,
@@ -95,6 +108,8 @@ impl Default for NodeConfig {
             idle_timeout: Duration::from_secs(60),
             linger: crate::inbound::DEFAULT_LINGER,
             agent_version: format!("rdv/{}", env!("CARGO_PKG_VERSION")),
+            ping_interval: Some(Duration::from_secs(15)),
+            identify_interval: Some(Duration::from_secs(5 * 60)),
             serve_queue: None,
             inbound_refused: None,
         }
@@ -194,9 +209,12 @@ impl Node {
                 stream: libp2p_stream::Behaviour::new(),
                 identify: identify::Behaviour::new(
                     identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
-                        .with_agent_version(agent),
+                        .with_agent_version(agent)
+                        .with_interval(config.identify_interval.unwrap_or(NEVER_AGAIN)),
                 ),
-                ping: ping::Behaviour::default(),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(config.ping_interval.unwrap_or(NEVER_AGAIN)),
+                ),
                 limits: connection_limits::Behaviour::new(limits),
                 ip_limits: crate::ip_limits::Behaviour::new(config.max_connections_per_ip)
                     .with_pending(config.max_pending_per_ip)

@@ -47,15 +47,30 @@ fn main() {
         max_namespaces: usize::MAX,
         ..Config::default()
     };
+    // `RDV_MEMORY_SIZES=10000,100000,...`: only the worst case (every
+    // registration its own peer) at each size, for the plot of memory
+    // against registrations (scripts/plots.sh).
+    let shapes: Vec<(usize, usize, usize, bool)> = match std::env::var("RDV_MEMORY_SIZES") {
+        Ok(sizes) => sizes
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .expect("RDV_MEMORY_SIZES: numbers, comma-separated")
+            })
+            .map(|n| (n, n, 1000, false))
+            .collect(),
+        Err(_) => vec![
+            (n, n, 1000, false),
+            (n, n / 100, 100, false),
+            (n, n, 1000, true),
+        ],
+    };
     println!(
         "| registrations | peers | namespaces | formats | record bytes | heap bytes | overhead bytes/registration |"
     );
     println!("|---:|---:|---:|---|---:|---:|---:|");
-    for (label_peers, namespaces, mixed) in [
-        (n, 1000usize, false),
-        (n / 100, 100, false),
-        (n, 1000, true),
-    ] {
+    for (n, label_peers, namespaces, mixed) in shapes {
         let peers: Vec<PeerId> = (0..label_peers).map(|_| PeerId::random()).collect();
         let nss: Vec<Namespace> = (0..namespaces)
             .map(|i| Namespace::new(format!("namespace-{i}")).expect("valid"))

@@ -1,7 +1,6 @@
-//! The relay's counters: updated by the driver, rendered in Prometheus
-//! text with the point's other metrics.
+//! The relay's counters: updated by the driver, encoded with the point's
+//! other metrics (rdv-net's exposition).
 
-use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -79,84 +78,12 @@ impl RelayMetrics {
             .map_or(0, |i| self.refused[i].load(Relaxed))
     }
 
-    /// Appends the metrics in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let mut one = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Relaxed)
-            );
-        };
-        one(
-            "rdv_relay_clients",
-            "gauge",
-            "Relay connections held.",
-            &self.clients,
-        );
-        one(
-            "rdv_relay_circuits",
-            "gauge",
-            "Relay circuits open.",
-            &self.circuits,
-        );
-        one(
-            "rdv_relay_connections_total",
-            "counter",
-            "Relay WebSocket connections accepted.",
-            &self.connections_total,
-        );
-        one(
-            "rdv_relay_stalled_total",
-            "counter",
-            "Forwards that found the receiver not reading for the stall bound.",
-            &self.stalled,
-        );
-        one(
-            "rdv_relay_idle_closed_total",
-            "counter",
-            "Relay connections ended for idleness.",
-            &self.idle_closed,
-        );
-        one(
-            "rdv_relay_forwarded_bytes_total",
-            "counter",
-            "Payload bytes forwarded between circuit ends.",
-            &self.bytes_forwarded,
-        );
-        one(
-            "rdv_relay_forwarded_frames_total",
-            "counter",
-            "DATA messages forwarded.",
-            &self.frames_forwarded,
-        );
-        let name = "rdv_relay_refused_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Relay connections refused or ended, by reason.\n# TYPE {name} counter"
-        );
-        for (i, r) in REFUSALS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}{{reason=\"{}\"}} {}",
-                label(*r),
-                self.refused[i].load(Relaxed)
-            );
-        }
-        let name = "rdv_relay_open_refused_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Circuit OPENs refused, by reason.\n# TYPE {name} counter\n{name}{{reason=\"no_peer\"}} {}\n{name}{{reason=\"circuit_limit\"}} {}\n{name}{{reason=\"bad_circuit\"}} {}",
-            self.open_no_peer.load(Relaxed),
-            self.open_limit.load(Relaxed),
-            self.open_bad_circuit.load(Relaxed)
-        );
-        let name = "rdv_relay_throttled_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Pauses in reading a client because of a byte rate, by which.\n# TYPE {name} counter\n{name}{{limit=\"client\"}} {}\n{name}{{limit=\"total\"}} {}",
-            self.throttled_client.load(Relaxed),
-            self.throttled_total.load(Relaxed)
-        );
+    /// Connections refused or ended so far, by reason label
+    /// (`per_ip`, `full`, ...), for the metrics page.
+    pub fn refusals(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        REFUSALS
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, n)| (label(*r), n.load(Relaxed)))
     }
 }

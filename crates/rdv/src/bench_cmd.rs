@@ -41,17 +41,28 @@ struct Sample {
     ops: u64,
     errors: u64,
     latencies_us: Vec<u32>,
+    /// Seconds the clients ran: the mix's length, or less when the
+    /// `register` mix ran out of never-seen records first.
+    secs: f64,
 }
 
 /// Runs every mix against every point and prints one table.
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    if !args.names.is_empty() && args.names.len() != args.points.len() {
+        return Err(Failure::usage(format!(
+            "{} --name for {} --point: give one name per point, in the same order, or none",
+            args.names.len(),
+            args.points.len()
+        )));
+    }
+    if let Some(peers) = args.idle {
+        return crate::bench_idle::run(&args, peers).await;
+    }
     let mut rows = Vec::new();
-    for point in &args.points {
-        let Some(Protocol::P2p(point_id)) = point.iter().last() else {
-            return Err(Failure::usage(format!(
-                "--point {point} does not end in /p2p/<peer id>"
-            )));
-        };
+    for (i, point) in args.points.iter().enumerate() {
+        let name = label(&args, i);
+        let point = &point.0[0];
+        let point_id = point_id(point)?;
         let fresh = args.mixes.contains(&Mix::Register);
         let clients = connect_all(point, point_id, args.clients, fresh).await?;
         for mix in &args.mixes {
@@ -60,10 +71,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
                 point_id,
                 *mix,
                 Duration::from_secs(args.seconds),
-                point,
+                &name,
             )
             .await?;
-            rows.push((point.clone(), *mix, sample));
+            rows.push((name.clone(), *mix, sample));
         }
     }
     let mut out = std::io::stdout().lock();
@@ -84,11 +95,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         let _ = writeln!(
             out,
             "| {} | {:?} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
-            short(&point),
+            point,
             mix,
             args.clients,
             s.ops,
-            s.ops as f64 / args.seconds as f64,
+            s.ops as f64 / s.secs.max(f64::EPSILON),
             pct(0.5),
             pct(0.9),
             pct(0.99),
@@ -97,6 +108,24 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// The peer id a point address ends in.
+pub(crate) fn point_id(point: &Multiaddr) -> Result<PeerId, Failure> {
+    match point.iter().last() {
+        Some(Protocol::P2p(id)) => Ok(id),
+        _ => Err(Failure::usage(format!(
+            "--point {point} does not end in /p2p/<peer id>"
+        ))),
+    }
+}
+
+/// What the table calls point `i`: its `--name`, or its address shortened.
+pub(crate) fn label(args: &BenchArgs, i: usize) -> String {
+    args.names
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| short(&args.points[i].0[0]))
 }
 
 fn short(point: &Multiaddr) -> String {
@@ -146,8 +175,12 @@ async fn connect_all(
 }
 
 /// One request on a new stream; `Ok(None)` for UNREGISTER.
-async fn request(client: &Client, point: PeerId, msg: &Message) -> Result<Option<Message>, String> {
-    let mut control = client.node.control.clone();
+pub(crate) async fn request(
+    node: &Node,
+    point: PeerId,
+    msg: &Message,
+) -> Result<Option<Message>, String> {
+    let mut control = node.control.clone();
     let mut stream = control
         .open_stream(point, StreamProtocol::new(rdv_wire::PROTOCOL_ID))
         .await
@@ -170,7 +203,7 @@ async fn request(client: &Client, point: PeerId, msg: &Message) -> Result<Option
     decode(&frame).map(Some).map_err(|e| e.to_string())
 }
 
-fn ok(answer: &Option<Message>) -> bool {
+pub(crate) fn ok(answer: &Option<Message>) -> bool {
     match answer {
         Some(Message::RegisterResponse(r)) => r.status == ResponseStatus::Ok,
         Some(Message::DiscoverResponse(r)) => r.status == ResponseStatus::Ok,
@@ -183,7 +216,7 @@ async fn load(
     point: PeerId,
     mix: Mix,
     length: Duration,
-    label: &Multiaddr,
+    label: &str,
 ) -> Result<Sample, Failure> {
     let ns = |s: &str| Namespace::new(s).map_err(|e| Failure::usage(e.to_string()));
     let shared_ns = ns("rdv-bench")?;
@@ -194,7 +227,9 @@ async fn load(
             signed_peer_record: c.record.clone(),
             ttl: None,
         });
-        let answer = request(c, point, &msg).await.map_err(Failure::network)?;
+        let answer = request(&c.node, point, &msg)
+            .await
+            .map_err(Failure::network)?;
         if !ok(&answer) {
             return Err(Failure::refused(format!(
                 "{label} refused the warm-up REGISTER: {answer:?}"
@@ -208,10 +243,12 @@ async fn load(
         let (c, stop, done, shared_ns) = (c.clone(), stop.clone(), done.clone(), shared_ns.clone());
         let own_ns = ns(&format!("rdv-bench-{i}"))?;
         tasks.spawn(async move {
+            let began = Instant::now();
             let mut s = Sample {
                 ops: 0,
                 errors: 0,
                 latencies_us: Vec::new(),
+                secs: 0.0,
             };
             while !stop.load(Relaxed) {
                 if mix == Mix::Register && s.ops as usize >= c.fresh.len() {
@@ -235,7 +272,7 @@ async fn load(
                     }),
                 };
                 let started = Instant::now();
-                let answer = request(&c, point, &msg).await;
+                let answer = request(&c.node, point, &msg).await;
                 let took = started.elapsed();
                 s.ops += 1;
                 done.fetch_add(1, Relaxed);
@@ -251,9 +288,10 @@ async fn load(
                         namespace: own_ns.clone(),
                         id: None,
                     });
-                    let _ = request(&c, point, &un).await;
+                    let _ = request(&c.node, point, &un).await;
                 }
             }
+            s.secs = began.elapsed().as_secs_f64();
             s
         });
     }
@@ -265,8 +303,7 @@ async fn load(
             .map(|k| if (k as f64) < frac * 30.0 { '#' } else { '.' })
             .collect();
         eprint!(
-            "\r{} {:?} [{bar}] {:>3.0}% {} ops ",
-            short(label),
+            "\r{label} {:?} [{bar}] {:>3.0}% {} ops ",
             mix,
             frac * 100.0,
             done.load(Relaxed)
@@ -278,11 +315,13 @@ async fn load(
         ops: 0,
         errors: 0,
         latencies_us: Vec::new(),
+        secs: 0.0,
     };
     while let Some(r) = tasks.join_next().await {
         let s = r.map_err(|e| Failure::network(format!("a client task failed: {e}")))?;
         total.ops += s.ops;
         total.errors += s.errors;
+        total.secs = total.secs.max(s.secs);
         total.latencies_us.extend(s.latencies_us);
     }
     Ok(total)

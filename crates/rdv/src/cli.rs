@@ -232,9 +232,12 @@ pub enum Mix {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// A point to load, ending in /p2p/<peer id>; repeatable (measured in turn).
+    /// A point to load, ending in /p2p/<peer id>; repeatable (measured in
+    /// turn). Several addresses of one point, comma-separated, spread
+    /// `--idle` peers over them (each address has its own ~28,000 client
+    /// ports); request mixes use the first.
     #[arg(long = "point", required = true)]
-    pub points: Vec<Multiaddr>,
+    pub points: Vec<PointAddrs>,
     /// Concurrent clients, each its own peer with one persistent connection.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -244,6 +247,50 @@ pub struct BenchArgs {
     /// What the clients send; repeatable.
     #[arg(long = "mix", value_enum, default_values_t = [Mix::Register, Mix::Refresh, Mix::Discover])]
     pub mixes: Vec<Mix>,
+    /// Instead of a load: hold this many idle peers on each point, one live
+    /// registration each, and measure the point at rest for `--seconds`
+    /// (start the points with a long idle timeout; see docs/PERFORMANCE.md).
+    #[arg(long, value_name = "PEERS")]
+    pub idle: Option<usize>,
+    /// Process id of each `--point`, in the same order: with `--idle`, its
+    /// memory and CPU are read from /proc.
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// A name for each `--point`, in the same order, shown in the table
+    /// instead of its address.
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+}
+
+/// One point's addresses (`ADDR[,ADDR...]`, all ending in the same /p2p/ID).
+#[derive(Clone, Debug)]
+pub struct PointAddrs(pub Vec<Multiaddr>);
+
+impl std::str::FromStr for PointAddrs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let addrs = s
+            .split(',')
+            .map(|a| {
+                a.trim()
+                    .parse::<Multiaddr>()
+                    .map_err(|e| format!("{a:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        fn last(a: &Multiaddr) -> Option<libp2p::multiaddr::Protocol<'_>> {
+            a.iter().last()
+        }
+        match addrs.first().map(last) {
+            Some(Some(libp2p::multiaddr::Protocol::P2p(_))) => {}
+            _ => return Err(format!("{s:?} does not end in /p2p/<peer id>")),
+        }
+        if addrs.iter().any(|a| last(a) != last(&addrs[0])) {
+            return Err(format!(
+                "{s:?}: every address must end in the same /p2p/<peer id>"
+            ));
+        }
+        Ok(PointAddrs(addrs))
+    }
 }
 
 /// Flags of `rdv point`; each overrides the same key of the config file.

@@ -5,6 +5,7 @@
 //! 2 usage error, 3 network failure.
 
 mod bench_cmd;
+mod bench_idle;
 mod cli;
 mod client_cmd;
 mod files;

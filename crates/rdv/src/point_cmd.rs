@@ -513,6 +513,32 @@ impl<S: Store + Send + 'static> http::Source for HttpSource<S> {
     }
 }
 
+/// The libp2p node a point runs, from its settings.
+fn node_config(
+    settings: &Settings,
+    inbound_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> NodeConfig {
+    NodeConfig {
+        listen: settings.listen.clone(),
+        serve_queue: Some(settings.stream_queue),
+        inbound_refused: Some(inbound_refused),
+        max_connections: settings.max_connections,
+        max_connections_per_peer: settings.max_connections_per_peer,
+        max_pending_incoming: settings.max_pending_connections,
+        max_connections_per_ip: settings.max_connections_per_ip,
+        max_pending_per_ip: settings.max_pending_per_ip,
+        ipv6_prefix: settings.ipv6_prefix,
+        idle_timeout: settings.idle_timeout,
+        // No timer work per connection at rest: a point answers pings
+        // and learns a peer's identify once, when it connects (the
+        // formats a peer reads are decided then). Measured in
+        // docs/PERFORMANCE.md "Idle peers".
+        ping_interval: None,
+        identify_interval: None,
+        ..NodeConfig::default()
+    }
+}
+
 async fn serve<S: Store + Send + 'static>(
     settings: Settings,
     keypair: libp2p::identity::Keypair,
@@ -552,19 +578,7 @@ async fn serve<S: Store + Send + 'static>(
         }
         None => None,
     };
-    let node_config = NodeConfig {
-        listen: settings.listen.clone(),
-        serve_queue: Some(settings.stream_queue),
-        inbound_refused: Some(server.metrics().inbound_refused_counter()),
-        max_connections: settings.max_connections,
-        max_connections_per_peer: settings.max_connections_per_peer,
-        max_pending_incoming: settings.max_pending_connections,
-        max_connections_per_ip: settings.max_connections_per_ip,
-        max_pending_per_ip: settings.max_pending_per_ip,
-        ipv6_prefix: settings.ipv6_prefix,
-        idle_timeout: settings.idle_timeout,
-        ..NodeConfig::default()
-    };
+    let node_config = node_config(&settings, server.metrics().inbound_refused_counter());
     let (mut node, mut events) = Node::start(keypair, node_config)
         .map_err(|e| Failure::usage(format!("{e}; choose another --listen address")))?;
     tracing::info!(peer = %node.peer_id, "rendezvous point starting");
@@ -721,5 +735,21 @@ mod tests {
                 "/ip6/::/udp/4001/quic-v1"
             ]
         );
+    }
+
+    /// A point holds many idle connections: it must not wake up for each
+    /// of them on a timer (rust-libp2p's defaults ping every 15 s and
+    /// identify again every 5 min, per connection; docs/PERFORMANCE.md
+    /// "Idle peers" measured what that costs at 10,000 peers).
+    #[test]
+    fn a_point_node_has_no_periodic_work_per_connection() {
+        let Ok(settings) = resolve(&PointArgs::default()) else {
+            panic!("the default settings resolve")
+        };
+        let config = node_config(&settings, Default::default());
+        assert_eq!(config.ping_interval, None);
+        assert_eq!(config.identify_interval, None);
+        // while a client node keeps rust-libp2p's liveness pings
+        assert!(NodeConfig::default().ping_interval.is_some());
     }
 }

@@ -160,3 +160,55 @@ async fn discover_all_stops_when_the_point_gives_no_cookie() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
 }
+
+/// `rdv bench --idle`: the peers stay connected through the rest and the
+/// point's process is read (memory with the peers, CPU at rest); a `--pid`
+/// or `--name` list that does not match the points is refused up front.
+#[test]
+fn bench_idle_holds_its_peers_and_reads_the_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let point = rdv_point(dir.path(), &["--store", "memory"]);
+    let pid = point.child.id().to_string();
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--idle",
+            "5",
+            "--seconds",
+            "1",
+            "--point",
+            point.tcp(),
+        ];
+        args.extend_from_slice(extra);
+        rdv(dir.path(), &args)
+    };
+    let o = bench(&["--pid", &pid, "--pid", &pid]);
+    expect_code(&o, 2);
+    assert!(
+        stderr(&o).contains("one process id per point"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bench(&["--name", "a", "--name", "b"]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("one name per point"), "{}", stderr(&o));
+
+    let o = bench(&["--pid", &pid, "--name", "rdv"]);
+    expect_code(&o, 0);
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.starts_with("| rdv |"))
+        .unwrap_or_else(|| panic!("no row for the point: {}", stdout(&o)))
+        .to_string();
+    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    // point, peers, set-up, connected after rest, RSS before, RSS with
+    // peers, per peer, CPU, wake-ups, DISCOVER p50, p99
+    assert_eq!(cells[1], "5", "{row}");
+    assert_eq!(cells[3], "5", "every peer still connected: {row}");
+    for (i, unit) in [(4, "MiB"), (5, "MiB"), (7, "ms/s"), (8, "/s"), (9, "ms")] {
+        assert!(
+            cells[i].ends_with(unit),
+            "column {i} read from /proc: {row}"
+        );
+    }
+}

@@ -44,6 +44,28 @@ fn health_readiness_status_and_bounds() {
         metrics.lines().any(|l| l == "rdv_store_failures_total 0"),
         "{metrics}"
     );
+    // OpenMetrics, as prometheus-client encodes it: every sample belongs to
+    // a family declared before it (a counter's samples end in `_total`),
+    // and the exposition ends with `# EOF`.
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    let mut family: Option<(String, String)> = None;
+    for line in metrics.lines().filter(|l| *l != "# EOF") {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            family = Some((name.to_string(), kind.to_string()));
+        } else if !line.starts_with('#') {
+            let (name, kind) = family.as_ref().expect("a sample before any # TYPE");
+            let sample = line.split(['{', ' ']).next().unwrap();
+            let ok = match kind.as_str() {
+                "counter" => sample == format!("{name}_total"),
+                "histogram" => ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| sample == format!("{name}{s}")),
+                _ => sample == name,
+            };
+            assert!(ok, "{line:?} is not a sample of {kind} {name}");
+        }
+    }
 
     // The page is self-contained: no script, style or image from elsewhere.
     let (code, page) = http_get(&addr, "/");

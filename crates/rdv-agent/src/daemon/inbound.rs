@@ -100,6 +100,7 @@ async fn serve_quic(
             .await
             .map_err(|e| e.to_string())?
     };
+    shared.throttle.prove(from.ip());
     drop(slot);
     dispatch(m, ch, "quic").await
 }
@@ -152,6 +153,7 @@ async fn serve_connection(
     )
     .await
     .map_err(|e| e.to_string())?;
+    shared.throttle.prove(from);
     drop(slot);
     dispatch(m, ch, TCP_DIRECT).await
 }

@@ -247,6 +247,7 @@ async fn serve_relayed(
         .await
         .map_err(|e| e.to_string())?
     };
+    shared.throttle.prove(source);
     drop(slot);
     dispatch(m.clone(), ch, RELAY).await
 }

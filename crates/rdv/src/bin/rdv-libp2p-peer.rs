@@ -28,8 +28,13 @@ struct Args {
 enum Mode {
     /// rust-libp2p's rendezvous server.
     Server {
+        /// Address to listen on; repeatable.
         #[arg(long, default_value = "/ip4/127.0.0.1/tcp/0")]
-        listen: Multiaddr,
+        listen: Vec<Multiaddr>,
+        /// Seconds a connection with no stream stays open (rust-libp2p's
+        /// swarm default here is 60; `rdv bench --idle` raises it).
+        #[arg(long, default_value_t = 60)]
+        idle_timeout: u64,
         /// Shortest TTL accepted, seconds (rust-libp2p's default is 7200).
         #[arg(long)]
         min_ttl: Option<u64>,
@@ -78,6 +83,7 @@ use behaviours::*;
 
 fn swarm<B: NetworkBehaviour>(
     key: Keypair,
+    idle_timeout: Duration,
     behaviour: impl FnOnce(&Keypair) -> B,
 ) -> Result<Swarm<B>, String> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
@@ -90,7 +96,7 @@ fn swarm<B: NetworkBehaviour>(
         .map_err(|e| e.to_string())?
         .with_behaviour(|k| behaviour(k))
         .map_err(|e| e.to_string())?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
         .build())
 }
 
@@ -109,12 +115,14 @@ async fn main() -> Result<(), String> {
     match Args::parse().mode {
         Mode::Server {
             listen,
+            idle_timeout,
             min_ttl,
             max_registrations_per_peer,
             max_registrations,
         } => {
             server(
                 listen,
+                Duration::from_secs(idle_timeout),
                 min_ttl,
                 max_registrations_per_peer,
                 max_registrations,
@@ -131,7 +139,8 @@ async fn main() -> Result<(), String> {
 }
 
 async fn server(
-    listen: Multiaddr,
+    listen: Vec<Multiaddr>,
+    idle_timeout: Duration,
     min_ttl: Option<u64>,
     per_peer: Option<usize>,
     total: Option<usize>,
@@ -146,12 +155,16 @@ async fn server(
     if let Some(n) = total {
         config = config.with_max_registration_total(n);
     }
-    let mut swarm = swarm(Keypair::generate_ed25519(), |k| ServerBehaviour {
-        rendezvous: rendezvous::server::Behaviour::new(config),
-        identify: identify::Behaviour::new(identify_config(k, None)),
-        ping: ping::Behaviour::default(),
+    let mut swarm = swarm(Keypair::generate_ed25519(), idle_timeout, |k| {
+        ServerBehaviour {
+            rendezvous: rendezvous::server::Behaviour::new(config),
+            identify: identify::Behaviour::new(identify_config(k, None)),
+            ping: ping::Behaviour::default(),
+        }
     })?;
-    swarm.listen_on(listen).map_err(|e| e.to_string())?;
+    for addr in listen {
+        swarm.listen_on(addr).map_err(|e| e.to_string())?;
+    }
     let me = *swarm.local_peer_id();
     loop {
         if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
@@ -179,7 +192,7 @@ async fn client(
     } else {
         key.clone()
     };
-    let mut swarm = swarm(key, |k| ClientBehaviour {
+    let mut swarm = swarm(key, Duration::from_secs(60), |k| ClientBehaviour {
         rendezvous: rendezvous::client::Behaviour::new(signer),
         identify: identify::Behaviour::new(identify_config(k, agent.as_deref())),
         ping: ping::Behaviour::default(),

@@ -153,10 +153,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, crate::Failure> {
 
 async fn metrics<S: Source>(State(s): State<Arc<AppState<S>>>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, rdv_net::exposition::CONTENT_TYPE)],
         s.source.metrics(),
     )
         .into_response()
