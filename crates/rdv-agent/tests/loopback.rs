@@ -254,7 +254,7 @@ async fn a_peer_sending_a_malformed_sync_message_is_disconnected_and_nothing_is_
         let n = a.node().lock().await;
         let all = n.books.fx.journal(&ctx).unwrap().entries(None, 10).unwrap();
         all.into_iter()
-            .filter(|e| e.fact().kind() == FactKind::Descriptor && e.fact().authority() == pa)
+            .filter(|e| e.fact().kind() == FactKind::Descriptor && e.fact().authority() == Some(pa))
             .collect()
     };
     assert_eq!(alice_fact.len(), 1);
@@ -295,10 +295,12 @@ async fn a_peer_pushing_forged_facts_is_disconnected_without_writing_them() {
     let before = b.node().lock().await.books.fx.journal(&ctx).unwrap().len();
     b.attach(ch_b).await;
     let stranger = identity(66).authority();
-    // Channel records naming a stranger, one push each.
+    // Channel records naming a stranger (sealed under the epoch, as a
+    // member holding the key would), one push each.
+    let keys = b.node().lock().await.context.keys().clone();
     for n in 0..20u8 {
         let e = JournalEntry::new(
-            RendezvousFact::channel_established(&identity(66), &ctx, stranger, pa, [n; 32], 0),
+            RendezvousFact::channel_established(&identity(66), &keys, stranger, pa, [n; 32], 0),
             hlc::HlcTimestamp {
                 wall_ms: T0 + 30,
                 counter: 0,
@@ -362,7 +364,8 @@ async fn periodic_reconciliation_brings_a_fact_that_was_never_pushed() {
         .lock()
         .await
         .service
-        .channel_established(ctx, pb, pa, [0x77; 32], 0);
+        .channel_established(ctx, pb, pa, [0x77; 32], 0)
+        .unwrap();
     {
         let mut n = a.node().lock().await;
         let appended = n

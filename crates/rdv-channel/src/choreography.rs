@@ -547,6 +547,18 @@ pub mod rendezvous_exchange {
                 });
             };
             let channel_id = channel.id();
+            let Some(fact) = signer.channel_established(
+                self.session.context_id,
+                self.initiator,
+                self.session.local,
+                channel_id,
+                channel.epoch(),
+            ) else {
+                return Err(Denied {
+                    session: self,
+                    reason: DenyReason::UnknownContext,
+                });
+            };
             let actions = vec![
                 EffectCommand::SendHandshakeResponse {
                     peer: self.initiator,
@@ -554,13 +566,7 @@ pub mod rendezvous_exchange {
                 },
                 EffectCommand::JournalAppend {
                     context_id: self.session.context_id,
-                    fact: signer.channel_established(
-                        self.session.context_id,
-                        self.initiator,
-                        self.session.local,
-                        channel_id,
-                        channel.epoch(),
-                    ),
+                    fact,
                 },
             ];
             match guarded::<HandshakeComplete>(&self.session, guard, Some(self.initiator), actions)

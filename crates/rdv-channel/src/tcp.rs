@@ -546,17 +546,21 @@ where
 {
     let now = (config.clock)();
     let channel = ep.handshaker.finish_initiator(peer, complete, now)?;
+    let fact = ep
+        .service
+        .channel_established(
+            channel.context_id(),
+            channel.local(),
+            peer,
+            channel.id(),
+            channel.epoch(),
+        )
+        .ok_or_else(|| TcpError::Interpret("no keys for the channel's context".into()))?;
     ep.interpreter
         .execute(
             &EffectCommand::JournalAppend {
                 context_id: channel.context_id(),
-                fact: ep.service.channel_established(
-                    channel.context_id(),
-                    channel.local(),
-                    peer,
-                    channel.id(),
-                    channel.epoch(),
-                ),
+                fact,
             },
             now,
         )

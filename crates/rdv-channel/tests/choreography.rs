@@ -234,7 +234,8 @@ fn a_rendezvous_exchange_carries_real_descriptors_and_noise_messages_to_working_
     // Signed by Bob, who recorded it (Ed25519 signatures are deterministic).
     let fact = b
         .service
-        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0);
+        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0)
+        .unwrap();
     assert_eq!(established(&b), fact);
     a.sync_from(&b, T0 + 10);
     assert_eq!(established(&a), fact);
@@ -536,7 +537,8 @@ fn a_relayed_rendezvous_carries_a_real_handshake_through_a_relay_member_that_pay
     // Signed by Bob, who recorded it (Ed25519 signatures are deterministic).
     let fact = b
         .service
-        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0);
+        .channel_established(a.ctx(), a.me(), b.me(), ca.id(), 0)
+        .unwrap();
     assert_eq!(established(&b), fact);
     a.sync_from(&b, T0 + 8);
     assert_eq!(established(&a), fact);

@@ -25,20 +25,18 @@ fn full_handshake_gives_both_sides_one_channel_id_and_both_journals_a_fact() {
         .journal()
         .by_kind(FactKind::ChannelEstablished, None, 10)
         .unwrap();
+    // Sealed under the epoch: opened (and the recorder's signature
+    // checked) with its keys.
+    let keys = a.service.keys(&a.ctx()).unwrap().clone();
     let named = |f: &RendezvousFact| match f {
-        RendezvousFact::ChannelEstablished {
-            initiator,
-            responder,
-            channel_id,
-            epoch,
-            recorder,
-            ..
-        } => (*initiator, *responder, *channel_id, *epoch, *recorder),
+        RendezvousFact::ChannelEstablished(sealed) => {
+            let r = sealed.open(&keys).unwrap();
+            (r.initiator, r.responder, r.channel_id, r.epoch, r.recorder)
+        }
         other => panic!("{other:?}"),
     };
     assert_eq!(named(fa[0].fact()), (a.me(), b.me(), ca.id(), 0, a.me()));
     assert_eq!(named(fb[0].fact()), (a.me(), b.me(), ca.id(), 0, b.me()));
-    assert!(fa[0].fact().verify(&a.ctx()) && fb[0].fact().verify(&b.ctx()));
     let wire = ca.encrypt(b"hello bob").unwrap();
     assert_eq!(
         cb.decrypt(&wire, T0).unwrap(),

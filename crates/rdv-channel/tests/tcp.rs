@@ -204,12 +204,15 @@ async fn two_authorities_exchange_both_ways_and_rotate_mid_stream_without_loss()
         .journal()
         .by_kind(FactKind::ChannelEstablished, None, 10)
         .unwrap();
+    // Sealed under epoch 0 (the context has moved to 1 since): read with
+    // that epoch's keys.
+    let keys = a.context.previous_keys().unwrap();
+    assert_eq!(keys.epoch(), 0);
     let id_of = |f: &RendezvousFact| match f {
-        RendezvousFact::ChannelEstablished {
-            channel_id,
-            recorder,
-            ..
-        } => (*channel_id, *recorder),
+        RendezvousFact::ChannelEstablished(sealed) => {
+            let r = sealed.open(&keys).unwrap();
+            (r.channel_id, r.recorder)
+        }
         other => panic!("{other:?}"),
     };
     let (ida, by_a) = id_of(fa[0].fact());

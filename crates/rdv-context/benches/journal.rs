@@ -36,7 +36,8 @@ fn env(name: &str, default: usize) -> usize {
 fn channel(i: u64, a: AuthorityId, b: &Identity) -> RendezvousFact {
     let mut channel_id = [0; 32];
     channel_id[..8].copy_from_slice(&i.to_be_bytes());
-    RendezvousFact::channel_established(b, &CTX, a, b.authority(), channel_id, 0)
+    let keys = EpochKeys::derive(CTX, 0, &EpochSecret::from_bytes([7; 32]));
+    RendezvousFact::channel_established(b, &keys, a, b.authority(), channel_id, 0)
 }
 
 struct TempDb(std::path::PathBuf);

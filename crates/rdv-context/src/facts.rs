@@ -2,10 +2,12 @@
 
 use std::fmt;
 
+use crate::channel_record::SealedChannel;
 use crate::codec::{DecodeError, Reader, Writer, hex};
 use crate::descriptor::{MAX_SEALED_DESCRIPTOR_LEN, SealedDescriptor};
 use crate::identity::{Identity, signing_message};
 use crate::ids::{AuthorityId, ContextId, Epoch};
+use crate::keys::EpochKeys;
 use crate::rekey::EpochRekey;
 
 /// Largest epoch rekey carried as a fact: 64 KiB, room for about 700
@@ -21,7 +23,6 @@ pub const MAX_FACT_LEN: usize = 1 + if MAX_SEALED_DESCRIPTOR_LEN > MAX_REKEY_FAC
 };
 const FACT_ID_LABEL: &str = "rdv context v1 fact-id";
 const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
-const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
 
 /// A fact of the rendezvous domain (the seed's `RendezvousFact`).
 ///
@@ -30,26 +31,17 @@ const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
 /// only members open), a revocation is signed by the revoked descriptor's
 /// authority (otherwise any member could silence another), and a channel
 /// fact is signed by the end that recorded it (otherwise any member could
-/// record channels that never happened between others).
+/// record channels that never happened between others) and sealed under
+/// the epoch (otherwise whoever holds a journal copy reads the context's
+/// social graph).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RendezvousFact {
     /// A transport descriptor advertisement.
     Descriptor(SealedDescriptor),
-    /// A channel was established, recorded (and signed) by one of its ends.
-    ChannelEstablished {
-        /// Who started the handshake.
-        initiator: AuthorityId,
-        /// Who answered it.
-        responder: AuthorityId,
-        /// The channel id (the handshake hash).
-        channel_id: [u8; 32],
-        /// The context epoch of the handshake.
-        epoch: Epoch,
-        /// The end that recorded it: the initiator or the responder.
-        recorder: AuthorityId,
-        /// The recorder's signature over the context and the fields above.
-        signature: [u8; 64],
-    },
+    /// A channel was established, recorded (and signed) by one of its ends,
+    /// sealed under the epoch's record key ([`SealedChannel`]: who, with
+    /// whom and the signature are readable by members of that epoch only).
+    ChannelEstablished(SealedChannel),
     /// An epoch advance by an admin (removing members, or not): how the
     /// other members get their sealed share of the next epoch's secret.
     /// Signed by its rotator (checked on receipt); its MAC under the epoch
@@ -130,81 +122,32 @@ fn revocation_body(context: &ContextId, nonce: &[u8; 32]) -> Vec<u8> {
     w.into_vec()
 }
 
-fn channel_body(
-    context: &ContextId,
-    initiator: &AuthorityId,
-    responder: &AuthorityId,
-    channel_id: &[u8; 32],
-    epoch: Epoch,
-    recorder: &AuthorityId,
-) -> Vec<u8> {
-    let mut w = Writer::with_capacity(168);
-    w.raw(context.as_bytes())
-        .raw(initiator.as_bytes())
-        .raw(responder.as_bytes())
-        .raw(channel_id)
-        .u64(epoch)
-        .raw(recorder.as_bytes());
-    w.into_vec()
-}
-
 impl RendezvousFact {
     /// The record, by `identity` (one of the two ends), of a channel
-    /// between `initiator` and `responder` in `context`.
+    /// between `initiator` and `responder` made in `epoch`, sealed under
+    /// `keys` (the context's current epoch).
     pub fn channel_established(
         identity: &Identity,
-        context: &ContextId,
+        keys: &EpochKeys,
         initiator: AuthorityId,
         responder: AuthorityId,
         channel_id: [u8; 32],
         epoch: Epoch,
     ) -> Self {
-        let recorder = identity.authority();
-        let body = channel_body(
-            context,
-            &initiator,
-            &responder,
-            &channel_id,
-            epoch,
-            &recorder,
-        );
-        Self::ChannelEstablished {
-            initiator,
-            responder,
-            channel_id,
-            epoch,
-            recorder,
-            signature: identity.sign(CHANNEL_DOMAIN, &body),
-        }
+        Self::ChannelEstablished(SealedChannel::seal(
+            identity, keys, initiator, responder, channel_id, epoch,
+        ))
     }
 
-    /// Whether a signed fact's signature holds for `context`: a revocation
-    /// by the revoked authority, a channel fact by one of the channel's two
-    /// (distinct) ends, a rekey of this context by its rotator. Descriptors
-    /// are checked when opened: `true`.
+    /// Whether a signed fact's signature holds for `context`, as far as it
+    /// can be checked without the epoch's keys: a revocation by the
+    /// revoked authority, a rekey of this context by its rotator.
+    /// Descriptors and channel records are sealed and checked when opened
+    /// ([`SealedChannel::open`]): `true`.
     pub fn verify(&self, context: &ContextId) -> bool {
         match self {
             Self::EpochRekey(r) => r.context_id == *context && r.verify_signature(),
-            Self::ChannelEstablished {
-                initiator,
-                responder,
-                channel_id,
-                epoch,
-                recorder,
-                signature,
-            } => {
-                initiator != responder
-                    && (recorder == initiator || recorder == responder)
-                    && recorder.verify(
-                        &signing_message(
-                            CHANNEL_DOMAIN,
-                            &channel_body(
-                                context, initiator, responder, channel_id, *epoch, recorder,
-                            ),
-                        ),
-                        signature,
-                    )
-            }
+            Self::ChannelEstablished(_) => true,
             _ => self.verify_revocation(context),
         }
     }
@@ -238,34 +181,28 @@ impl RendezvousFact {
     pub fn kind(&self) -> FactKind {
         match self {
             Self::Descriptor(_) => FactKind::Descriptor,
-            Self::ChannelEstablished { .. } => FactKind::ChannelEstablished,
+            Self::ChannelEstablished(_) => FactKind::ChannelEstablished,
             Self::DescriptorRevoked { .. } => FactKind::DescriptorRevoked,
             Self::EpochRekey(_) => FactKind::EpochRekey,
         }
     }
 
-    /// The authority the fact is about: the publisher, the responder (who
-    /// records a channel), the revoker, or the admin who advanced the epoch.
-    pub fn authority(&self) -> AuthorityId {
+    /// The authority the fact is about, where it is readable: the
+    /// publisher of a descriptor, the revoker, or the admin who advanced
+    /// the epoch. `None` for a channel record (sealed: who recorded it is
+    /// for members to read).
+    pub fn authority(&self) -> Option<AuthorityId> {
         match self {
-            Self::Descriptor(d) => d.authority_id(),
-            Self::ChannelEstablished { responder, .. } => *responder,
-            Self::DescriptorRevoked { authority_id, .. } => *authority_id,
-            Self::EpochRekey(r) => r.rotator,
+            Self::Descriptor(d) => Some(d.authority_id()),
+            Self::ChannelEstablished(_) => None,
+            Self::DescriptorRevoked { authority_id, .. } => Some(*authority_id),
+            Self::EpochRekey(r) => Some(r.rotator),
         }
     }
 
-    /// The other authority of a channel fact (the initiator).
-    pub fn peer(&self) -> Option<AuthorityId> {
-        match self {
-            Self::ChannelEstablished { initiator, .. } => Some(*initiator),
-            _ => None,
-        }
-    }
-
-    /// Whether the fact concerns `authority`.
+    /// Whether the fact is readably about `authority`.
     pub fn involves(&self, authority: &AuthorityId) -> bool {
-        self.authority() == *authority || self.peer() == Some(*authority)
+        self.authority() == Some(*authority)
     }
 
     /// Canonical bytes: a kind tag then the fields.
@@ -279,21 +216,7 @@ impl RendezvousFact {
         w.u8(self.kind().tag());
         match self {
             Self::Descriptor(d) => d.write(w),
-            Self::ChannelEstablished {
-                initiator,
-                responder,
-                channel_id,
-                epoch,
-                recorder,
-                signature,
-            } => {
-                w.raw(initiator.as_bytes())
-                    .raw(responder.as_bytes())
-                    .raw(channel_id)
-                    .u64(*epoch)
-                    .raw(recorder.as_bytes())
-                    .raw(signature);
-            }
+            Self::ChannelEstablished(c) => c.write(w),
             Self::DescriptorRevoked {
                 authority_id,
                 nonce,
@@ -320,14 +243,9 @@ impl RendezvousFact {
         let tag = r.u8("fact kind")?;
         let fact = match FactKind::from_tag(tag) {
             Some(FactKind::Descriptor) => Self::Descriptor(SealedDescriptor::read(&mut r)?),
-            Some(FactKind::ChannelEstablished) => Self::ChannelEstablished {
-                initiator: AuthorityId::from_bytes(r.array("initiator")?)?,
-                responder: AuthorityId::from_bytes(r.array("responder")?)?,
-                channel_id: r.array("channel id")?,
-                epoch: r.u64("epoch")?,
-                recorder: AuthorityId::from_bytes(r.array("recorder")?)?,
-                signature: r.array("signature")?,
-            },
+            Some(FactKind::ChannelEstablished) => {
+                Self::ChannelEstablished(SealedChannel::read(&mut r)?)
+            }
             Some(FactKind::DescriptorRevoked) => Self::DescriptorRevoked {
                 authority_id: AuthorityId::from_bytes(r.array("authority")?)?,
                 nonce: r.array("nonce")?,

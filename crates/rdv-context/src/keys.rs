@@ -52,9 +52,13 @@ pub const LABEL_RELAY_KEY: &str = "rdv context v1 relay-key";
 pub const LABEL_RELAY_GRANT: &str = "rdv context v1 relay-grant";
 /// Label: the opaque handle a member is reached under on one relay.
 pub const LABEL_RELAY_HANDLE: &str = "rdv context v1 relay-handle";
+/// Label: key that seals the journal's channel records.
+pub const LABEL_RECORD_KEY: &str = "rdv context v1 record-key";
+/// Label: the synthetic nonce of a sealed channel record.
+pub const LABEL_RECORD_NONCE: &str = "rdv context v1 record-nonce";
 
 /// Every label, for the separation tests.
-pub const ALL_LABELS: [&str; 13] = [
+pub const ALL_LABELS: [&str; 15] = [
     LABEL_EPOCH_SECRET,
     LABEL_DESCRIPTOR_KEY,
     LABEL_PSK_ROOT,
@@ -68,6 +72,8 @@ pub const ALL_LABELS: [&str; 13] = [
     LABEL_RELAY_KEY,
     LABEL_RELAY_GRANT,
     LABEL_RELAY_HANDLE,
+    LABEL_RECORD_KEY,
+    LABEL_RECORD_NONCE,
 ];
 
 pub(crate) fn kdf(label: &str, parts: &[&[u8]]) -> [u8; 32] {
@@ -129,6 +135,7 @@ pub struct EpochKeys {
     tag_key: [u8; 32],
     rekey_auth_key: [u8; 32],
     relay_key: [u8; 32],
+    record_key: [u8; 32],
 }
 
 impl EpochKeys {
@@ -143,6 +150,7 @@ impl EpochKeys {
             tag_key: kdf(LABEL_TAG_KEY, &base),
             rekey_auth_key: kdf(LABEL_REKEY_AUTH, &base),
             relay_key: kdf(LABEL_RELAY_KEY, &base),
+            record_key: kdf(LABEL_RECORD_KEY, &base),
         }
     }
     /// Whether `other` holds the same keys (constant time): two rekeys to
@@ -164,6 +172,10 @@ impl EpochKeys {
     /// The AEAD key that seals descriptors of this epoch.
     pub fn descriptor_key(&self) -> &[u8; 32] {
         &self.descriptor_key
+    }
+    /// The key that seals the journal's channel records of this epoch.
+    pub fn record_key(&self) -> &[u8; 32] {
+        &self.record_key
     }
     /// The handshake PSK of authorities `a` and `b`: the same whichever
     /// side asks, different for every pair and every epoch.
@@ -263,6 +275,7 @@ impl Drop for EpochKeys {
         self.tag_key.zeroize();
         self.rekey_auth_key.zeroize();
         self.relay_key.zeroize();
+        self.record_key.zeroize();
     }
 }
 

@@ -24,6 +24,7 @@
 mod adapter;
 mod armor;
 mod budget;
+mod channel_record;
 mod codec;
 mod context;
 #[cfg(feature = "sqlite")]
@@ -48,6 +49,9 @@ mod service;
 pub use adapter::{PeerInfo, RendezvousAdapter};
 pub use armor::ArmorError;
 pub use budget::{BudgetError, BudgetLedger};
+pub use channel_record::{
+    ChannelRecord, ChannelRecordError, SEALED_CHANNEL_CIPHERTEXT_LEN, SealedChannel,
+};
 pub use codec::DecodeError;
 pub use context::{Context, ContextError, REKEY_HISTORY, RekeyError, RekeyOutcome};
 #[cfg(feature = "sqlite")]

@@ -599,9 +599,11 @@ impl RendezvousService {
                 },
                 EffectCommand::JournalAppend {
                     context_id,
+                    // Sealed under the installed epoch (the handshake's may
+                    // be the one before; it is inside the record).
                     fact: RendezvousFact::channel_established(
                         &self.identity,
-                        &context_id,
+                        self.keys(&context_id).unwrap_or(keys),
                         initiator,
                         me,
                         responded.channel_id,
@@ -740,15 +742,17 @@ impl RendezvousService {
             }
             // Rekeys are the context's to apply (`Context::apply_rekey`), not
             // the service's.
-            RendezvousFact::ChannelEstablished { .. } | RendezvousFact::EpochRekey(_) => {
+            RendezvousFact::ChannelEstablished(_) | RendezvousFact::EpochRekey(_) => {
                 Ok(FactApplied::Ignored)
             }
         }
     }
 
-    /// This member's signed record of a channel it is an end of (the
-    /// initiator's driver appends it once its handshake completes; the
-    /// responder's comes with [`RendezvousService::prepare_handle_handshake`]).
+    /// This member's signed record of a channel it is an end of, sealed
+    /// under the context's installed epoch (the initiator's driver appends
+    /// it once its handshake completes; the responder's comes with
+    /// [`RendezvousService::prepare_handle_handshake`]). `None` for a
+    /// context this service has no keys of.
     pub fn channel_established(
         &self,
         context_id: ContextId,
@@ -756,15 +760,15 @@ impl RendezvousService {
         responder: AuthorityId,
         channel_id: [u8; 32],
         epoch: Epoch,
-    ) -> RendezvousFact {
-        RendezvousFact::channel_established(
+    ) -> Option<RendezvousFact> {
+        Some(RendezvousFact::channel_established(
             &self.identity,
-            &context_id,
+            self.keys(&context_id)?,
             initiator,
             responder,
             channel_id,
             epoch,
-        )
+        ))
     }
 
     /// The cached descriptor of `peer` in `context_id` (verified when

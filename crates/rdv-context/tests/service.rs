@@ -132,11 +132,19 @@ fn seed_flow_publish_sync_cache_establish_handle_end_to_end() {
         .by_kind(FactKind::ChannelEstablished, None, 10)
         .unwrap();
     assert_eq!(channels.len(), 1);
-    assert!(matches!(
-        channels[0].fact(),
-        RendezvousFact::ChannelEstablished { initiator, responder, epoch: 0, .. }
-            if *initiator == alice.me() && *responder == bob.me()
-    ));
+    let RendezvousFact::ChannelEstablished(sealed) = channels[0].fact() else {
+        panic!("{:?}", channels[0].fact());
+    };
+    let record = sealed.open(bob.context.keys()).unwrap();
+    assert_eq!(
+        (
+            record.initiator,
+            record.responder,
+            record.epoch,
+            record.recorder
+        ),
+        (alice.me(), bob.me(), 0, bob.me())
+    );
     // Bob paid 1 for his publication; the handshake Alice caused is charged
     // to Alice's budget in Bob's ledger.
     assert_eq!(bob.fx.ledger().remaining(&ctx, &bob.me(), 0), BUDGET - 1);
@@ -148,20 +156,22 @@ fn seed_flow_publish_sync_cache_establish_handle_end_to_end() {
     assert_eq!(bob.fx.receipts()[1].operation, Operation::AcceptDirect);
     assert_eq!(bob.fx.receipts()[1].peer, Some(alice.me()));
 
-    // 7. Queries: Alice appears in Bob's journal through the channel fact.
+    // 7. Queries: the channel record names nobody readably (issue 13,
+    // item 8): Alice does not appear in Bob's journal, Bob only through
+    // his descriptor.
     assert_eq!(
         bob.journal()
             .by_authority(alice.me(), None, 10)
             .unwrap()
             .len(),
-        1
+        0
     );
     assert_eq!(
         bob.journal()
             .by_authority(bob.me(), None, 10)
             .unwrap()
             .len(),
-        2
+        1
     );
 }
 
@@ -1214,13 +1224,19 @@ fn a_handshake_under_the_epoch_before_is_answered_and_older_ones_are_not() {
     alice.rekeyed();
     let (known, out) = hello(&mut alice, &mut bob);
     assert!(known && out.decision.is_allowed(), "{:?}", out.decision);
-    assert!(out.effects.iter().any(|e| matches!(
-        e,
-        EffectCommand::JournalAppend {
-            fact: RendezvousFact::ChannelEstablished { epoch: 0, .. },
-            ..
-        }
-    )));
+    // Recorded, sealed under Bob's epoch, for a channel of epoch 0.
+    let recorded_epochs: Vec<_> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            EffectCommand::JournalAppend {
+                fact: RendezvousFact::ChannelEstablished(sealed),
+                ..
+            } => Some(sealed.open(bob.context.keys()).unwrap().epoch),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded_epochs, [0]);
     alice
         .context
         .advance_epoch(&alice.identity, &[], &mut rng(61))

@@ -9,7 +9,10 @@
 //!   descriptor of this context, a revocation signed by the revoked
 //!   descriptor's authority, a timestamp not beyond the allowed drift;
 //! * the fact's authorities are members of the context (a
-//!   `ChannelEstablished` names two members); a descriptor's author need
+//!   `ChannelEstablished` names two members, read once it is opened under
+//!   the current epoch's record key and its recorder's signature checked;
+//!   one sealed under another epoch is left out without blame); a
+//!   descriptor's author need
 //!   not be known yet, since opening under the epoch key and verifying is
 //!   the proof (a member invited by someone else is learnt this way); a
 //!   fact naming a member removed recently is left out without blame
@@ -57,6 +60,9 @@ pub enum FactRejected {
     /// The descriptor does not open or verify.
     #[error(transparent)]
     Descriptor(#[from] rdv_context::DescriptorError),
+    /// The channel record does not open or verify.
+    #[error(transparent)]
+    Channel(#[from] rdv_context::ChannelRecordError),
     /// No keys for the context.
     #[error("no keys for the context")]
     NoKeys,
@@ -145,10 +151,22 @@ impl<S: JournalStore> JournalReplica<'_, S> {
         // members that others invited (bearer invitations). Every other
         // fact must name known members only.
         let proves_itself = matches!(fact, RendezvousFact::Descriptor(_));
-        for a in std::iter::once(fact.authority())
-            .filter(|_| !proves_itself)
-            .chain(fact.peer())
-        {
+        let mut named: Vec<AuthorityId> = fact.authority().into_iter().collect();
+        if proves_itself {
+            named.clear();
+        }
+        if let RendezvousFact::ChannelEstablished(sealed) = fact {
+            let keys = self
+                .service
+                .keys(&self.journal.context_id())
+                .ok_or(FactRejected::NoKeys)?;
+            if sealed.epoch() != keys.epoch() {
+                return Ok(Checked::Deferred);
+            }
+            let record = sealed.open(keys)?;
+            named.extend([record.initiator, record.responder]);
+        }
+        for a in named {
             if !(self.is_member)(&a) {
                 if (self.former_member)(&a) {
                     return Ok(Checked::Deferred);

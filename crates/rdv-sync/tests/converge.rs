@@ -72,13 +72,10 @@ fn check(members: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // The same channel record (signed by its responder)
                 // appended by two members at different times.
                 let (x, y) = (m[0].me(), m[1].me());
-                let fact = m[1].service.channel_established(
-                    m[1].ctx(),
-                    x,
-                    y,
-                    [n; 32],
-                    m[0].context.epoch(),
-                );
+                let fact = m[1]
+                    .service
+                    .channel_established(m[1].ctx(), x, y, [n; 32], m[0].context.epoch())
+                    .unwrap();
                 m[(n as usize) % members].append(fact.clone(), now);
                 m[(n as usize + 1) % members].append(fact, now + 3);
             }

@@ -33,13 +33,13 @@ fn feed(victim: &mut Member, limits: Limits, bytes: &[u8], now: u64) -> Result<S
     victim.with_replica(|r| s.receive(bytes, r, now))
 }
 
-/// A channel record Mallory (no member) signs in `ctx`: well signed, but
-/// naming a stranger.
-fn stranger_fact(ctx: &ContextId, n: u8) -> RendezvousFact {
+/// A channel record Mallory (no member) signs, sealed under `keys` (as a
+/// member who leaks the key would): well signed, but naming a stranger.
+fn stranger_fact(keys: &EpochKeys, n: u8) -> RendezvousFact {
     let mallory = identity(66);
     RendezvousFact::channel_established(
         &mallory,
-        ctx,
+        keys,
         mallory.authority(),
         identity(2).authority(),
         [n; 32],
@@ -191,7 +191,19 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
         stranger_revocation,
         altered,
         future,
-        entry(stranger_fact(&ctx, 1), T0 + 12),
+        entry(stranger_fact(a.context.keys(), 1), T0 + 12),
+        // A member recording a channel between two others.
+        entry(
+            RendezvousFact::channel_established(
+                &identity(3),
+                a.context.keys(),
+                a.me(),
+                b.me(),
+                [3; 32],
+                0,
+            ),
+            T0 + 12,
+        ),
     ];
     let limits = Limits {
         max_bad_facts: 5,
@@ -209,7 +221,7 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
     }
     // Together they pass the threshold: the session ends with an error.
     let err = feed(&mut b, limits, &facts_message(bad), T0 + 20).unwrap_err();
-    assert_eq!(err, SyncError::TooManyBadFacts(6));
+    assert_eq!(err, SyncError::TooManyBadFacts(7));
     assert_eq!(b.journal.len(), 0);
     assert!(b.service.get_cached_descriptor(ctx, a.me()).is_none());
 }
@@ -218,7 +230,10 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
 fn good_facts_alongside_a_few_bad_ones_are_written() {
     let (mut a, mut b, _) = trio();
     let good = entry(a.publish(T0 + 10), T0 + 10);
-    let bytes = facts_message(vec![good, entry(stranger_fact(&b.ctx(), 2), T0 + 11)]);
+    let bytes = facts_message(vec![
+        good,
+        entry(stranger_fact(b.context.keys(), 2), T0 + 11),
+    ]);
     let mut s = Session::respond(Limits::default(), T0 + 20);
     b.with_replica(|r| s.receive(&bytes, r, T0 + 20)).unwrap();
     assert_eq!(s.stats().facts_rejected, 1);

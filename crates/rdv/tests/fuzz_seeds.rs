@@ -172,7 +172,7 @@ fn private_side() -> Vec<Seed> {
     };
     let channel = RendezvousFact::channel_established(
         &alice,
-        &ctx.id(),
+        ctx.keys(),
         bob.authority(),
         alice.authority(),
         [9; 32],

@@ -158,13 +158,10 @@ impl Member {
             .execute(
                 &EffectCommand::JournalAppend {
                     context_id: ch.context_id(),
-                    fact: self.service.channel_established(
-                        self.ctx(),
-                        self.me(),
-                        peer,
-                        ch.id(),
-                        ch.epoch(),
-                    ),
+                    fact: self
+                        .service
+                        .channel_established(self.ctx(), self.me(), peer, ch.id(), ch.epoch())
+                        .expect("the context's keys are installed"),
                 },
                 now,
             )

@@ -42,12 +42,8 @@ impl MemoryJournal {
     fn index(&mut self, key: OrderKey, fact: &RendezvousFact) {
         self.order.insert(key);
         self.by_kind.entry(fact.kind()).or_default().insert(key);
-        self.by_authority
-            .entry(fact.authority())
-            .or_default()
-            .insert(key);
-        if let Some(p) = fact.peer() {
-            self.by_authority.entry(p).or_default().insert(key);
+        if let Some(a) = fact.authority() {
+            self.by_authority.entry(a).or_default().insert(key);
         }
     }
 
@@ -56,7 +52,7 @@ impl MemoryJournal {
         if let Some(s) = self.by_kind.get_mut(&fact.kind()) {
             s.remove(&key);
         }
-        for a in std::iter::once(fact.authority()).chain(fact.peer()) {
+        if let Some(a) = fact.authority() {
             if let Some(s) = self.by_authority.get_mut(&a) {
                 s.remove(&key);
                 if s.is_empty() {

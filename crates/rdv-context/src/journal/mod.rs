@@ -226,9 +226,6 @@ pub enum JournalError {
         /// The oldest time accepted.
         floor_ms: u64,
     },
-    /// A channel fact not signed by one of the channel's two ends.
-    #[error("channel fact is not signed by one of the channel's ends")]
-    BadChannelFact,
     /// A remote timestamp too far in the future.
     #[error(transparent)]
     ClockDrift(#[from] ClockDrift),
@@ -356,7 +353,6 @@ impl<S: JournalStore> Journal<S> {
         }
         if remote && !fact.verify(&self.context_id) {
             return Err(match fact {
-                RendezvousFact::ChannelEstablished { .. } => JournalError::BadChannelFact,
                 RendezvousFact::EpochRekey(_) => JournalError::BadRekey,
                 _ => JournalError::BadRevocation,
             });

@@ -19,7 +19,12 @@ use crate::facts::{FactId, RendezvousFact};
 use crate::hlc::{HlcTimestamp, MAX_WALL_MS};
 use crate::ids::AuthorityId;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: channel records are sealed (a version-1 channel fact is in clear and
+/// no longer decodes; opening a version-1 journal drops those rows, which
+/// sync does not bring back: peers hold the sealed form).
+const SCHEMA_VERSION: i64 = 2;
+/// The kind tag of channel facts, whose format version 2 changed.
+const CHANNEL_KIND: i64 = 2;
 
 // The table is ordered by its primary key, which is the journal order
 // (timestamp, id): local appends land at the end of the B-tree, and the
@@ -129,6 +134,10 @@ impl SqliteJournal {
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        if version == 1 {
+            conn.execute("DELETE FROM facts WHERE kind = ?1", params![CHANNEL_KIND])
+                .map_err(backend)?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(backend)?;
         let mut ids = HashMap::new();
@@ -253,8 +262,9 @@ impl JournalStore for SqliteJournal {
                 match current {
                     None => {
                         let fact = e.fact();
-                        let authority = number(fact.authority())?;
-                        let peer = fact.peer().map(&mut number).transpose()?;
+                        // 0 numbers no authority (a sealed channel record).
+                        let authority = fact.authority().map(&mut number).transpose()?.unwrap_or(0);
+                        let peer: Option<i64> = None;
                         insert
                             .execute(params![
                                 wall,
@@ -475,5 +485,49 @@ impl JournalStore for SqliteJournal {
             )
             .optional()
             .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Identity;
+    use crate::ids::ContextId;
+
+    /// A version-1 journal held channel facts in clear, which no longer
+    /// decode: opening it drops those rows (sync brings the sealed form)
+    /// and keeps every other fact.
+    #[test]
+    fn a_version_1_journal_loses_only_its_clear_channel_facts() {
+        let dir = std::env::temp_dir().join(format!("rdv-journal-v1-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let bob = Identity::from_secret_bytes([2; 32], [102; 32]);
+        let revocation = RendezvousFact::revoke(&bob, &ContextId::from_bytes([9; 32]), [1; 32]);
+        {
+            let conn = Connection::open(&dir).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            let row = "INSERT INTO facts (wall, counter, id, kind, authority, peer, body) VALUES (?1, 0, ?2, ?3, 1, NULL, ?4)";
+            conn.execute(
+                row,
+                params![1, &[1u8; 32][..], CHANNEL_KIND, &[0u8; 200][..]],
+            )
+            .unwrap();
+            let id = revocation.id();
+            conn.execute(row, params![2, &id.0[..], 3i64, revocation.to_bytes()])
+                .unwrap();
+        }
+        let j = SqliteJournal::open(&dir, 100).unwrap();
+        assert_eq!(j.len(), 1);
+        assert!(j.ids.contains_key(&revocation.id()));
+        drop(j);
+        let version: i64 = Connection::open(&dir)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", dir.display()));
+        }
     }
 }

@@ -107,25 +107,24 @@ impl Member {
     }
     /// A channel record with `peer`.
     pub fn channel(&mut self, peer: AuthorityId, n: u8, now: u64) -> RendezvousFact {
-        let fact = self.service.channel_established(
-            self.ctx(),
-            peer,
-            self.me(),
-            [n; 32],
-            self.context.epoch(),
-        );
+        let fact = self
+            .service
+            .channel_established(self.ctx(), peer, self.me(), [n; 32], self.context.epoch())
+            .unwrap();
         self.append(fact.clone(), now);
         fact
     }
     /// A channel record with the first other member, not appended.
     pub fn channel_fact_for_test(&self) -> RendezvousFact {
-        self.service.channel_established(
-            self.ctx(),
-            identity(1).authority(),
-            self.me(),
-            [0xee; 32],
-            self.context.epoch(),
-        )
+        self.service
+            .channel_established(
+                self.ctx(),
+                identity(1).authority(),
+                self.me(),
+                [0xee; 32],
+                self.context.epoch(),
+            )
+            .unwrap()
     }
     /// Every (id, timestamp) in journal order.
     pub fn snapshot(&self) -> Vec<(FactId, hlc::HlcTimestamp)> {

@@ -1,0 +1,276 @@
+//! The journal's record of a channel, sealed under the epoch (issue 13,
+//! item 8: privacy of the journal).
+//!
+//! Who opened a channel with whom is the context's social graph. The
+//! journal is copied by sync and stored on every member's disk, so a stolen
+//! disk, a backup or a removed member's old copy would show it in clear.
+//! The record is therefore sealed (XChaCha20-Poly1305) under the epoch's
+//! record key (`docs/KEY-SCHEDULE.md`): only members of that epoch read it.
+//! What stays readable is what a reader needs to pick the key: the epoch.
+//!
+//! Bytes: `epoch (8) | nonce (24) | ciphertext (208)`. Plaintext:
+//! `initiator (32) | responder (32) | channel id (32) | channel epoch (8) |
+//! recorder (32) | signature (64)`, the signature the recorder's over the
+//! context and those fields (as before sealing: a member cannot record
+//! channels it was not an end of). Associated data: the context id and
+//! the sealing epoch.
+//!
+//! The nonce is derived from the plaintext under a key of the epoch, a
+//! synthetic nonce as in SIV modes (RFC 5297 §1.3.2): no random source is
+//! needed, the same record sealed twice gives the same bytes (so the same
+//! fact id: recording is idempotent), and two different records share a
+//! nonce only with negligible probability.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::identity::{Identity, signing_message};
+use crate::ids::{AuthorityId, ContextId, Epoch};
+use crate::keys::{EpochKeys, LABEL_RECORD_NONCE, kdf};
+use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN, aead_open, aead_seal};
+
+const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
+const AD_LABEL: &[u8] = b"rdv context v1 sealed channel record";
+const PLAIN_LEN: usize = 32 + 32 + 32 + 8 + 32 + 64;
+/// Length of a sealed record's ciphertext.
+pub const SEALED_CHANNEL_CIPHERTEXT_LEN: usize = PLAIN_LEN + AEAD_TAG_LEN;
+
+/// A channel between two members, as its recorder signed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelRecord {
+    /// Who started the handshake.
+    pub initiator: AuthorityId,
+    /// Who answered it.
+    pub responder: AuthorityId,
+    /// The channel id (the handshake hash).
+    pub channel_id: [u8; 32],
+    /// The context epoch of the handshake.
+    pub epoch: Epoch,
+    /// The end that recorded it: the initiator or the responder.
+    pub recorder: AuthorityId,
+}
+
+/// Why a sealed channel record was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelRecordError {
+    /// Sealed under another epoch than the keys given.
+    #[error("sealed under epoch {found}, the keys are epoch {expected}")]
+    WrongEpoch {
+        /// The keys' epoch.
+        expected: Epoch,
+        /// The record's.
+        found: Epoch,
+    },
+    /// Does not open under the keys (another context, a forgery, damage).
+    #[error("the channel record does not open under the epoch's key")]
+    WrongKey,
+    /// Opens but its fields are not a record (bad authority bytes).
+    #[error("the channel record's content is malformed")]
+    Malformed,
+    /// The recorder is not an end of the channel, or the ends are one
+    /// member, or the signature is not the recorder's.
+    #[error("the channel record is not signed by one of its two ends")]
+    BadSignature,
+}
+
+/// A [`ChannelRecord`] sealed under one epoch's record key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SealedChannel {
+    epoch: Epoch,
+    nonce: [u8; AEAD_NONCE_LEN],
+    ciphertext: [u8; SEALED_CHANNEL_CIPHERTEXT_LEN],
+}
+
+fn signed_body(context: &ContextId, r: &ChannelRecord) -> Vec<u8> {
+    let mut w = Writer::with_capacity(168);
+    w.raw(context.as_bytes())
+        .raw(r.initiator.as_bytes())
+        .raw(r.responder.as_bytes())
+        .raw(&r.channel_id)
+        .u64(r.epoch)
+        .raw(r.recorder.as_bytes());
+    w.into_vec()
+}
+
+fn ad(context: &ContextId, epoch: Epoch) -> Vec<u8> {
+    let mut w = Writer::with_capacity(AD_LABEL.len() + 40);
+    w.raw(AD_LABEL).raw(context.as_bytes()).u64(epoch);
+    w.into_vec()
+}
+
+impl SealedChannel {
+    /// `identity`'s signed record of a channel it is an end of, sealed
+    /// under `keys` (its context's current epoch).
+    pub fn seal(
+        identity: &Identity,
+        keys: &EpochKeys,
+        initiator: AuthorityId,
+        responder: AuthorityId,
+        channel_id: [u8; 32],
+        channel_epoch: Epoch,
+    ) -> Self {
+        let record = ChannelRecord {
+            initiator,
+            responder,
+            channel_id,
+            epoch: channel_epoch,
+            recorder: identity.authority(),
+        };
+        let context = keys.context_id();
+        let signature = identity.sign(CHANNEL_DOMAIN, &signed_body(&context, &record));
+        let mut w = Writer::with_capacity(PLAIN_LEN);
+        w.raw(initiator.as_bytes())
+            .raw(responder.as_bytes())
+            .raw(&channel_id)
+            .u64(channel_epoch)
+            .raw(record.recorder.as_bytes())
+            .raw(&signature);
+        let plain = zeroize::Zeroizing::new(w.into_vec());
+        let derived = kdf(LABEL_RECORD_NONCE, &[keys.record_key(), &plain]);
+        let mut nonce = [0u8; AEAD_NONCE_LEN];
+        nonce.copy_from_slice(&derived[..AEAD_NONCE_LEN]);
+        let sealed = aead_seal(
+            keys.record_key(),
+            &nonce,
+            &ad(&context, keys.epoch()),
+            &plain,
+        );
+        let mut ciphertext = [0u8; SEALED_CHANNEL_CIPHERTEXT_LEN];
+        ciphertext.copy_from_slice(&sealed);
+        Self {
+            epoch: keys.epoch(),
+            nonce,
+            ciphertext,
+        }
+    }
+
+    /// The epoch whose key sealed it (readable).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Opens with `keys` and checks the record: the ends differ, the
+    /// recorder is one of them, and the signature is the recorder's.
+    pub fn open(&self, keys: &EpochKeys) -> Result<ChannelRecord, ChannelRecordError> {
+        if self.epoch != keys.epoch() {
+            return Err(ChannelRecordError::WrongEpoch {
+                expected: keys.epoch(),
+                found: self.epoch,
+            });
+        }
+        let context = keys.context_id();
+        let plain = aead_open(
+            keys.record_key(),
+            &self.nonce,
+            &ad(&context, self.epoch),
+            &self.ciphertext,
+        )
+        .ok_or(ChannelRecordError::WrongKey)?;
+        let mut r = Reader::new(&plain);
+        let mut read = || -> Result<(ChannelRecord, [u8; 64]), DecodeError> {
+            let record = ChannelRecord {
+                initiator: AuthorityId::from_bytes(r.array("initiator")?)?,
+                responder: AuthorityId::from_bytes(r.array("responder")?)?,
+                channel_id: r.array("channel id")?,
+                epoch: r.u64("channel epoch")?,
+                recorder: AuthorityId::from_bytes(r.array("recorder")?)?,
+            };
+            let signature = r.array("signature")?;
+            Ok((record, signature))
+        };
+        let (record, signature) = read().map_err(|_| ChannelRecordError::Malformed)?;
+        let ends_ok = record.initiator != record.responder
+            && (record.recorder == record.initiator || record.recorder == record.responder);
+        if !ends_ok
+            || !record.recorder.verify(
+                &signing_message(CHANNEL_DOMAIN, &signed_body(&context, &record)),
+                &signature,
+            )
+        {
+            return Err(ChannelRecordError::BadSignature);
+        }
+        Ok(record)
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u64(self.epoch).raw(&self.nonce).raw(&self.ciphertext);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            epoch: r.u64("epoch")?,
+            nonce: r.array("nonce")?,
+            ciphertext: r.array("sealed channel record")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::EpochSecret;
+
+    fn keys(epoch: Epoch, secret: u8) -> EpochKeys {
+        EpochKeys::derive(
+            ContextId::from_bytes([9; 32]),
+            epoch,
+            &EpochSecret::from_bytes([secret; 32]),
+        )
+    }
+
+    fn id(seed: u8) -> Identity {
+        Identity::from_secret_bytes([seed; 32], [seed.wrapping_add(100); 32])
+    }
+
+    #[test]
+    fn a_record_opens_under_its_epoch_only_and_shows_no_authority() {
+        let (a, b) = (id(1), id(2));
+        let k = keys(3, 5);
+        let sealed = SealedChannel::seal(&b, &k, a.authority(), b.authority(), [7; 32], 3);
+        let record = sealed.open(&k).unwrap();
+        assert_eq!(
+            record,
+            ChannelRecord {
+                initiator: a.authority(),
+                responder: b.authority(),
+                channel_id: [7; 32],
+                epoch: 3,
+                recorder: b.authority(),
+            }
+        );
+        // Idempotent: the same record seals to the same bytes.
+        let again = SealedChannel::seal(&b, &k, a.authority(), b.authority(), [7; 32], 3);
+        assert_eq!(sealed, again);
+        // Nothing of either authority in the bytes a journal holds.
+        let mut w = Writer::with_capacity(256);
+        sealed.write(&mut w);
+        let bytes = w.into_vec();
+        for who in [a.authority(), b.authority()] {
+            assert!(!bytes.windows(32).any(|x| x == who.as_bytes()));
+        }
+        // Another epoch's keys, or another secret for the same epoch number.
+        assert_eq!(
+            sealed.open(&keys(4, 5)),
+            Err(ChannelRecordError::WrongEpoch {
+                expected: 4,
+                found: 3
+            })
+        );
+        assert_eq!(sealed.open(&keys(3, 6)), Err(ChannelRecordError::WrongKey));
+    }
+
+    #[test]
+    fn only_an_end_of_the_channel_can_record_it() {
+        let (a, b, c) = (id(1), id(2), id(3));
+        let k = keys(0, 5);
+        // Carol, holding the key, records a channel between Alice and Bob.
+        let forged = SealedChannel::seal(&c, &k, a.authority(), b.authority(), [7; 32], 0);
+        assert_eq!(forged.open(&k), Err(ChannelRecordError::BadSignature));
+        // A channel with oneself.
+        let odd = SealedChannel::seal(&a, &k, a.authority(), a.authority(), [7; 32], 0);
+        assert_eq!(odd.open(&k), Err(ChannelRecordError::BadSignature));
+        // A flipped ciphertext bit does not open.
+        let mut damaged = SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], 0);
+        damaged.ciphertext[0] ^= 1;
+        assert_eq!(damaged.open(&k), Err(ChannelRecordError::WrongKey));
+    }
+}
