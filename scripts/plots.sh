@@ -9,13 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs/bench docs/plots
 if [ "${1:-}" != "--replot" ]; then
-  scripts/bench-idle.sh 20 100 1000 3000 10000 19000 >docs/bench/idle.md
+  # Each table is written aside and moved into place only when its
+  # benchmark finished, so a failed run keeps the previous one.
+  scripts/bench-idle.sh 20 100 1000 3000 10000 19000 >docs/bench/idle.md.new
+  mv docs/bench/idle.md.new docs/bench/idle.md
   RDV_MEMORY_SIZES=10000,30000,100000,300000,1000000 \
-    cargo bench -q -p rdv-point --bench memory >docs/bench/memory.md
-  : >docs/bench/points.md
+    cargo bench -q -p rdv-point --bench memory >docs/bench/memory.md.new
+  mv docs/bench/memory.md.new docs/bench/memory.md
+  : >docs/bench/points.md.new
   for clients in 1 4 16 64; do
-    scripts/bench-points.sh "$clients" 5 >>docs/bench/points.md
+    scripts/bench-points.sh "$clients" 5 >>docs/bench/points.md.new
   done
+  mv docs/bench/points.md.new docs/bench/points.md
 fi
 cargo build --release -q -p rdv-plot
 plot=target/release/rdv-plot

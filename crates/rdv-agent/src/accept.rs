@@ -29,10 +29,12 @@
 //!   flooding sources (50 at the default rates) would get members' own
 //!   handshakes refused too. An address a channel was established from is
 //!   *proven* for [`PROVEN_FOR`] ([`CryptoGate::prove`]): its messages 1
-//!   are still bounded by their source's rate, but never refused by the
-//!   total, so members that connected before keep reconnecting through
-//!   a flood of others. (A member never seen from its address competes
-//!   with the flood, as with WireGuard under load.)
+//!   are still bounded by their source's rate, and when the total is
+//!   spent they draw on a second pool of the same size kept for proven
+//!   sources, so members that connected before keep reconnecting through
+//!   a flood of others, and all sources together stay within twice the
+//!   total. (A member never seen from its address competes with the
+//!   flood, as with WireGuard under load.)
 //!
 //! Refusals write nothing (silence helps a scanner least) and are counted
 //! in [`AcceptStats`].
@@ -212,6 +214,8 @@ struct GateState {
     /// Source groups a channel was established from, and until when
     /// they count as proven.
     proven: HashMap<AddrGroup, Duration>,
+    /// What proven sources may take when `total` is spent.
+    proven_total: TokenBucket,
 }
 
 /// How long an address a channel was established from stays exempt from
@@ -229,15 +233,16 @@ impl CryptoGate {
                 total: TokenBucket::new(total, total, now),
                 sources: HashMap::new(),
                 proven: HashMap::new(),
+                proven_total: TokenBucket::new(total, total, now),
             }),
         }
     }
 
     /// Whether a message 1 from `ip` gets its cryptography at `now`; takes
     /// a token from its source's bucket and the total if so, none if not.
-    /// A proven source ([`Self::prove`]) is bounded by its own bucket only
-    /// (it takes a token from the total when one is there, so strangers
-    /// get fewer, but is not refused for want of one).
+    /// A proven source ([`Self::prove`]) keeps its own bucket's bound; it
+    /// takes from the total when a token is there (so strangers get fewer)
+    /// and otherwise from the pool kept for proven sources.
     pub fn admit(&self, ip: IpAddr, now: Duration) -> Result<(), Throttled> {
         let mut g = self
             .inner
@@ -247,6 +252,7 @@ impl CryptoGate {
             total,
             sources,
             proven,
+            proven_total,
         } = &mut *g;
         let group = AddrGroup::of(ip, 64);
         let is_proven = proven.get(&group).is_some_and(|until| *until > now);
@@ -266,8 +272,11 @@ impl CryptoGate {
         } else {
             sources.get_mut(&group)
         };
+        let mut in_all =
+            |now| total.try_take(1, now) || (is_proven && proven_total.try_take(1, now));
         let Some(source) = source else {
-            return if total.try_take(1, now) || is_proven {
+            // No bucket of its own (the table is full): the totals alone.
+            return if in_all(now) {
                 Ok(())
             } else {
                 Err(Throttled::Total)
@@ -276,7 +285,7 @@ impl CryptoGate {
         if !source.try_take(1, now) {
             return Err(Throttled::Source);
         }
-        if !total.try_take(1, now) && !is_proven {
+        if !in_all(now) {
             // Refused in all: the source's token was not used.
             source.refund(1);
             return Err(Throttled::Total);
@@ -598,6 +607,29 @@ mod tests {
             assert!(gate.admit(IpAddr::from([203, 0, 113, i]), later).is_ok());
         }
         assert_eq!(gate.admit(member, later), Err(Throttled::Total));
+    }
+
+    #[test]
+    fn proven_sources_together_stay_within_their_pool() {
+        let gate = CryptoGate::new(
+            AcceptLimits {
+                crypto_total: 4,
+                ..AcceptLimits::default()
+            },
+            Duration::ZERO,
+        );
+        let t0 = Duration::ZERO;
+        let proven = |i: u8| IpAddr::from([192, 0, 2, i]);
+        for i in 0..10 {
+            gate.prove(proven(i), t0);
+        }
+        // The total (4), then the pool kept for proven sources (4): one
+        // insider proven from many addresses cannot take more than both.
+        let admitted = (0..10)
+            .filter(|i| gate.admit(proven(*i), t0).is_ok())
+            .count();
+        assert_eq!(admitted, 8);
+        assert_eq!(gate.admit(proven(0), t0), Err(Throttled::Total));
     }
 
     #[test]

@@ -1224,7 +1224,8 @@ fn a_handshake_under_the_epoch_before_is_answered_and_older_ones_are_not() {
     alice.rekeyed();
     let (known, out) = hello(&mut alice, &mut bob);
     assert!(known && out.decision.is_allowed(), "{:?}", out.decision);
-    // Recorded, sealed under Bob's epoch, for a channel of epoch 0.
+    // Recorded by Alice, sealed under her installed epoch (1), for a
+    // channel of epoch 0.
     let recorded_epochs: Vec<_> = out
         .effects
         .iter()
@@ -1232,7 +1233,7 @@ fn a_handshake_under_the_epoch_before_is_answered_and_older_ones_are_not() {
             EffectCommand::JournalAppend {
                 fact: RendezvousFact::ChannelEstablished(sealed),
                 ..
-            } => Some(sealed.open(bob.context.keys()).unwrap().epoch),
+            } => Some(sealed.open(alice.context.keys()).unwrap().epoch),
             _ => None,
         })
         .collect();

@@ -65,8 +65,13 @@ impl Value {
                     own.push((*bound, at_or_below.saturating_sub(below)));
                     below = (*at_or_below).max(below);
                 }
-                own.push((f64::INFINITY, count.saturating_sub(below)));
-                m.encode_histogram::<NoLabelSet>(*sum, *count, &own, None)
+                // Counters read one by one while observations land can
+                // show a bucket ahead of the count: the count is at least
+                // every bucket, so `+Inf` equals `_count` as OpenMetrics
+                // requires.
+                let count = (*count).max(below);
+                own.push((f64::INFINITY, count - below));
+                m.encode_histogram::<NoLabelSet>(*sum, count, &own, None)
             }
         }
     }
@@ -188,6 +193,26 @@ mod tests {
             "x_seconds_count 4",
             "# EOF",
         ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_histogram_read_mid_observation_keeps_inf_equal_to_count() {
+        // A bucket already counts an observation the count does not yet.
+        let text = encode(vec![Family::one(
+            "x_seconds",
+            "Time.",
+            Value::Histogram {
+                sum: 0.5,
+                count: 2,
+                cumulative: vec![(0.1, 3)],
+            },
+        )]);
+        for line in ["x_seconds_bucket{le=\"+Inf\"} 3", "x_seconds_count 3"] {
             assert!(
                 text.lines().any(|l| l == line),
                 "{line:?} missing from\n{text}"

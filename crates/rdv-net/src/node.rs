@@ -79,12 +79,15 @@ pub struct NodeConfig {
     pub agent_version: String,
     /// How often this node pings each connection. `None`: once when the
     /// connection opens, then only answers the peer's pings. A point sets
-    /// `None`: its pings would be timer work per connection at rest and
-    /// detect nothing the idle timeout does not (libp2p's ping does not keep
-    /// a connection open). Default 15 s, rust-libp2p's.
+    /// `None`: its pings would be timer work per connection at rest, and
+    /// libp2p's ping does not keep a connection open; a peer that vanished
+    /// without closing is dropped by the idle timeout once it holds no
+    /// stream (60 s by default; longer with a longer `idle_timeout`).
+    /// Default 15 s, rust-libp2p's.
     pub ping_interval: Option<Duration>,
-    /// How often this node sends identify again on each connection. `None`:
-    /// only when the connection opens. Default 5 min, rust-libp2p's.
+    /// How often this node asks each connection for identify again. `None`:
+    /// only when the connection opens (a failed first request is then not
+    /// retried). Default 5 min, rust-libp2p's.
     pub identify_interval: Option<Duration>,
     /// Serve `/rendezvous/1.0.0`: queue up to this many inbound streams for
     /// [`Node::incoming`]. `None` for a client-only node. Default `None`.

@@ -12,9 +12,8 @@
 //!   `ChannelEstablished` names two members, read once it is opened under
 //!   the current epoch's record key and its recorder's signature checked;
 //!   one sealed under another epoch is left out without blame); a
-//!   descriptor's author need
-//!   not be known yet, since opening under the epoch key and verifying is
-//!   the proof (a member invited by someone else is learnt this way); a
+//!   descriptor's author need not be known yet, since opening under the
+//!   epoch key and verifying is the proof (a member invited by someone else is learnt this way); a
 //!   fact naming a member removed recently is left out without blame
 //!   (deferred: others that have not followed the removal yet still hold
 //!   and offer it);

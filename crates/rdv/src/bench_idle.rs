@@ -34,14 +34,32 @@ const CONNECTING_AT_ONCE: usize = 64;
 #[derive(Clone, Copy)]
 struct ProcSample {
     rss_bytes: u64,
-    /// On-CPU time of all its threads (schedstat).
+    /// User and system CPU time of the process, threads that have exited
+    /// included (`/proc/PID/stat`, in USER_HZ ticks of 10 ms: over a 20 s
+    /// rest that resolves 0.5 ms of CPU a second).
     cpu_ns: u64,
-    /// Context switches of all its threads: each is a thread going to sleep
-    /// or being preempted, so at rest it counts wake-ups.
+    /// Context switches of its live threads: each is a thread going to
+    /// sleep or being preempted, so at rest it counts wake-ups (a thread
+    /// that exits during the rest takes its count with it).
     switches: u64,
 }
 
+/// USER_HZ: the unit of /proc's CPU times, 100 on Linux.
+const TICK_NS: u64 = 10_000_000;
+
 fn sample(pid: u32) -> std::io::Result<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in
+    // parentheses: state is the 3rd field, utime the 14th, stime the 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> std::io::Result<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("/proc/{pid}/stat field {i} unreadable")))
+    };
+    let cpu_ns = (ticks(14)? + ticks(15)?) * TICK_NS;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |text: &str, name: &str| -> u64 {
         text.lines()
@@ -51,17 +69,10 @@ fn sample(pid: u32) -> std::io::Result<ProcSample> {
             .unwrap_or(0)
     };
     let rss_bytes = field(&status, "VmRSS:") * 1024;
-    let (mut cpu_ns, mut switches) = (0, 0);
+    let mut switches = 0;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let dir = task?.path();
         // A thread can exit between the listing and the read: skip it.
-        if let Ok(s) = std::fs::read_to_string(dir.join("schedstat")) {
-            cpu_ns += s
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
         if let Ok(s) = std::fs::read_to_string(dir.join("status")) {
             switches +=
                 field(&s, "voluntary_ctxt_switches:") + field(&s, "nonvoluntary_ctxt_switches:");
@@ -113,11 +124,20 @@ pub async fn run(args: &BenchArgs, peers: usize) -> Result<(), Failure> {
     if peers == 0 {
         return Err(Failure::usage("--idle needs at least one peer"));
     }
+    if args.seconds == 0 {
+        return Err(Failure::usage(
+            "--idle needs a rest of at least 1 --seconds",
+        ));
+    }
+    let ping = match args.peer_ping {
+        Some(0) => return Err(Failure::usage("--peer-ping needs at least 1 second")),
+        p => p.map(Duration::from_secs),
+    };
     let rest = Duration::from_secs(args.seconds);
     let mut rows = Vec::new();
     for (i, point) in args.points.iter().enumerate() {
         let pid = args.pids.get(i).copied();
-        rows.push(measure(&point.0, &label(args, i), pid, peers, rest).await?);
+        rows.push(measure(&point.0, &label(args, i), pid, peers, rest, ping).await?);
     }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -195,6 +215,7 @@ async fn measure(
     pid: Option<u32>,
     n: usize,
     rest: Duration,
+    ping: Option<Duration>,
 ) -> Result<Row, Failure> {
     let point = point_id(&addrs[0])?;
     let before = read(pid)?;
@@ -206,7 +227,7 @@ async fn measure(
             let (addr, connected, made) =
                 (addrs[i % addrs.len()].clone(), connected.clone(), &made);
             async move {
-                let peer = connect_one(addr, point, connected).await?;
+                let peer = connect_one(addr, point, connected, ping).await?;
                 let m = made.fetch_add(1, Relaxed) + 1;
                 if m % 500 == 0 || m == n {
                     eprint!("\r{label}: {m}/{n} idle peers registered ");
@@ -275,11 +296,13 @@ async fn discover_latencies(node: &Node, point: PeerId, n: usize) -> Result<Vec<
 }
 
 /// A new identity that connects to `addr`, registers once (legacy record,
-/// which both points accept) and then only listens.
+/// which both points accept) and then only listens (and pings every
+/// `ping`, if given).
 async fn connect_one(
     addr: Multiaddr,
     point: PeerId,
     connected: Arc<AtomicUsize>,
+    ping: Option<Duration>,
 ) -> Result<Peer, Failure> {
     let key = Keypair::generate_ed25519();
     let own: Multiaddr = "/ip4/127.0.0.1/tcp/9"
@@ -289,8 +312,9 @@ async fn connect_one(
         .map(Bytes::from)
         .map_err(|e| Failure::usage(format!("cannot sign: {e}")))?;
     let config = NodeConfig {
-        // Quiet peers: whatever happens at rest is the point's doing.
-        ping_interval: None,
+        // Quiet peers unless asked: whatever happens at rest is then the
+        // point's doing.
+        ping_interval: ping,
         identify_interval: None,
         idle_timeout: Duration::from_secs(24 * 3600),
         ..NodeConfig::default()

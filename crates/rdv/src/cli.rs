@@ -252,6 +252,11 @@ pub struct BenchArgs {
     /// (start the points with a long idle timeout; see docs/PERFORMANCE.md).
     #[arg(long, value_name = "PEERS")]
     pub idle: Option<usize>,
+    /// With `--idle`: the peers ping the point every this many seconds, as
+    /// rust-libp2p peers do by default (15). Without it they do not ping,
+    /// so the rest shows the point's own timer work only.
+    #[arg(long, value_name = "SECS")]
+    pub peer_ping: Option<u64>,
     /// Process id of each `--point`, in the same order: with `--idle`, its
     /// memory and CPU are read from /proc.
     #[arg(long = "pid")]

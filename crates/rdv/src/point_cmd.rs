@@ -513,6 +513,9 @@ impl<S: Store + Send + 'static> http::Source for HttpSource<S> {
     }
 }
 
+/// How often a point asks each connected peer for identify again.
+const POINT_IDENTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The libp2p node a point runs, from its settings.
 fn node_config(
     settings: &Settings,
@@ -529,12 +532,14 @@ fn node_config(
         max_pending_per_ip: settings.max_pending_per_ip,
         ipv6_prefix: settings.ipv6_prefix,
         idle_timeout: settings.idle_timeout,
-        // No timer work per connection at rest: a point answers pings
-        // and learns a peer's identify once, when it connects (the
-        // formats a peer reads are decided then). Measured in
+        // Next to no timer work per connection at rest: a point answers
+        // pings without sending its own, and asks for identify when a peer
+        // connects and then once an hour (what repairs a first identify
+        // that failed, or a peer's formats forgotten by the LRU, where
+        // rust-libp2p's default asks every 5 minutes). Measured in
         // docs/PERFORMANCE.md "Idle peers".
         ping_interval: None,
-        identify_interval: None,
+        identify_interval: Some(POINT_IDENTIFY_INTERVAL),
         ..NodeConfig::default()
     }
 }
@@ -738,7 +743,7 @@ mod tests {
     }
 
     /// A point holds many idle connections: it must not wake up for each
-    /// of them on a timer (rust-libp2p's defaults ping every 15 s and
+    /// of them on a short timer (rust-libp2p's defaults ping every 15 s and
     /// identify again every 5 min, per connection; docs/PERFORMANCE.md
     /// "Idle peers" measured what that costs at 10,000 peers).
     #[test]
@@ -748,7 +753,8 @@ mod tests {
         };
         let config = node_config(&settings, Default::default());
         assert_eq!(config.ping_interval, None);
-        assert_eq!(config.identify_interval, None);
+        assert_eq!(config.identify_interval, Some(POINT_IDENTIFY_INTERVAL));
+        assert!(POINT_IDENTIFY_INTERVAL >= std::time::Duration::from_secs(3600));
         // while a client node keeps rust-libp2p's liveness pings
         assert!(NodeConfig::default().ping_interval.is_some());
     }

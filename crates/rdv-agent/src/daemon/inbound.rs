@@ -100,9 +100,8 @@ async fn serve_quic(
             .await
             .map_err(|e| e.to_string())?
     };
-    shared.throttle.prove(from.ip());
     drop(slot);
-    dispatch(m, ch, "quic").await
+    dispatch(m, ch, "quic", Some((&shared.throttle, from.ip()))).await
 }
 
 /// Waits (bounded by the handshake timeout) for the first two bytes.
@@ -153,9 +152,8 @@ async fn serve_connection(
     )
     .await
     .map_err(|e| e.to_string())?;
-    shared.throttle.prove(from);
     drop(slot);
-    dispatch(m, ch, TCP_DIRECT).await
+    dispatch(m, ch, TCP_DIRECT, Some((&shared.throttle, from))).await
 }
 
 /// Checks an introduction like a synced fact and answers with our own
@@ -188,15 +186,24 @@ async fn answer_intro(shared: &Shared, stream: &mut TcpStream) -> Result<(), Str
 }
 
 /// Routes an established channel by its first message.
+/// Reads the channel's purpose byte and hands the channel on. The first
+/// authenticated frame is also what proves the source address
+/// (`prove`: the accept paths' [`accept::Throttle`] and address) for the
+/// message-1 bound: a replayed message 1 completes no channel whose frames
+/// the replayer could write.
 pub(super) async fn dispatch(
     m: Arc<Member>,
     mut ch: TcpChannel,
     via: &'static str,
+    prove: Option<(&accept::Throttle, std::net::IpAddr)>,
 ) -> Result<(), String> {
     let first = tokio::time::timeout(PURPOSE_TIMEOUT, ch.recv())
         .await
         .map_err(|_| "no purpose in time")?
         .map_err(|e| e.to_string())?;
+    if let Some((throttle, ip)) = prove {
+        throttle.prove(ip);
+    }
     match first.as_slice() {
         [PURPOSE_SYNC] => {
             lock(&m.via).insert(ch.remote(), via);

@@ -52,12 +52,12 @@ impl MemoryJournal {
         if let Some(s) = self.by_kind.get_mut(&fact.kind()) {
             s.remove(&key);
         }
-        if let Some(a) = fact.authority() {
-            if let Some(s) = self.by_authority.get_mut(&a) {
-                s.remove(&key);
-                if s.is_empty() {
-                    self.by_authority.remove(&a);
-                }
+        if let Some(a) = fact.authority()
+            && let Some(s) = self.by_authority.get_mut(&a)
+        {
+            s.remove(&key);
+            if s.is_empty() {
+                self.by_authority.remove(&a);
             }
         }
     }

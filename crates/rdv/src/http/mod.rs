@@ -1,5 +1,5 @@
 //! The daemon's HTTP server (`rdv point --metrics ADDR`), on axum/hyper
-//! with tower's limits: `/metrics` (Prometheus text), `/healthz`
+//! with tower's limits: `/metrics` (OpenMetrics text), `/healthz`
 //! (liveness), `/readyz` (the store answers and the listeners are up),
 //! `/status.json` and a self-contained status page at `/`.
 //!
@@ -40,7 +40,7 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the HTTP server shows, from the running daemon.
 pub trait Source: Send + Sync + 'static {
-    /// The Prometheus text of every metric.
+    /// Every metric, in the OpenMetrics text format.
     fn metrics(&self) -> String;
     /// Whether the store answers (a round trip through the point thread).
     fn store_ready(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
