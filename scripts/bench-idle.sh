@@ -49,7 +49,8 @@ TOML
   rust_pid=$!
   for f in rdv.out rust.out; do
     for _ in $(seq 100); do
-      [ "$(grep -c /tcp/ "$work/$f" 2>/dev/null || echo 0)" -ge "$spread" ] && break
+      c=$(grep -c /tcp/ "$work/$f" 2>/dev/null || true)
+      [ "${c:-0}" -ge "$spread" ] && break
       sleep 0.1
     done
   done

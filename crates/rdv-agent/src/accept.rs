@@ -28,7 +28,11 @@
 //! * **Members behind a flood.** The total bound is shared, so enough
 //!   flooding sources (50 at the default rates) would get members' own
 //!   handshakes refused too. An address a channel was established from is
-//!   *proven* for [`PROVEN_FOR`] ([`CryptoGate::prove`]): its messages 1
+//!   *proven* for [`PROVEN_FOR`] ([`CryptoGate::prove`]; the member
+//!   agent proves on the channel's first authenticated frame, so a
+//!   replayed message 1 proves nothing; [`accept_loop`] here, a library
+//!   loop that hands channels on unread, proves on the completed
+//!   handshake): its messages 1
 //!   are still bounded by their source's rate, and when the total is
 //!   spent they draw on a second pool of the same size kept for proven
 //!   sources, so members that connected before keep reconnecting through
@@ -218,8 +222,9 @@ struct GateState {
     proven_total: TokenBucket,
 }
 
-/// How long an address a channel was established from stays exempt from
-/// the total bound (not from its own): 10 minutes, longer than agents wait
+/// How long an address a channel was established from counts as proven
+/// (drawing on the pool kept for proven sources when the total is spent;
+/// its own bound always applies): 10 minutes, longer than agents wait
 /// between reconnections.
 pub const PROVEN_FOR: Duration = Duration::from_secs(600);
 

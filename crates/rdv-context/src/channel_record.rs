@@ -63,7 +63,8 @@ pub enum ChannelRecordError {
     /// Does not open under the keys (another context, a forgery, damage).
     #[error("the channel record does not open under the epoch's key")]
     WrongKey,
-    /// Opens but its fields are not a record (bad authority bytes).
+    /// Opens but its fields are not a record (bad authority bytes), or its
+    /// nonce is not the one its content gives (not the canonical bytes).
     #[error("the channel record's content is malformed")]
     Malformed,
     /// The recorder is not an end of the channel, or the ends are one
@@ -89,6 +90,13 @@ fn signed_body(context: &ContextId, r: &ChannelRecord) -> Vec<u8> {
         .u64(r.epoch)
         .raw(r.recorder.as_bytes());
     w.into_vec()
+}
+
+fn synthetic_nonce(keys: &EpochKeys, plain: &[u8]) -> [u8; AEAD_NONCE_LEN] {
+    let derived = kdf(LABEL_RECORD_NONCE, &[keys.record_key(), plain]);
+    let mut nonce = [0u8; AEAD_NONCE_LEN];
+    nonce.copy_from_slice(&derived[..AEAD_NONCE_LEN]);
+    nonce
 }
 
 fn ad(context: &ContextId, epoch: Epoch) -> Vec<u8> {
@@ -125,9 +133,7 @@ impl SealedChannel {
             .raw(record.recorder.as_bytes())
             .raw(&signature);
         let plain = zeroize::Zeroizing::new(w.into_vec());
-        let derived = kdf(LABEL_RECORD_NONCE, &[keys.record_key(), &plain]);
-        let mut nonce = [0u8; AEAD_NONCE_LEN];
-        nonce.copy_from_slice(&derived[..AEAD_NONCE_LEN]);
+        let nonce = synthetic_nonce(keys, &plain);
         let sealed = aead_seal(
             keys.record_key(),
             &nonce,
@@ -165,6 +171,11 @@ impl SealedChannel {
             &self.ciphertext,
         )
         .ok_or(ChannelRecordError::WrongKey)?;
+        // One encoding per record: a member holding the key could otherwise
+        // re-seal a record under another nonce and make it a new fact.
+        if synthetic_nonce(keys, &plain) != self.nonce {
+            return Err(ChannelRecordError::Malformed);
+        }
         let mut r = Reader::new(&plain);
         let mut read = || -> Result<(ChannelRecord, [u8; 64]), DecodeError> {
             let record = ChannelRecord {
@@ -272,5 +283,25 @@ mod tests {
         let mut damaged = SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], 0);
         damaged.ciphertext[0] ^= 1;
         assert_eq!(damaged.open(&k), Err(ChannelRecordError::WrongKey));
+        // An honest record re-sealed under another nonce (a second fact id
+        // for one record) is refused.
+        let honest = SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], 0);
+        let plain = aead_open(
+            k.record_key(),
+            &honest.nonce,
+            &ad(&k.context_id(), 0),
+            &honest.ciphertext,
+        )
+        .unwrap();
+        let nonce = [9u8; AEAD_NONCE_LEN];
+        let mut resealed = honest.clone();
+        resealed.nonce = nonce;
+        resealed.ciphertext.copy_from_slice(&aead_seal(
+            k.record_key(),
+            &nonce,
+            &ad(&k.context_id(), 0),
+            &plain,
+        ));
+        assert_eq!(resealed.open(&k), Err(ChannelRecordError::Malformed));
     }
 }

@@ -249,8 +249,9 @@ impl RendezvousService {
     }
 
     /// The keys of `epoch` of `context`, if it is the installed epoch or
-    /// the one before (see [`RendezvousService::prepare_handle_handshake`]).
-    fn keys_at(&self, context: &ContextId, epoch: Epoch) -> Option<&EpochKeys> {
+    /// the one before (see [`RendezvousService::prepare_handle_handshake`]):
+    /// what channel records sealed by a member one epoch behind open with.
+    pub fn keys_at(&self, context: &ContextId, epoch: Epoch) -> Option<&EpochKeys> {
         let state = self.contexts.get(context)?;
         [state.keys.as_ref(), state.previous.as_ref()]
             .into_iter()

@@ -29,8 +29,10 @@ use rdv_context::hlc::MAX_WALL_MS;
 
 use crate::fingerprint::{Fingerprint, Key};
 
-/// Wire version.
-pub const VERSION: u8 = 1;
+/// Wire version. 2: channel records travel sealed (issue 13 item 8); a
+/// member of version 1 gets an explicit version error, not a decode error
+/// on the first channel fact.
+pub const VERSION: u8 = 2;
 
 /// Hard bounds of a session. Both sides enforce them on what they receive
 /// and respect them in what they send.
@@ -407,7 +409,7 @@ mod tests {
         ) {
             let l = Limits::default();
             let mut b = bytes;
-            // Mostly version 1, so the decoder gets past the first byte.
+            // The current version, so the decoder gets past the first byte.
             if let Some(first) = b.first_mut() {
                 *first = VERSION;
             }

@@ -10,8 +10,9 @@
 //!   descriptor's authority, a timestamp not beyond the allowed drift;
 //! * the fact's authorities are members of the context (a
 //!   `ChannelEstablished` names two members, read once it is opened under
-//!   the current epoch's record key and its recorder's signature checked;
-//!   one sealed under another epoch is left out without blame); a
+//!   the record key of the installed epoch or the one before and its
+//!   recorder's signature checked; one sealed under another epoch is left
+//!   out without blame); a
 //!   descriptor's author need not be known yet, since opening under the
 //!   epoch key and verifying is the proof (a member invited by someone else is learnt this way); a
 //!   fact naming a member removed recently is left out without blame
@@ -155,13 +156,16 @@ impl<S: JournalStore> JournalReplica<'_, S> {
             named.clear();
         }
         if let RendezvousFact::ChannelEstablished(sealed) = fact {
-            let keys = self
-                .service
-                .keys(&self.journal.context_id())
-                .ok_or(FactRejected::NoKeys)?;
-            if sealed.epoch() != keys.epoch() {
-                return Ok(Checked::Deferred);
+            let ctx = self.journal.context_id();
+            if self.service.keys(&ctx).is_none() {
+                return Err(FactRejected::NoKeys);
             }
+            // The installed epoch or the one before: a member one epoch
+            // behind (it missed a rekey, and handshakes under the epoch
+            // before are answered for it) seals under the epoch it has.
+            let Some(keys) = self.service.keys_at(&ctx, sealed.epoch()) else {
+                return Ok(Checked::Deferred);
+            };
             let record = sealed.open(keys)?;
             named.extend([record.initiator, record.responder]);
         }

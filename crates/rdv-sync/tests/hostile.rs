@@ -78,7 +78,18 @@ fn a_malformed_message_writes_none_of_its_good_facts() {
 fn huge_counts_are_refused_without_allocating_for_them() {
     let (_, mut b, _) = trio();
     // version, then 2^62 ranges: refused on the count, nothing reserved.
-    let bytes = [1u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+    let bytes = [
+        rdv_sync::message::VERSION,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0x3f,
+    ];
     let err = feed(&mut b, Limits::default(), &bytes, T0).unwrap_err();
     assert!(matches!(
         err,
@@ -86,7 +97,18 @@ fn huge_counts_are_refused_without_allocating_for_them() {
     ));
     // 2^62 facts after no range and no want.
     let bytes = [
-        1u8, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f,
+        rdv_sync::message::VERSION,
+        0,
+        0,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0xff,
+        0x3f,
     ];
     let err = feed(&mut b, Limits::default(), &bytes, T0).unwrap_err();
     assert!(matches!(

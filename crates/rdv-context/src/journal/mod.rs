@@ -424,9 +424,11 @@ impl<S: JournalStore> Journal<S> {
 
     /// Receives entries from another replica at physical time `now_ms`:
     /// checks every entry first (context, signatures of revocations and
-    /// channel facts, drift) and
-    /// refuses the whole batch on the first bad one; then inserts them and
-    /// advances the clock past them. Returns how many were new.
+    /// rekeys, age, drift) and refuses the whole batch on the first bad
+    /// one; then inserts them and advances the clock past them. Returns how
+    /// many were new. Sealed facts (descriptors, channel records) cannot be
+    /// checked here without the epoch's keys: remote ones must pass
+    /// `rdv_sync`'s `JournalReplica::check` (or be opened) first.
     pub fn receive(
         &mut self,
         entries: &[JournalEntry],

@@ -1,7 +1,7 @@
 //! SQLite journal store (rusqlite, bundled SQLite).
 //!
 //! One table of facts keyed by journal order (timestamp, id), with indexes
-//! by authority (and by the initiator of a channel fact) and by kind. WAL mode
+//! by readable authority (none for a sealed channel record) and by kind. WAL mode
 //! with `synchronous=NORMAL`: a committed batch survives a process crash;
 //! the last batches before a power loss may not (the journal is a replica
 //! that sync refills). A batch is one transaction with a prepared
@@ -20,8 +20,10 @@ use crate::hlc::{HlcTimestamp, MAX_WALL_MS};
 use crate::ids::AuthorityId;
 
 /// 2: channel records are sealed (a version-1 channel fact is in clear and
-/// no longer decodes; opening a version-1 journal drops those rows, which
-/// sync does not bring back: peers hold the sealed form).
+/// no longer decodes). Opening a version-1 journal erases those rows
+/// (overwritten, the file vacuumed and the WAL truncated, so the clear
+/// records do not stay in free pages); the records themselves are gone,
+/// since no member holds them sealed.
 const SCHEMA_VERSION: i64 = 2;
 /// The kind tag of channel facts, whose format version 2 changed.
 const CHANNEL_KIND: i64 = 2;
@@ -52,6 +54,27 @@ CREATE INDEX IF NOT EXISTS facts_authority ON facts (authority, wall, counter, i
 CREATE INDEX IF NOT EXISTS facts_peer      ON facts (peer, wall, counter, id) WHERE peer IS NOT NULL;
 CREATE INDEX IF NOT EXISTS facts_kind      ON facts (kind, wall, counter, id);
 ";
+
+/// The version-1 to 2 step: channel facts were in clear. Their rows go,
+/// with the authorities only they named, and the bytes are overwritten
+/// (`secure_delete`), the file rebuilt (`VACUUM`) and the WAL emptied, so a
+/// copy of the file afterwards holds none of them.
+fn erase_clear_channel_records(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "secure_delete", true)
+        .map_err(backend)?;
+    conn.execute("DELETE FROM facts WHERE kind = ?1", params![CHANNEL_KIND])
+        .map_err(backend)?;
+    conn.execute(
+        "DELETE FROM authorities WHERE n NOT IN (SELECT authority FROM facts)
+           AND n NOT IN (SELECT peer FROM facts WHERE peer IS NOT NULL)",
+        [],
+    )
+    .map_err(backend)?;
+    conn.execute_batch("VACUUM").map_err(backend)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(backend)?;
+    Ok(())
+}
 
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -135,8 +158,7 @@ impl SqliteJournal {
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         if version == 1 {
-            conn.execute("DELETE FROM facts WHERE kind = ?1", params![CHANNEL_KIND])
-                .map_err(backend)?;
+            erase_clear_channel_records(&conn)?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(backend)?;
@@ -494,33 +516,57 @@ mod tests {
     use crate::identity::Identity;
     use crate::ids::ContextId;
 
+    const MARKER: &[u8] = b"clear-channel-record";
+
     /// A version-1 journal held channel facts in clear, which no longer
-    /// decode: opening it drops those rows (sync brings the sealed form)
-    /// and keeps every other fact.
+    /// decode: opening it erases those rows and the authorities only they
+    /// named, their bytes included, and keeps every other fact.
     #[test]
     fn a_version_1_journal_loses_only_its_clear_channel_facts() {
         let dir = std::env::temp_dir().join(format!("rdv-journal-v1-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         let bob = Identity::from_secret_bytes([2; 32], [102; 32]);
+        let carol = Identity::from_secret_bytes([3; 32], [103; 32]);
         let revocation = RendezvousFact::revoke(&bob, &ContextId::from_bytes([9; 32]), [1; 32]);
         {
             let conn = Connection::open(&dir).unwrap();
             conn.execute_batch(SCHEMA).unwrap();
             conn.pragma_update(None, "user_version", 1).unwrap();
-            let row = "INSERT INTO facts (wall, counter, id, kind, authority, peer, body) VALUES (?1, 0, ?2, ?3, 1, NULL, ?4)";
+            let who = "INSERT INTO authorities (n, key) VALUES (?1, ?2)";
+            conn.execute(who, params![1, &bob.authority().as_bytes()[..]])
+                .unwrap();
+            conn.execute(who, params![2, &carol.authority().as_bytes()[..]])
+                .unwrap();
+            let row = "INSERT INTO facts (wall, counter, id, kind, authority, peer, body) VALUES (?1, 0, ?2, ?3, ?4, NULL, ?5)";
             conn.execute(
                 row,
-                params![1, &[1u8; 32][..], CHANNEL_KIND, &[0u8; 200][..]],
+                params![1, &[1u8; 32][..], CHANNEL_KIND, 2, MARKER.repeat(10)],
             )
             .unwrap();
             let id = revocation.id();
-            conn.execute(row, params![2, &id.0[..], 3i64, revocation.to_bytes()])
+            conn.execute(row, params![2, &id.0[..], 3i64, 1, revocation.to_bytes()])
                 .unwrap();
         }
         let j = SqliteJournal::open(&dir, 100).unwrap();
         assert_eq!(j.len(), 1);
         assert!(j.ids.contains_key(&revocation.id()));
+        assert_eq!(
+            j.authorities.len(),
+            1,
+            "Carol was named by the channel row only"
+        );
         drop(j);
+        // Nothing of the clear record, nor Carol's key, is left in the file
+        // or its WAL.
+        for s in ["", "-wal"] {
+            let bytes = std::fs::read(format!("{}{s}", dir.display())).unwrap_or_default();
+            for gone in [MARKER, &carol.authority().as_bytes()[..]] {
+                assert!(
+                    !bytes.windows(gone.len()).any(|w| w == gone),
+                    "erased bytes survive in {s:?}"
+                );
+            }
+        }
         let version: i64 = Connection::open(&dir)
             .unwrap()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
