@@ -174,8 +174,6 @@ impl Metrics {
     /// Every metric as of now, for [`crate::exposition::encode`].
     pub fn families(&self) -> Vec<Family> {
         let load = |a: &AtomicU64| a.load(Relaxed);
-        let gauge = |name, help, a: &AtomicU64| Family::one(name, help, Value::Gauge(load(a)));
-        let counter = |name, help, a: &AtomicU64| Family::one(name, help, Value::Counter(load(a)));
         let mut requests = Vec::with_capacity(KINDS.len() * STATUSES.len());
         for (k, (kname, _)) in KINDS.iter().enumerate() {
             for (s, status) in STATUSES.iter().enumerate() {
@@ -282,11 +280,19 @@ impl Metrics {
     }
 }
 
+/// A gauge family of one unlabelled value, read from `a`.
+fn gauge(name: &'static str, help: &'static str, a: &AtomicU64) -> Family {
+    Family::one(name, help, Value::Gauge(a.load(Relaxed)))
+}
+
+/// A counter family of one unlabelled value, read from `a`.
+fn counter(name: &'static str, help: &'static str, a: &AtomicU64) -> Family {
+    Family::one(name, help, Value::Counter(a.load(Relaxed)))
+}
+
 /// The relay's counters (kept by the relay core) as families.
 fn relay_families(r: &rdv_relay::RelayMetrics) -> Vec<Family> {
     let load = |a: &AtomicU64| a.load(Relaxed);
-    let gauge = |name, help, a: &AtomicU64| Family::one(name, help, Value::Gauge(load(a)));
-    let counter = |name, help, a: &AtomicU64| Family::one(name, help, Value::Counter(load(a)));
     vec![
         gauge("rdv_relay_clients", "Relay connections held.", &r.clients),
         gauge("rdv_relay_circuits", "Relay circuits open.", &r.circuits),

@@ -251,6 +251,18 @@ fn inconsistent_limits_are_normalized_and_sessions_still_converge() {
     assert_eq!(a.snapshot(), b.snapshot());
 }
 
+/// `m` advances its context one epoch (rekey seed `seed`) and its service
+/// follows, keeping the epoch before's keys.
+fn advance(m: &mut Member, seed: u8) {
+    let previous = m.context.keys().clone();
+    m.context
+        .advance_epoch(&m.identity, &[], &mut rng(seed))
+        .unwrap();
+    m.service
+        .set_epoch_keys(m.context.keys().clone(), Some(previous))
+        .unwrap();
+}
+
 /// A member one epoch behind (it missed a rekey; handshakes under the epoch
 /// before are answered for it) seals its channel records under the epoch
 /// it has: a member that moved on stores them. One sealed two epochs back
@@ -261,15 +273,7 @@ fn channel_records_from_a_member_one_epoch_behind_are_stored() {
     // Bob records a channel with Alice while both are at epoch 0.
     let at_0 = bob.channel(alice.me(), 1, T0 + 10);
     // Alice moves to epoch 1 (Bob has not heard yet).
-    let previous = alice.context.keys().clone();
-    alice
-        .context
-        .advance_epoch(&alice.identity, &[], &mut rng(40))
-        .unwrap();
-    alice
-        .service
-        .set_epoch_keys(alice.context.keys().clone(), Some(previous))
-        .unwrap();
+    advance(&mut alice, 40);
     assert_eq!(alice.context.epoch(), 1);
     sync(&mut bob, &mut alice, T0 + 20);
     assert!(
@@ -280,15 +284,7 @@ fn channel_records_from_a_member_one_epoch_behind_are_stored() {
     // At epoch 2, with only epoch 1 kept as the one before, a record sealed
     // at epoch 0 cannot be checked: deferred, nothing written, no blame.
     let at_0_again = bob.channel(alice.me(), 2, T0 + 30);
-    let previous = alice.context.keys().clone();
-    alice
-        .context
-        .advance_epoch(&alice.identity, &[], &mut rng(41))
-        .unwrap();
-    alice
-        .service
-        .set_epoch_keys(alice.context.keys().clone(), Some(previous))
-        .unwrap();
+    advance(&mut alice, 41);
     let out = sync(&mut bob, &mut alice, T0 + 40);
     assert!(!alice.journal.contains(&at_0_again.id()));
     assert_eq!(out.responder.facts_rejected, 0, "{out:?}");
