@@ -200,7 +200,7 @@ impl<S: JournalStore> Node<S> {
             let context = &self.context;
             let is_member = |a: &AuthorityId| context.is_member(a);
             let former_member = |a: &AuthorityId| context.was_member(a);
-            let rekeys = |r: &rdv_context::EpochRekey| rdv_sync::judge_rekey(context, r);
+            let rekeys = |r: &rdv_context::SealedRekey| rdv_sync::judge_rekey(context, r);
             let journal = self.books.fx.journal_mut(&ctx)?;
             let mut r = JournalReplica {
                 journal,
@@ -285,10 +285,14 @@ impl<S: JournalStore> Node<S> {
         Some(self.context.epoch())
     }
 
-    /// The journal's rekeys that can still matter to this member: those
-    /// into an epoch within [`rdv_context::REKEY_HISTORY`] of its own or
-    /// later, oldest transition first (the journal pages through them all,
-    /// at most [`MAX_REKEYS_FOLLOWED`] pages).
+    /// The journal's rekeys that can still matter to this member and that
+    /// it can open now: those into an epoch within
+    /// [`rdv_context::REKEY_HISTORY`] of its own or later, sealed under the
+    /// keys of an epoch it holds ([`Context::open_rekey`]), oldest
+    /// transition first (the journal pages through them all, at most
+    /// [`MAX_REKEYS_FOLLOWED`] pages). One from a later epoch opens once
+    /// the member has followed the rekeys before it: each pass of
+    /// [`Node::follow_rekeys`] asks again.
     fn rekeys_in_reach(&self) -> Option<Vec<rdv_context::EpochRekey>> {
         use rdv_context::{FactKind, RendezvousFact};
         let journal = self.books.fx.journal(&self.context.id())?;
@@ -302,8 +306,10 @@ impl<S: JournalStore> Node<S> {
                 .ok()?;
             after = page.last().map(|e| e.order_key());
             out.extend(page.iter().filter_map(|e| match e.fact() {
-                RendezvousFact::EpochRekey(r) if r.to_epoch.saturating_add(history) > floor => {
-                    Some((**r).clone())
+                RendezvousFact::EpochRekey(r)
+                    if r.from_epoch().saturating_add(1 + history) > floor =>
+                {
+                    self.context.open_rekey(r).ok()
                 }
                 _ => None,
             }));
@@ -358,11 +364,7 @@ impl<S: JournalStore> Node<S> {
         let rekey = trial
             .advance_epoch(&identity, &[*member], rng)
             .map_err(|e| RemoveError::Context(e.to_string()))?;
-        if rdv_context::RendezvousFact::EpochRekey(Box::new(rekey.clone()))
-            .to_bytes()
-            .len()
-            > rdv_context::MAX_FACT_LEN
-        {
+        if rdv_context::SealedRekey::seal(&rekey, self.context.keys()).is_none() {
             return Err(RemoveError::TooLarge);
         }
         let outcome = self.service.prepare_publish_rekey(&snapshot, &rekey);

@@ -253,9 +253,15 @@ async fn a_peer_sending_a_malformed_sync_message_is_disconnected_and_nothing_is_
     let alice_fact: Vec<JournalEntry> = {
         let n = a.node().lock().await;
         let all = n.books.fx.journal(&ctx).unwrap().entries(None, 10).unwrap();
-        all.into_iter()
-            .filter(|e| e.fact().kind() == FactKind::Descriptor && e.fact().authority() == Some(pa))
-            .collect()
+        let keys = n.service.keys(&ctx).unwrap();
+        // The author is sealed inside: Alice's are those that open as hers.
+        let hers = |e: &JournalEntry| match e.fact() {
+            RendezvousFact::Descriptor(d) => d
+                .open_any_time(keys, &DescriptorPolicy::default())
+                .is_ok_and(|d| d.authority_id == pa),
+            _ => false,
+        };
+        all.into_iter().filter(hers).collect()
     };
     assert_eq!(alice_fact.len(), 1);
     let mut bytes = vec![0u8];

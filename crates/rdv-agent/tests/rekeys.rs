@@ -11,9 +11,12 @@ use common::*;
 use rdv_context::hlc::HlcTimestamp;
 use rdv_context::*;
 
-fn entry(r: &EpochRekey) -> JournalEntry {
+/// `r` as the journal holds it, sealed under the keys its author held of
+/// the epoch it advances from.
+fn entry(r: &EpochRekey, author: &Context) -> JournalEntry {
+    let keys = author.keys_at(r.from_epoch).unwrap();
     JournalEntry::new(
-        RendezvousFact::EpochRekey(Box::new(r.clone())),
+        RendezvousFact::EpochRekey(Box::new(SealedRekey::seal(r, &keys).unwrap())),
         HlcTimestamp {
             wall_ms: clock(),
             counter: 0,
@@ -45,7 +48,9 @@ fn a_rekey_that_outranks_the_one_taken_replaces_it_at_the_same_epoch_number() {
         .advance_epoch_appointing(&alice, &[], &[bob.authority()], &mut rng(11))
         .unwrap();
     b.apply_rekey(&bob, &appoint).unwrap();
-    carol_node.receive(vec![entry(&appoint)], clock()).unwrap();
+    carol_node
+        .receive(vec![entry(&appoint, &a)], clock())
+        .unwrap();
     assert_eq!(carol_node.context.epoch(), 1);
     let ctx = a.id();
     assert!(carol_node.service.keys(&ctx).unwrap().same_as(a.keys()));
@@ -56,13 +61,15 @@ fn a_rekey_that_outranks_the_one_taken_replaces_it_at_the_same_epoch_number() {
     let alices = a
         .advance_epoch(&alice, &[bob.authority()], &mut rng(13))
         .unwrap();
-    carol_node.receive(vec![entry(&bobs)], clock()).unwrap();
+    carol_node.receive(vec![entry(&bobs, &b)], clock()).unwrap();
     assert_eq!(carol_node.context.epoch(), 2);
     assert!(carol_node.service.keys(&ctx).unwrap().same_as(b.keys()));
 
     // Alice's outranks it (a removal beats none): Carol goes back and takes
     // it, still epoch 2, under Alice's secret everywhere.
-    carol_node.receive(vec![entry(&alices)], clock()).unwrap();
+    carol_node
+        .receive(vec![entry(&alices, &a)], clock())
+        .unwrap();
     assert_eq!(carol_node.context.epoch(), 2);
     assert!(!carol_node.context.is_member(&bob.authority()));
     let keys = carol_node.service.keys(&ctx).unwrap();

@@ -15,17 +15,15 @@
 //! channels it was not an end of). Associated data: the context id and
 //! the sealing epoch.
 //!
-//! The nonce is derived from the plaintext under a key of the epoch, a
-//! synthetic nonce as in SIV modes (RFC 5297 §1.3.2): no random source is
-//! needed, the same record sealed twice gives the same bytes (so the same
-//! fact id: recording is idempotent), and two different records share a
-//! nonce only with negligible probability.
+//! The nonce is synthetic ([`crate::record_seal`]): recording is
+//! idempotent and needs no random source.
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, signing_message};
 use crate::ids::{AuthorityId, ContextId, Epoch};
-use crate::keys::{EpochKeys, LABEL_RECORD_NONCE, kdf};
-use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN, aead_open, aead_seal};
+use crate::keys::EpochKeys;
+use crate::record_seal::{self, RecordError};
+use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN};
 
 const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
 const AD_LABEL: &[u8] = b"rdv context v1 sealed channel record";
@@ -48,31 +46,6 @@ pub struct ChannelRecord {
     pub recorder: AuthorityId,
 }
 
-/// Why a sealed channel record was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChannelRecordError {
-    /// Sealed under another epoch than the keys given.
-    #[error("sealed under epoch {found}, the keys are epoch {expected}")]
-    WrongEpoch {
-        /// The keys' epoch.
-        expected: Epoch,
-        /// The record's.
-        found: Epoch,
-    },
-    /// Does not open under the keys (another context, a forgery, damage).
-    #[error("the channel record does not open under the epoch's key")]
-    WrongKey,
-    /// Opens but its fields are not a record (bad authority bytes), or its
-    /// nonce is not the one its content gives (not the canonical bytes).
-    #[error("the channel record's content is malformed")]
-    Malformed,
-    /// The recorder is not an end of the channel, or the ends are one
-    /// member, or the signature is not the recorder's.
-    #[error("the channel record is not signed by one of its two ends")]
-    BadSignature,
-}
-
 /// A [`ChannelRecord`] sealed under one epoch's record key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SealedChannel {
@@ -89,19 +62,6 @@ fn signed_body(context: &ContextId, r: &ChannelRecord) -> Vec<u8> {
         .raw(&r.channel_id)
         .u64(r.epoch)
         .raw(r.recorder.as_bytes());
-    w.into_vec()
-}
-
-fn synthetic_nonce(keys: &EpochKeys, plain: &[u8]) -> [u8; AEAD_NONCE_LEN] {
-    let derived = kdf(LABEL_RECORD_NONCE, &[keys.record_key(), plain]);
-    let mut nonce = [0u8; AEAD_NONCE_LEN];
-    nonce.copy_from_slice(&derived[..AEAD_NONCE_LEN]);
-    nonce
-}
-
-fn ad(context: &ContextId, epoch: Epoch) -> Vec<u8> {
-    let mut w = Writer::with_capacity(AD_LABEL.len() + 40);
-    w.raw(AD_LABEL).raw(context.as_bytes()).u64(epoch);
     w.into_vec()
 }
 
@@ -133,13 +93,7 @@ impl SealedChannel {
             .raw(record.recorder.as_bytes())
             .raw(&signature);
         let plain = zeroize::Zeroizing::new(w.into_vec());
-        let nonce = synthetic_nonce(keys, &plain);
-        let sealed = aead_seal(
-            keys.record_key(),
-            &nonce,
-            &ad(&context, keys.epoch()),
-            &plain,
-        );
+        let (nonce, sealed) = record_seal::seal(keys, AD_LABEL, &plain);
         let mut ciphertext = [0u8; SEALED_CHANNEL_CIPHERTEXT_LEN];
         ciphertext.copy_from_slice(&sealed);
         Self {
@@ -156,26 +110,9 @@ impl SealedChannel {
 
     /// Opens with `keys` and checks the record: the ends differ, the
     /// recorder is one of them, and the signature is the recorder's.
-    pub fn open(&self, keys: &EpochKeys) -> Result<ChannelRecord, ChannelRecordError> {
-        if self.epoch != keys.epoch() {
-            return Err(ChannelRecordError::WrongEpoch {
-                expected: keys.epoch(),
-                found: self.epoch,
-            });
-        }
+    pub fn open(&self, keys: &EpochKeys) -> Result<ChannelRecord, RecordError> {
         let context = keys.context_id();
-        let plain = aead_open(
-            keys.record_key(),
-            &self.nonce,
-            &ad(&context, self.epoch),
-            &self.ciphertext,
-        )
-        .ok_or(ChannelRecordError::WrongKey)?;
-        // One encoding per record: a member holding the key could otherwise
-        // re-seal a record under another nonce and make it a new fact.
-        if synthetic_nonce(keys, &plain) != self.nonce {
-            return Err(ChannelRecordError::Malformed);
-        }
+        let plain = record_seal::open(keys, AD_LABEL, self.epoch, &self.nonce, &self.ciphertext)?;
         let mut r = Reader::new(&plain);
         let mut read = || -> Result<(ChannelRecord, [u8; 64]), DecodeError> {
             let record = ChannelRecord {
@@ -188,7 +125,7 @@ impl SealedChannel {
             let signature = r.array("signature")?;
             Ok((record, signature))
         };
-        let (record, signature) = read().map_err(|_| ChannelRecordError::Malformed)?;
+        let (record, signature) = read().map_err(|_| RecordError::Malformed)?;
         let ends_ok = record.initiator != record.responder
             && (record.recorder == record.initiator || record.recorder == record.responder);
         if !ends_ok
@@ -197,7 +134,7 @@ impl SealedChannel {
                 &signature,
             )
         {
-            return Err(ChannelRecordError::BadSignature);
+            return Err(RecordError::BadSignature);
         }
         Ok(record)
     }
@@ -261,12 +198,12 @@ mod tests {
         // Another epoch's keys, or another secret for the same epoch number.
         assert_eq!(
             sealed.open(&keys(4, 5)),
-            Err(ChannelRecordError::WrongEpoch {
+            Err(RecordError::WrongEpoch {
                 expected: 4,
                 found: 3
             })
         );
-        assert_eq!(sealed.open(&keys(3, 6)), Err(ChannelRecordError::WrongKey));
+        assert_eq!(sealed.open(&keys(3, 6)), Err(RecordError::WrongKey));
     }
 
     #[test]
@@ -275,33 +212,14 @@ mod tests {
         let k = keys(0, 5);
         // Carol, holding the key, records a channel between Alice and Bob.
         let forged = SealedChannel::seal(&c, &k, a.authority(), b.authority(), [7; 32], 0);
-        assert_eq!(forged.open(&k), Err(ChannelRecordError::BadSignature));
+        assert_eq!(forged.open(&k), Err(RecordError::BadSignature));
         // A channel with oneself.
         let odd = SealedChannel::seal(&a, &k, a.authority(), a.authority(), [7; 32], 0);
-        assert_eq!(odd.open(&k), Err(ChannelRecordError::BadSignature));
+        assert_eq!(odd.open(&k), Err(RecordError::BadSignature));
         // A flipped ciphertext bit does not open.
         let mut damaged = SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], 0);
         damaged.ciphertext[0] ^= 1;
-        assert_eq!(damaged.open(&k), Err(ChannelRecordError::WrongKey));
-        // An honest record re-sealed under another nonce (a second fact id
-        // for one record) is refused.
-        let honest = SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], 0);
-        let plain = aead_open(
-            k.record_key(),
-            &honest.nonce,
-            &ad(&k.context_id(), 0),
-            &honest.ciphertext,
-        )
-        .unwrap();
-        let nonce = [9u8; AEAD_NONCE_LEN];
-        let mut resealed = honest.clone();
-        resealed.nonce = nonce;
-        resealed.ciphertext.copy_from_slice(&aead_seal(
-            k.record_key(),
-            &nonce,
-            &ad(&k.context_id(), 0),
-            &plain,
-        ));
-        assert_eq!(resealed.open(&k), Err(ChannelRecordError::Malformed));
+        assert_eq!(damaged.open(&k), Err(RecordError::WrongKey));
+        // (A record re-sealed under another nonce: `record_seal`'s tests.)
     }
 }

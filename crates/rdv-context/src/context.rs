@@ -32,8 +32,10 @@ use crate::identity::{Identity, StaticKeyBinding};
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::invitation::{Invitation, InvitationSecret, invitation_seal_ad};
 use crate::keys::{EpochKeys, EpochSecret};
+use crate::record_seal::RecordError;
 use crate::rekey::{
-    EpochRekey, MAX_ADMINS, MAX_MEMBERS, REKEY_DOMAIN, Rank, read_authorities, write_authorities,
+    EpochRekey, MAX_ADMINS, MAX_MEMBERS, REKEY_DOMAIN, Rank, SealedRekey, read_authorities,
+    write_authorities,
 };
 use crate::rng::{CryptoRng, random_array};
 use crate::seal::{open_sealed, seal_to};
@@ -269,6 +271,34 @@ impl Context {
         self.history
             .back()
             .map(|t| EpochKeys::derive(self.id, t.before.epoch, &t.before.secret))
+    }
+
+    /// The keys of `epoch`: the current epoch's, or one this member passed
+    /// through in its recent transitions ([`REKEY_HISTORY`]).
+    pub fn keys_at(&self, epoch: Epoch) -> Option<EpochKeys> {
+        if epoch == self.state.epoch {
+            return Some(self.keys.clone());
+        }
+        self.history
+            .iter()
+            .rev()
+            .find(|t| t.before.epoch == epoch)
+            .map(|t| EpochKeys::derive(self.id, t.before.epoch, &t.before.secret))
+    }
+
+    /// Opens a rekey from the journal with the keys of the epoch it
+    /// advances from ([`Context::keys_at`]) and checks its rotator's
+    /// signature. A rekey from an epoch this member holds no keys of (a
+    /// later one, or one older than its history) is
+    /// [`RecordError::WrongEpoch`]: it cannot be read yet, or any more.
+    pub fn open_rekey(&self, sealed: &SealedRekey) -> Result<EpochRekey, RecordError> {
+        let keys = self
+            .keys_at(sealed.from_epoch())
+            .ok_or(RecordError::WrongEpoch {
+                expected: self.state.epoch,
+                found: sealed.from_epoch(),
+            })?;
+        sealed.open(&keys)
     }
 
     /// The context id.

@@ -5,11 +5,12 @@
 //! X25519 key Noise IK needs) is encoded canonically, signed by its authority
 //! (Ed25519, domain `rdv context v1 descriptor`, over the epoch and the
 //! body), then sealed with the epoch's descriptor key (XChaCha20-Poly1305,
-//! random 24-byte nonce) with the version, context id, epoch and authority
-//! as associated data. The result, [`SealedDescriptor`], is what travels in
-//! the journal. Its header (context, epoch, authority) is readable so that a
-//! journal can index it and a reader can pick the key; everything else —
-//! transport addresses, relay, validity, nonce — is ciphertext.
+//! random 24-byte nonce) with the version, context id and epoch as
+//! associated data. The result, [`SealedDescriptor`], is what travels in
+//! the journal. Its header (context, epoch) is readable so that a reader
+//! can pick the key; everything else is ciphertext: the author (issue 13
+//! item 8: a journal copy must not show who publishes), the transport
+//! addresses, relay, validity and nonce.
 //!
 //! [`SealedDescriptor::open`] makes the checks that need no memory: context,
 //! epoch, AEAD (wrong key), structure, header/body agreement, signature,
@@ -37,10 +38,11 @@ pub const MAX_SEALED_DESCRIPTOR_LEN: usize =
     SEALED_HEADER_LEN + 2 + (2 + MAX_DESCRIPTOR_BODY_LEN + 64) + AEAD_TAG_LEN;
 
 const DESCRIPTOR_VERSION: u8 = 1;
-const SEALED_VERSION: u8 = 1;
+/// 2: the author is no longer in the readable header.
+const SEALED_VERSION: u8 = 2;
 const SIGNATURE_DOMAIN: &str = "rdv context v1 descriptor";
 const SEAL_AD_LABEL: &[u8] = b"rdv context v1 sealed-descriptor";
-const SEALED_HEADER_LEN: usize = 1 + 32 + 8 + 32 + AEAD_NONCE_LEN;
+const SEALED_HEADER_LEN: usize = 1 + 32 + 8 + AEAD_NONCE_LEN;
 
 /// A transport endpoint hint (the seed's `TransportHint`).
 ///
@@ -217,7 +219,7 @@ pub enum DescriptorError {
     /// another secret), or the ciphertext was altered.
     #[error("descriptor does not open with this context's key (wrong key or altered)")]
     WrongKey,
-    /// The readable header disagrees with the signed body.
+    /// The readable header (the context) disagrees with the signed body.
     #[error("descriptor header disagrees with its body")]
     HeaderMismatch,
     /// The signature is not the authority's.
@@ -474,7 +476,6 @@ impl RendezvousDescriptor {
         let header = SealedHeader {
             context_id: self.context_id,
             epoch: keys.epoch(),
-            authority_id: self.authority_id,
             aead_nonce,
         };
         let ciphertext = aead_seal(keys.descriptor_key(), &aead_nonce, &header.ad(), &plain.buf);
@@ -486,7 +487,6 @@ impl RendezvousDescriptor {
 struct SealedHeader {
     context_id: ContextId,
     epoch: Epoch,
-    authority_id: AuthorityId,
     aead_nonce: [u8; AEAD_NONCE_LEN],
 }
 
@@ -496,17 +496,17 @@ impl SealedHeader {
         w.raw(SEAL_AD_LABEL)
             .u8(SEALED_VERSION)
             .raw(self.context_id.as_bytes())
-            .u64(self.epoch)
-            .raw(self.authority_id.as_bytes());
+            .u64(self.epoch);
         w.into_vec()
     }
 }
 
 /// A descriptor as it travels: readable header (version, context, epoch,
-/// authority, AEAD nonce), then the signed descriptor as ciphertext.
+/// AEAD nonce), then the signed descriptor, its author included, as
+/// ciphertext.
 ///
-/// Bytes: `version (1) | context id (32) | epoch (8) | authority (32) |
-/// aead nonce (24) | ciphertext length (2) | ciphertext`.
+/// Bytes: `version (1) | context id (32) | epoch (8) | aead nonce (24) |
+/// ciphertext length (2) | ciphertext`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SealedDescriptor {
     header: SealedHeader,
@@ -522,12 +522,6 @@ impl SealedDescriptor {
     pub fn epoch(&self) -> Epoch {
         self.header.epoch
     }
-    /// The publishing authority (readable, checked against the signed body
-    /// on opening).
-    pub fn authority_id(&self) -> AuthorityId {
-        self.header.authority_id
-    }
-
     /// Canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(SEALED_HEADER_LEN + 2 + self.ciphertext.len());
@@ -539,7 +533,6 @@ impl SealedDescriptor {
         w.u8(SEALED_VERSION)
             .raw(self.header.context_id.as_bytes())
             .u64(self.header.epoch)
-            .raw(self.header.authority_id.as_bytes())
             .raw(&self.header.aead_nonce)
             .bytes16(&self.ciphertext);
     }
@@ -555,7 +548,6 @@ impl SealedDescriptor {
         let header = SealedHeader {
             context_id: ContextId::from_bytes(r.array("context id")?),
             epoch: r.u64("epoch")?,
-            authority_id: AuthorityId::from_bytes(r.array("authority")?)?,
             aead_nonce: r.array("aead nonce")?,
         };
         let ciphertext = r
@@ -618,7 +610,7 @@ impl SealedDescriptor {
         let signature: [u8; 64] = r.array("descriptor signature")?;
         r.finish("sealed plaintext")?;
         let d = RendezvousDescriptor::from_body_bytes(body)?;
-        if d.context_id != self.header.context_id || d.authority_id != self.header.authority_id {
+        if d.context_id != self.header.context_id {
             return Err(DescriptorError::HeaderMismatch);
         }
         if !d
@@ -697,7 +689,7 @@ mod tests {
     /// a member forging another member's descriptor would do.
     fn forge(
         body: &RendezvousDescriptor,
-        header_authority: AuthorityId,
+        header_context: ContextId,
         signer: &Identity,
         keys: &EpochKeys,
     ) -> SealedDescriptor {
@@ -706,9 +698,8 @@ mod tests {
         let mut plain = Writer::default();
         plain.bytes16(&bytes).raw(&signature);
         let header = SealedHeader {
-            context_id: keys.context_id(),
+            context_id: header_context,
             epoch: keys.epoch(),
-            authority_id: header_authority,
             aead_nonce: [7; AEAD_NONCE_LEN],
         };
         SealedDescriptor {
@@ -727,7 +718,7 @@ mod tests {
         let k = keys();
         let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
         let mallory = Identity::from_secret_bytes([3; 32], [4; 32]);
-        let forged = forge(&descriptor(&bob, &k), bob.authority(), &mallory, &k);
+        let forged = forge(&descriptor(&bob, &k), k.context_id(), &mallory, &k);
         assert_eq!(
             forged.open(&k, 1500, &DescriptorPolicy::default()),
             Err(DescriptorError::BadSignature)
@@ -735,15 +726,31 @@ mod tests {
     }
 
     #[test]
-    fn header_naming_another_authority_than_the_body_is_refused() {
+    fn header_naming_another_context_than_the_body_is_refused() {
+        // A member of two contexts that share a secret (or a forger holding
+        // the key) moves a descriptor under another context's header.
         let k = keys();
         let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
-        let mallory = Identity::from_secret_bytes([3; 32], [4; 32]);
-        let forged = forge(&descriptor(&bob, &k), mallory.authority(), &bob, &k);
+        let mut body = descriptor(&bob, &k);
+        body.context_id = ContextId::from_bytes([8; 32]);
+        let forged = forge(&body, k.context_id(), &bob, &k);
         assert_eq!(
             forged.open(&k, 1500, &DescriptorPolicy::default()),
             Err(DescriptorError::HeaderMismatch)
         );
+    }
+
+    #[test]
+    fn a_sealed_descriptor_does_not_name_its_author() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let bytes = descriptor(&bob, &k)
+            .seal(&bob, &k, [0; 24])
+            .unwrap()
+            .to_bytes();
+        for secret in [bob.authority().as_bytes(), &bob.static_public()] {
+            assert!(!bytes.windows(32).any(|x| x == secret));
+        }
     }
 
     #[test]
@@ -761,7 +768,6 @@ mod tests {
         let header = SealedHeader {
             context_id: k4.context_id(),
             epoch: 4,
-            authority_id: bob.authority(),
             aead_nonce: [7; AEAD_NONCE_LEN],
         };
         let sealed = SealedDescriptor {

@@ -5,38 +5,37 @@ use std::fmt;
 use crate::channel_record::SealedChannel;
 use crate::codec::{DecodeError, Reader, Writer, hex};
 use crate::descriptor::{MAX_SEALED_DESCRIPTOR_LEN, SealedDescriptor};
-use crate::identity::{Identity, signing_message};
-use crate::ids::{AuthorityId, ContextId, Epoch};
+use crate::identity::Identity;
+use crate::ids::{AuthorityId, Epoch};
 use crate::keys::EpochKeys;
-use crate::rekey::EpochRekey;
-
-/// Largest epoch rekey carried as a fact: 64 KiB, room for about 700
-/// members' boxes (80 bytes each) besides the lists. A context too large
-/// for it cannot remove members through the journal.
-pub const MAX_REKEY_FACT_LEN: usize = 64 * 1024;
+use crate::rekey::{MAX_SEALED_REKEY_LEN, SealedRekey};
+use crate::revocation::SealedRevocation;
+use crate::seal::AEAD_NONCE_LEN;
 
 /// Largest encoded fact.
-pub const MAX_FACT_LEN: usize = 1 + if MAX_SEALED_DESCRIPTOR_LEN > MAX_REKEY_FACT_LEN {
+pub const MAX_FACT_LEN: usize = 1 + if MAX_SEALED_DESCRIPTOR_LEN > SEALED_REKEY_FACT_LEN {
     MAX_SEALED_DESCRIPTOR_LEN
 } else {
-    MAX_REKEY_FACT_LEN
+    SEALED_REKEY_FACT_LEN
 };
+const SEALED_REKEY_FACT_LEN: usize = 8 + AEAD_NONCE_LEN + 2 + MAX_SEALED_REKEY_LEN;
 const FACT_ID_LABEL: &str = "rdv context v1 fact-id";
-const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
 
 /// A fact of the rendezvous domain (the seed's `RendezvousFact`).
 ///
-/// Three departures from the seed, all for security: a descriptor travels
-/// sealed (the journal is synchronised and stored, so it holds ciphertext
-/// only members open), a revocation is signed by the revoked descriptor's
-/// authority (otherwise any member could silence another), and a channel
-/// fact is signed by the end that recorded it (otherwise any member could
-/// record channels that never happened between others) and sealed under
-/// the epoch (otherwise whoever holds a journal copy reads the context's
-/// social graph).
+/// Three departures from the seed, all for security: a revocation is
+/// signed by the revoked descriptor's authority (otherwise any member could
+/// silence another), a channel fact is signed by the end that recorded it
+/// (otherwise any member could record channels that never happened between
+/// others), and every fact travels sealed under a key of its epoch
+/// (otherwise whoever holds a journal copy reads the context's social
+/// graph: who publishes, who talks to whom, who revoked, who removed whom,
+/// who the members are). Readable: the kind, the epoch that picks the key,
+/// and for a descriptor the context (`docs/PRIVACY.md`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RendezvousFact {
-    /// A transport descriptor advertisement.
+    /// A transport descriptor advertisement, sealed under the epoch's
+    /// descriptor key; its author is inside.
     Descriptor(SealedDescriptor),
     /// A channel was established, recorded (and signed) by one of its ends,
     /// sealed under the epoch's record key ([`SealedChannel`]: who, with
@@ -44,19 +43,14 @@ pub enum RendezvousFact {
     ChannelEstablished(SealedChannel),
     /// An epoch advance by an admin (removing members, or not): how the
     /// other members get their sealed share of the next epoch's secret.
-    /// Signed by its rotator (checked on receipt); its MAC under the epoch
-    /// it advances from and the admin rules are checked by the members that
-    /// apply it ([`crate::Context::apply_rekey`]).
-    EpochRekey(Box<EpochRekey>),
-    /// A descriptor revocation by its authority.
-    DescriptorRevoked {
-        /// The authority whose descriptor is revoked.
-        authority_id: AuthorityId,
-        /// The revoked descriptor's nonce.
-        nonce: [u8; 32],
-        /// The authority's signature over the context and nonce.
-        signature: [u8; 64],
-    },
+    /// Sealed under the record key of the epoch it advances from
+    /// ([`SealedRekey`]); opening checks the rotator's signature, and its
+    /// MAC and the admin rules are checked by the members that apply it
+    /// ([`crate::Context::apply_rekey`]).
+    EpochRekey(Box<SealedRekey>),
+    /// A descriptor revocation by its authority, sealed under the epoch's
+    /// record key ([`SealedRevocation`]).
+    DescriptorRevoked(SealedRevocation),
 }
 
 /// The kind of a fact, for queries.
@@ -116,12 +110,6 @@ impl FactId {
     }
 }
 
-fn revocation_body(context: &ContextId, nonce: &[u8; 32]) -> Vec<u8> {
-    let mut w = Writer::with_capacity(64);
-    w.raw(context.as_bytes()).raw(nonce);
-    w.into_vec()
-}
-
 impl RendezvousFact {
     /// The record, by `identity` (one of the two ends), of a channel
     /// between `initiator` and `responder` made in `epoch`, sealed under
@@ -139,42 +127,10 @@ impl RendezvousFact {
         ))
     }
 
-    /// Whether a signed fact's signature holds for `context`, as far as it
-    /// can be checked without the epoch's keys: a revocation by the
-    /// revoked authority, a rekey of this context by its rotator.
-    /// Descriptors and channel records are sealed and checked when opened
-    /// ([`SealedChannel::open`]): `true`.
-    pub fn verify(&self, context: &ContextId) -> bool {
-        match self {
-            Self::EpochRekey(r) => r.context_id == *context && r.verify_signature(),
-            Self::ChannelEstablished(_) => true,
-            _ => self.verify_revocation(context),
-        }
-    }
-
-    /// A revocation of `identity`'s descriptor with `nonce` in `context`.
-    pub fn revoke(identity: &Identity, context: &ContextId, nonce: [u8; 32]) -> Self {
-        Self::DescriptorRevoked {
-            authority_id: identity.authority(),
-            nonce,
-            signature: identity.sign(REVOCATION_DOMAIN, &revocation_body(context, &nonce)),
-        }
-    }
-
-    /// For a revocation: whether its signature is its authority's for
-    /// `context`. Other facts: `true`.
-    pub fn verify_revocation(&self, context: &ContextId) -> bool {
-        match self {
-            Self::DescriptorRevoked {
-                authority_id,
-                nonce,
-                signature,
-            } => authority_id.verify(
-                &signing_message(REVOCATION_DOMAIN, &revocation_body(context, nonce)),
-                signature,
-            ),
-            _ => true,
-        }
+    /// `identity`'s revocation of its descriptor with `nonce`, sealed
+    /// under `keys` (its context's current epoch).
+    pub fn revoke(identity: &Identity, keys: &EpochKeys, nonce: [u8; 32]) -> Self {
+        Self::DescriptorRevoked(SealedRevocation::seal(identity, keys, nonce))
     }
 
     /// The kind.
@@ -182,27 +138,20 @@ impl RendezvousFact {
         match self {
             Self::Descriptor(_) => FactKind::Descriptor,
             Self::ChannelEstablished(_) => FactKind::ChannelEstablished,
-            Self::DescriptorRevoked { .. } => FactKind::DescriptorRevoked,
+            Self::DescriptorRevoked(_) => FactKind::DescriptorRevoked,
             Self::EpochRekey(_) => FactKind::EpochRekey,
         }
     }
 
-    /// The authority the fact is about, where it is readable: the
-    /// publisher of a descriptor, the revoker, or the admin who advanced
-    /// the epoch. `None` for a channel record (sealed: who recorded it is
-    /// for members to read).
-    pub fn authority(&self) -> Option<AuthorityId> {
+    /// The epoch whose key opens the fact (readable): the sealing epoch,
+    /// or for a rekey the epoch it advances from.
+    pub fn epoch(&self) -> Epoch {
         match self {
-            Self::Descriptor(d) => Some(d.authority_id()),
-            Self::ChannelEstablished(_) => None,
-            Self::DescriptorRevoked { authority_id, .. } => Some(*authority_id),
-            Self::EpochRekey(r) => Some(r.rotator),
+            Self::Descriptor(d) => d.epoch(),
+            Self::ChannelEstablished(c) => c.epoch(),
+            Self::EpochRekey(r) => r.from_epoch(),
+            Self::DescriptorRevoked(r) => r.epoch(),
         }
-    }
-
-    /// Whether the fact is readably about `authority`.
-    pub fn involves(&self, authority: &AuthorityId) -> bool {
-        self.authority() == Some(*authority)
     }
 
     /// Canonical bytes: a kind tag then the fields.
@@ -217,16 +166,8 @@ impl RendezvousFact {
         match self {
             Self::Descriptor(d) => d.write(w),
             Self::ChannelEstablished(c) => c.write(w),
-            Self::DescriptorRevoked {
-                authority_id,
-                nonce,
-                signature,
-            } => {
-                w.raw(authority_id.as_bytes()).raw(nonce).raw(signature);
-            }
-            Self::EpochRekey(r) => {
-                w.raw(&r.to_bytes());
-            }
+            Self::DescriptorRevoked(r) => r.write(w),
+            Self::EpochRekey(r) => r.write(w),
         }
     }
 
@@ -246,22 +187,10 @@ impl RendezvousFact {
             Some(FactKind::ChannelEstablished) => {
                 Self::ChannelEstablished(SealedChannel::read(&mut r)?)
             }
-            Some(FactKind::DescriptorRevoked) => Self::DescriptorRevoked {
-                authority_id: AuthorityId::from_bytes(r.array("authority")?)?,
-                nonce: r.array("nonce")?,
-                signature: r.array("signature")?,
-            },
-            Some(FactKind::EpochRekey) => {
-                let rest = r.take(r.remaining(), "epoch rekey")?;
-                if rest.len() > MAX_REKEY_FACT_LEN {
-                    return Err(DecodeError::TooLong {
-                        what: "epoch rekey",
-                        len: rest.len(),
-                        max: MAX_REKEY_FACT_LEN,
-                    });
-                }
-                Self::EpochRekey(Box::new(EpochRekey::from_bytes(rest)?))
+            Some(FactKind::DescriptorRevoked) => {
+                Self::DescriptorRevoked(SealedRevocation::read(&mut r)?)
             }
+            Some(FactKind::EpochRekey) => Self::EpochRekey(Box::new(SealedRekey::read(&mut r)?)),
             None => {
                 return Err(DecodeError::UnknownTag {
                     what: "fact kind",

@@ -41,7 +41,9 @@ mod invitation;
 pub mod journal;
 pub mod keys;
 pub mod receipt;
+mod record_seal;
 pub mod rekey;
+mod revocation;
 mod rng;
 mod seal;
 mod service;
@@ -49,9 +51,7 @@ mod service;
 pub use adapter::{PeerInfo, RendezvousAdapter};
 pub use armor::ArmorError;
 pub use budget::{BudgetError, BudgetLedger};
-pub use channel_record::{
-    ChannelRecord, ChannelRecordError, SEALED_CHANNEL_CIPHERTEXT_LEN, SealedChannel,
-};
+pub use channel_record::{ChannelRecord, SEALED_CHANNEL_CIPHERTEXT_LEN, SealedChannel};
 pub use codec::DecodeError;
 pub use context::{Context, ContextError, REKEY_HISTORY, RekeyError, RekeyOutcome};
 #[cfg(feature = "sqlite")]
@@ -77,7 +77,9 @@ pub use invitation::{Invitation, InvitationError};
 pub use journal::SqliteJournal;
 pub use journal::{DEFAULT_RETENTION_MS, Journal, JournalEntry, JournalError, MemoryJournal};
 pub use keys::{EpochKeys, EpochSecret, Psk};
-pub use rekey::{EpochRekey, MAX_ADMINS, MAX_MEMBERS};
+pub use record_seal::RecordError;
+pub use rekey::{EpochRekey, MAX_ADMINS, MAX_MEMBERS, MAX_SEALED_REKEY_LEN, SealedRekey};
+pub use revocation::{Revocation, SealedRevocation};
 pub use rng::{CryptoRng, SeededRng};
 pub use service::{FactApplied, RendezvousConfig, RendezvousService, ServiceError};
 

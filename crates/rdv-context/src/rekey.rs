@@ -15,7 +15,9 @@ use std::fmt;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::signing_message;
 use crate::ids::{AuthorityId, ContextId, Epoch};
-use crate::seal::AEAD_TAG_LEN;
+use crate::keys::EpochKeys;
+use crate::record_seal::{self, RecordError};
+use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN};
 
 pub(crate) const REKEY_DOMAIN: &str = "rdv context v1 epoch-rekey";
 pub(crate) const SEALED_SECRET_LEN: usize = 32 + AEAD_TAG_LEN;
@@ -213,5 +215,97 @@ pub(crate) fn write_authorities<'a>(
     w.u16(authorities.len() as u16);
     for a in authorities {
         w.raw(a.as_bytes());
+    }
+}
+
+const SEALED_REKEY_AD: &[u8] = b"rdv context v1 sealed epoch-rekey";
+/// Largest sealed rekey's ciphertext: 64 KiB less a byte (a 16-bit
+/// length), room for about 700 members' boxes (80 bytes each) besides the
+/// lists. A context too large for it cannot advance its epoch through the
+/// journal.
+pub const MAX_SEALED_REKEY_LEN: usize = u16::MAX as usize;
+
+/// An [`EpochRekey`] as the journal holds it: sealed under the record key
+/// of the epoch it advances from ([`crate::record_seal`]).
+///
+/// Everyone who must apply a rekey holds that epoch's key: the members it
+/// keeps, and the ones it removes (who learn they were removed). A copy of
+/// the journal read without it shows neither the rotator, nor who was
+/// removed, nor who the admins and members are: only the epoch it advances
+/// from. Its signature, MAC and admin rules are checked once opened.
+///
+/// Bytes: `from epoch (8) | nonce (24) | ciphertext length (2) | ciphertext`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SealedRekey {
+    from_epoch: Epoch,
+    nonce: [u8; AEAD_NONCE_LEN],
+    ciphertext: Vec<u8>,
+}
+
+impl SealedRekey {
+    /// Seals `rekey` under `keys`, the keys of the epoch it advances from.
+    /// `None` if the keys are of another context or epoch, or the rekey is
+    /// larger than [`MAX_SEALED_REKEY_LEN`] allows.
+    pub fn seal(rekey: &EpochRekey, keys: &EpochKeys) -> Option<Self> {
+        if keys.context_id() != rekey.context_id || keys.epoch() != rekey.from_epoch {
+            return None;
+        }
+        let (nonce, ciphertext) = record_seal::seal(keys, SEALED_REKEY_AD, &rekey.to_bytes());
+        (ciphertext.len() <= MAX_SEALED_REKEY_LEN).then_some(Self {
+            from_epoch: rekey.from_epoch,
+            nonce,
+            ciphertext,
+        })
+    }
+
+    /// The epoch it advances from, whose key opens it (readable).
+    pub fn from_epoch(&self) -> Epoch {
+        self.from_epoch
+    }
+
+    /// Opens with the keys of the epoch it advances from and checks its
+    /// structure, that it is for that context and epoch, and the rotator's
+    /// signature.
+    pub fn open(&self, keys: &EpochKeys) -> Result<EpochRekey, RecordError> {
+        let plain = record_seal::open(
+            keys,
+            SEALED_REKEY_AD,
+            self.from_epoch,
+            &self.nonce,
+            &self.ciphertext,
+        )?;
+        let rekey = EpochRekey::from_bytes(&plain).map_err(|_| RecordError::Malformed)?;
+        if rekey.context_id != keys.context_id() || rekey.from_epoch != self.from_epoch {
+            return Err(RecordError::Malformed);
+        }
+        if !rekey.verify_signature() {
+            return Err(RecordError::BadSignature);
+        }
+        Ok(rekey)
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u64(self.from_epoch)
+            .raw(&self.nonce)
+            .bytes16(&self.ciphertext);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let from_epoch = r.u64("from epoch")?;
+        let nonce = r.array("nonce")?;
+        let ciphertext = r
+            .bytes16("sealed epoch rekey", MAX_SEALED_REKEY_LEN)?
+            .to_vec();
+        if ciphertext.len() < AEAD_TAG_LEN {
+            return Err(DecodeError::Invalid {
+                what: "sealed epoch rekey",
+                reason: "shorter than the AEAD tag",
+            });
+        }
+        Ok(Self {
+            from_epoch,
+            nonce,
+            ciphertext,
+        })
     }
 }

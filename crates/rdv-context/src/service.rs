@@ -22,6 +22,7 @@ use crate::handshake::{HandshakeComplete, HandshakeInit, HandshakeParams, Handsh
 use crate::identity::Identity;
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::keys::EpochKeys;
+use crate::record_seal::RecordError;
 use crate::rekey::MAX_MEMBERS;
 use crate::rng::{CryptoRng, SeededRng};
 
@@ -365,23 +366,25 @@ impl RendezvousService {
         ) {
             return GuardOutcome::denied(reason);
         }
-        let Some(own) = self
-            .contexts
-            .get_mut(&context_id)
-            .and_then(|s| s.own.take())
-        else {
+        let Some(state) = self.contexts.get_mut(&context_id) else {
             return GuardOutcome::denied(DenyReason::InvalidRequest(
                 "no published descriptor to revoke".into(),
             ));
         };
+        let (Some(keys), Some(own)) = (state.keys.as_ref(), state.own.as_ref()) else {
+            return GuardOutcome::denied(DenyReason::InvalidRequest(
+                "no published descriptor to revoke".into(),
+            ));
+        };
+        // Sealed under the installed epoch, which may be later than the
+        // descriptor's: members open it with the keys they hold.
+        let fact = RendezvousFact::revoke(&self.identity, keys, own.nonce);
+        state.own = None;
         GuardOutcome::allowed(
             snapshot,
             Operation::PublishDescriptor,
             None,
-            vec![EffectCommand::JournalAppend {
-                context_id,
-                fact: RendezvousFact::revoke(&self.identity, &context_id, own.nonce),
-            }],
+            vec![EffectCommand::JournalAppend { context_id, fact }],
         )
     }
 
@@ -411,13 +414,23 @@ impl RendezvousService {
                 "not this member's advance from the installed epoch".into(),
             ));
         }
+        // Sealed under the epoch it advances from: every member it keeps or
+        // removes holds that key; a journal copy shows none of its lists.
+        let Some(sealed) = self
+            .keys(&context_id)
+            .and_then(|keys| crate::SealedRekey::seal(rekey, keys))
+        else {
+            return GuardOutcome::denied(DenyReason::InvalidRequest(
+                "the rekey is larger than a journal fact can carry".into(),
+            ));
+        };
         GuardOutcome::allowed(
             snapshot,
             Operation::PublishDescriptor,
             None,
             vec![EffectCommand::JournalAppend {
                 context_id,
-                fact: RendezvousFact::EpochRekey(Box::new(rekey.clone())),
+                fact: RendezvousFact::EpochRekey(Box::new(sealed)),
             }],
         )
     }
@@ -624,6 +637,19 @@ impl RendezvousService {
         sealed: &SealedDescriptor,
         now_ms: u64,
     ) -> Result<AuthorityId, DescriptorError> {
+        self.cache_unless_own(sealed, now_ms)
+            .map(|who| who.unwrap_or(self.identity.authority()))
+    }
+
+    /// [`RendezvousService::cache_descriptor`], except that this member's
+    /// own descriptor (the author is known only once it is opened) is
+    /// checked but not cached: `None`.
+    fn cache_unless_own(
+        &mut self,
+        sealed: &SealedDescriptor,
+        now_ms: u64,
+    ) -> Result<Option<AuthorityId>, DescriptorError> {
+        let me = self.identity.authority();
         let context = sealed.context_id();
         let max_cached = self.config.max_cached_per_context;
         let max_nonces = self.config.max_nonces_per_authority;
@@ -638,6 +664,9 @@ impl RendezvousService {
             .ok_or(DescriptorError::UnknownContext(context))?;
         let d = sealed.open(keys, now_ms, &policy)?;
         let who = d.authority_id;
+        if who == me {
+            return Ok(None);
+        }
         if state
             .revoked
             .get(&who)
@@ -680,7 +709,7 @@ impl RendezvousService {
         }
         seen.push_back((d.nonce, d.valid_until));
         state.cache.insert(who, d);
-        Ok(who)
+        Ok(Some(who))
     }
 
     /// Applies a fact from the journal of `context`: caches descriptors of
@@ -699,20 +728,23 @@ impl RendezvousService {
                         found: sealed.context_id(),
                     });
                 }
-                if sealed.authority_id() == self.identity.authority() {
-                    return Ok(FactApplied::Ignored);
-                }
-                self.cache_descriptor(sealed, now_ms)
-                    .map(FactApplied::DescriptorCached)
+                Ok(match self.cache_unless_own(sealed, now_ms)? {
+                    Some(who) => FactApplied::DescriptorCached(who),
+                    None => FactApplied::Ignored,
+                })
             }
-            RendezvousFact::DescriptorRevoked {
-                authority_id,
-                nonce,
-                ..
-            } => {
-                if !fact.verify_revocation(&context) {
-                    return Err(DescriptorError::BadSignature);
-                }
+            RendezvousFact::DescriptorRevoked(sealed) => {
+                let keys = self
+                    .keys_at(&context, sealed.epoch())
+                    .ok_or(DescriptorError::UnknownContext(context))?;
+                let revocation = sealed.open(keys).map_err(|e| match e {
+                    RecordError::BadSignature => DescriptorError::BadSignature,
+                    RecordError::WrongEpoch { expected, found } => {
+                        DescriptorError::WrongEpoch { expected, found }
+                    }
+                    _ => DescriptorError::WrongKey,
+                })?;
+                let (authority_id, nonce) = (&revocation.authority, &revocation.nonce);
                 let max = self.config.max_revocations_per_authority;
                 let state = self
                     .contexts

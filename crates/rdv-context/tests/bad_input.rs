@@ -57,7 +57,7 @@ fn samples() -> (Samples, Member, Member) {
     let descriptor = sealed
         .open(bob.context.keys(), T0, &DescriptorPolicy::default())
         .unwrap();
-    let revoke = RendezvousFact::revoke(&bob.identity, &ctx, descriptor.nonce);
+    let revoke = RendezvousFact::revoke(&bob.identity, bob.context.keys(), descriptor.nonce);
     let channel = RendezvousFact::channel_established(
         &bob.identity,
         bob.context.keys(),
@@ -389,7 +389,7 @@ fn channel_records_not_signed_by_one_of_their_ends_do_not_open() {
         [7; 32],
         0,
     );
-    assert_eq!(record(&by_carol), Err(ChannelRecordError::BadSignature));
+    assert_eq!(record(&by_carol), Err(RecordError::BadSignature));
     // Bob's record of the same channel sealed in another context.
     let elsewhere = EpochKeys::derive(
         ContextId::from_bytes([9; 32]),
@@ -404,7 +404,7 @@ fn channel_records_not_signed_by_one_of_their_ends_do_not_open() {
         [7; 32],
         0,
     );
-    assert_eq!(record(&other_context), Err(ChannelRecordError::WrongKey));
+    assert_eq!(record(&other_context), Err(RecordError::WrongKey));
     // The bytes name neither end.
     let bytes = honest.to_bytes();
     for who in [alice.me(), bob.me()] {

@@ -380,7 +380,9 @@ fn a_removal_travels_as_a_journal_fact() {
             .unwrap()
             .into_iter()
             .filter_map(|e| match e.fact() {
-                RendezvousFact::EpochRekey(r) => Some((**r).clone()),
+                // Sealed under the epoch it advances from, which every
+                // member it keeps or removes holds.
+                RendezvousFact::EpochRekey(r) => m.context.open_rekey(r).ok(),
                 _ => None,
             })
             .collect()
@@ -408,15 +410,17 @@ fn a_removal_travels_as_a_journal_fact() {
     );
     assert_eq!(c.context.epoch(), 0);
 
-    // A forged signature, and a rekey of another context, stay out.
+    // A forged signature (sealed by a member holding the key), and a
+    // rekey of another context, do not open as rekeys of this one.
     let mut forged = rekey.clone();
     forged.signature[5] ^= 1;
+    let forged = SealedRekey::seal(&forged, &a.context.keys_at(0).unwrap()).unwrap();
     let mut other = Context::create(&a.identity, &mut rng(51));
     let foreign = other.advance_epoch(&a.identity, &[], &mut rng(52)).unwrap();
-    let ts = b.journal().clock();
-    for (fact, want) in [(forged, "signature"), (foreign, "context")] {
-        let e = JournalEntry::new(RendezvousFact::EpochRekey(Box::new(fact)), ts);
-        let err = b.journal().check_remote(&e, T0 + 2).unwrap_err();
-        assert!(err.to_string().contains(want), "{err}");
-    }
+    let foreign = SealedRekey::seal(&foreign, &other.keys_at(0).unwrap()).unwrap();
+    assert_eq!(
+        b.context.open_rekey(&forged),
+        Err(RecordError::BadSignature)
+    );
+    assert_eq!(b.context.open_rekey(&foreign), Err(RecordError::WrongKey));
 }

@@ -29,10 +29,11 @@ use rdv_context::hlc::MAX_WALL_MS;
 
 use crate::fingerprint::{Fingerprint, Key};
 
-/// Wire version. 2: channel records travel sealed (issue 13 item 8); a
-/// member of version 1 gets an explicit version error, not a decode error
-/// on the first channel fact.
-pub const VERSION: u8 = 2;
+/// Wire version. 2: channel records travel sealed; 3: every fact is sealed
+/// and names no authority in clear (issue 13 item 8). A member of an older
+/// version gets an explicit version error, not a decode error on the first
+/// fact of a changed format.
+pub const VERSION: u8 = 3;
 
 /// Hard bounds of a session. Both sides enforce them on what they receive
 /// and respect them in what they send.

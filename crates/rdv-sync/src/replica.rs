@@ -6,23 +6,26 @@
 //! batch still go in):
 //!
 //! * the journal's own receive checks ([`Journal::check_remote`]): a
-//!   descriptor of this context, a revocation signed by the revoked
-//!   descriptor's authority, a timestamp not beyond the allowed drift;
-//! * the fact's authorities are members of the context (a
-//!   `ChannelEstablished` names two members, read once it is opened under
-//!   the record key of the installed epoch or the one before and its
-//!   recorder's signature checked; one sealed under another epoch is left
-//!   out without blame); a
-//!   descriptor's author need not be known yet, since opening under the
-//!   epoch key and verifying is the proof (a member invited by someone else is learnt this way); a
-//!   fact naming a member removed recently is left out without blame
-//!   (deferred: others that have not followed the removal yet still hold
-//!   and offer it);
-//! * an epoch rekey is judged by the member ([`JournalReplica::rekeys`]):
-//!   one from its epoch by someone who is not an admin is refused, one it
-//!   cannot weigh yet (from a later epoch, or an earlier one by someone who
-//!   is not an admin now) is deferred, so only admins' rekeys that can
-//!   matter are stored;
+//!   descriptor of this context, a timestamp within the retention window
+//!   and not beyond the allowed drift;
+//! * every fact is sealed (issue 13 item 8), so every other check needs
+//!   the keys of the fact's epoch, and a fact of an epoch whose keys this
+//!   member does not hold is left out without blame (deferred: it is
+//!   offered again once the member can read it);
+//! * the authorities a fact names are members of the context: the two
+//!   ends of a `ChannelEstablished` (opened under the record key of the
+//!   installed epoch or the one before, its recorder's signature checked),
+//!   the author of a revocation (its signature checked). A descriptor's
+//!   author need not be known yet, since opening under the epoch key and
+//!   verifying is the proof (a member invited by someone else is learnt
+//!   this way). A fact naming a member removed recently is left out
+//!   without blame (deferred: others that have not followed the removal
+//!   yet still hold and offer it);
+//! * an epoch rekey is opened and judged by the member
+//!   ([`JournalReplica::rekeys`], [`judge_rekey`]): one from its epoch by
+//!   someone who is not an admin is refused, one it cannot weigh yet (from
+//!   a later epoch, or an earlier one by someone who is not an admin now)
+//!   is deferred, so only admins' rekeys that can matter are stored;
 //! * a descriptor opens under the current epoch's key and its signature
 //!   verifies ([`SealedDescriptor::open_any_time`]: an expired descriptor is
 //!   history and is kept), and is not valid only in the future beyond the
@@ -40,7 +43,7 @@ use hashbrown::HashMap;
 use rdv_context::hlc::HlcTimestamp;
 use rdv_context::journal::{Journal, JournalStore};
 use rdv_context::{
-    AuthorityId, EpochRekey, FactId, JournalEntry, RendezvousFact, RendezvousService,
+    AuthorityId, FactId, JournalEntry, RecordError, RendezvousFact, RendezvousService, SealedRekey,
 };
 
 use crate::fingerprint::Key;
@@ -60,9 +63,10 @@ pub enum FactRejected {
     /// The descriptor does not open or verify.
     #[error(transparent)]
     Descriptor(#[from] rdv_context::DescriptorError),
-    /// The channel record does not open or verify.
+    /// A sealed record (channel, revocation, rekey) does not open or
+    /// verify under its epoch's key.
     #[error(transparent)]
-    Channel(#[from] rdv_context::ChannelRecordError),
+    Record(#[from] RecordError),
     /// No keys for the context.
     #[error("no keys for the context")]
     NoKeys,
@@ -72,32 +76,46 @@ pub enum FactRejected {
     Rekey(AuthorityId),
 }
 
-/// What a member makes of a received epoch rekey whose signature holds.
+/// What a member makes of a received (sealed) epoch rekey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RekeyCheck {
     /// Store it: it may move this member, or outrank a transition it made.
     Take,
-    /// Cannot be weighed now (a later epoch's, say): left out without
-    /// blame; reconciliation offers it again.
+    /// Cannot be weighed now (a later epoch's, say, or one sealed under a
+    /// key this member does not hold): left out without blame;
+    /// reconciliation offers it again.
     Later,
-    /// Refused, with blame: no admin made it.
-    Refuse,
+    /// Refused, with blame: opened, but no admin made it.
+    Refuse(AuthorityId),
+    /// Refused, with blame: opens under the epoch's key (so a member made
+    /// it) but is malformed or its signature is not its rotator's.
+    Bad(RecordError),
 }
 
-/// The judgement of a member holding `context` on a received rekey `r`:
-/// from its epoch, taken only from an admin of it; from an earlier epoch
-/// still in its history (one that may outrank a transition it made), taken
-/// only from a current admin and otherwise left for later; from a later
-/// epoch, or one too old to weigh, left for later.
-pub fn judge_rekey(context: &rdv_context::Context, r: &EpochRekey) -> RekeyCheck {
+/// The judgement of a member holding `context` on a received rekey: from
+/// a later epoch, or one too old to weigh, left for later; otherwise
+/// opened with the keys of the epoch it advances from
+/// ([`rdv_context::Context::open_rekey`]; no keys of it, or another
+/// secret for it, as on a branch this member did not take: left for
+/// later). Opened, one from the member's epoch is taken only from an admin
+/// of it; one from an earlier epoch still in its history (one that may
+/// outrank a transition it made) is taken only from a current admin and
+/// otherwise left for later.
+pub fn judge_rekey(context: &rdv_context::Context, sealed: &SealedRekey) -> RekeyCheck {
     let now = context.epoch();
     let history = rdv_context::REKEY_HISTORY as u64;
-    if r.from_epoch > now || r.from_epoch.saturating_add(history) < now {
+    let from = sealed.from_epoch();
+    if from > now || from.saturating_add(history) < now {
         return RekeyCheck::Later;
     }
-    match (context.is_admin(&r.rotator), r.from_epoch == now) {
+    let r = match context.open_rekey(sealed) {
+        Ok(r) => r,
+        Err(RecordError::WrongEpoch { .. } | RecordError::WrongKey) => return RekeyCheck::Later,
+        Err(e) => return RekeyCheck::Bad(e),
+    };
+    match (context.is_admin(&r.rotator), from == now) {
         (true, _) => RekeyCheck::Take,
-        (false, true) => RekeyCheck::Refuse,
+        (false, true) => RekeyCheck::Refuse(r.rotator),
         (false, false) => RekeyCheck::Later,
     }
 }
@@ -114,8 +132,8 @@ pub struct JournalReplica<'a, S> {
     pub is_member: &'a dyn Fn(&AuthorityId) -> bool,
     /// Members removed recently: their facts are deferred, not refused.
     pub former_member: &'a dyn Fn(&AuthorityId) -> bool,
-    /// The member's judgement of an epoch rekey.
-    pub rekeys: &'a dyn Fn(&EpochRekey) -> RekeyCheck,
+    /// The member's judgement of an epoch rekey ([`judge_rekey`]).
+    pub rekeys: &'a dyn Fn(&SealedRekey) -> RekeyCheck,
     /// Epoch rekeys written by [`SyncStore::accept`] so far (the member
     /// follows them when this grows).
     pub rekeys_written: u32,
@@ -144,62 +162,65 @@ impl<S: JournalStore> JournalReplica<'_, S> {
 
     fn check_inner(&self, entry: &JournalEntry, now_ms: u64) -> Result<Checked, FactRejected> {
         self.journal.check_remote(entry, now_ms)?;
-        let fact = entry.fact();
-        // A descriptor proves its author's membership by itself: it opens
-        // only under the epoch's key and its signature (checked below)
-        // binds the author's static key. That is how members learn of
-        // members that others invited (bearer invitations). Every other
-        // fact must name known members only.
-        let proves_itself = matches!(fact, RendezvousFact::Descriptor(_));
-        let mut named: Vec<AuthorityId> = fact.authority().into_iter().collect();
-        if proves_itself {
-            named.clear();
+        let ctx = self.journal.context_id();
+        if self.service.keys(&ctx).is_none() {
+            return Err(FactRejected::NoKeys);
         }
-        if let RendezvousFact::ChannelEstablished(sealed) = fact {
-            let ctx = self.journal.context_id();
-            if self.service.keys(&ctx).is_none() {
-                return Err(FactRejected::NoKeys);
+        // A sealed record opens with the keys of its epoch: the installed
+        // one or the one before (a member one epoch behind, which missed a
+        // rekey and is still answered under the epoch before, seals under
+        // the epoch it has).
+        let keys_at = |epoch| self.service.keys_at(&ctx, epoch);
+        let named: Vec<AuthorityId> = match entry.fact() {
+            // A descriptor proves its author's membership by itself: it
+            // opens only under the epoch's key and its signature binds the
+            // author's static key. That is how members learn of members
+            // that others invited (bearer invitations).
+            RendezvousFact::Descriptor(sealed) => {
+                let Some(keys) = self
+                    .service
+                    .keys(&ctx)
+                    .filter(|k| k.epoch() == sealed.epoch())
+                else {
+                    return Ok(Checked::Deferred);
+                };
+                let policy = self.service.config().policy;
+                let d = sealed.open_any_time(keys, &policy)?;
+                if now_ms.saturating_add(policy.max_clock_skew_ms) < d.valid_from {
+                    return Err(rdv_context::DescriptorError::NotYetValid {
+                        valid_from: d.valid_from,
+                        now_ms,
+                    }
+                    .into());
+                }
+                Vec::new()
             }
-            // The installed epoch or the one before: a member one epoch
-            // behind (it missed a rekey, and handshakes under the epoch
-            // before are answered for it) seals under the epoch it has.
-            let Some(keys) = self.service.keys_at(&ctx, sealed.epoch()) else {
-                return Ok(Checked::Deferred);
-            };
-            let record = sealed.open(keys)?;
-            named.extend([record.initiator, record.responder]);
-        }
+            RendezvousFact::ChannelEstablished(sealed) => {
+                let Some(keys) = keys_at(sealed.epoch()) else {
+                    return Ok(Checked::Deferred);
+                };
+                let record = sealed.open(keys)?;
+                vec![record.initiator, record.responder]
+            }
+            RendezvousFact::DescriptorRevoked(sealed) => {
+                let Some(keys) = keys_at(sealed.epoch()) else {
+                    return Ok(Checked::Deferred);
+                };
+                vec![sealed.open(keys)?.authority]
+            }
+            RendezvousFact::EpochRekey(sealed) => match (self.rekeys)(sealed) {
+                RekeyCheck::Take => Vec::new(),
+                RekeyCheck::Later => return Ok(Checked::Deferred),
+                RekeyCheck::Refuse(rotator) => return Err(FactRejected::Rekey(rotator)),
+                RekeyCheck::Bad(e) => return Err(e.into()),
+            },
+        };
         for a in named {
             if !(self.is_member)(&a) {
                 if (self.former_member)(&a) {
                     return Ok(Checked::Deferred);
                 }
                 return Err(FactRejected::NotMember(a));
-            }
-        }
-        if let RendezvousFact::EpochRekey(r) = fact {
-            match (self.rekeys)(r) {
-                RekeyCheck::Take => {}
-                RekeyCheck::Later => return Ok(Checked::Deferred),
-                RekeyCheck::Refuse => return Err(FactRejected::Rekey(r.rotator)),
-            }
-        }
-        if let RendezvousFact::Descriptor(sealed) = fact {
-            let keys = self
-                .service
-                .keys(&self.journal.context_id())
-                .ok_or(FactRejected::NoKeys)?;
-            if sealed.epoch() != keys.epoch() {
-                return Ok(Checked::Deferred);
-            }
-            let policy = self.service.config().policy;
-            let d = sealed.open_any_time(keys, &policy)?;
-            if now_ms.saturating_add(policy.max_clock_skew_ms) < d.valid_from {
-                return Err(rdv_context::DescriptorError::NotYetValid {
-                    valid_from: d.valid_from,
-                    now_ms,
-                }
-                .into());
             }
         }
         Ok(Checked::Good)
@@ -302,7 +323,7 @@ impl<S: JournalStore> SyncStore for JournalReplica<'_, S> {
         self.rekeys_written = self
             .rekeys_written
             .saturating_add(u32::try_from(rekeys).unwrap_or(u32::MAX));
-        good.sort_by_key(|e| !matches!(e.fact(), RendezvousFact::DescriptorRevoked { .. }));
+        good.sort_by_key(|e| !matches!(e.fact(), RendezvousFact::DescriptorRevoked(_)));
         for e in &good {
             // A refusal here (revoked, expired, superseded, replayed) keeps
             // the fact in the journal and out of the cache.

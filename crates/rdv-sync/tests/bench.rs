@@ -67,14 +67,15 @@ impl SyncStore for SetStore {
 fn fact(i: u64, a: AuthorityId, b: AuthorityId) -> RendezvousFact {
     let mut channel_id = [0u8; 32];
     channel_id[..8].copy_from_slice(&i.to_le_bytes());
-    // Unsigned revocations: the bench's set store checks nothing, and
-    // signing (and sealing) a million facts would only slow the setup.
-    let _ = b;
-    RendezvousFact::DescriptorRevoked {
-        authority_id: a,
-        nonce: channel_id,
-        signature: [0; 64],
-    }
+    // Revocation-shaped bytes that open under no key: the bench's set
+    // store checks nothing, and signing and sealing a million facts would
+    // only slow the setup. Kind 3, epoch, nonce, 144 bytes of ciphertext.
+    let _ = (a, b);
+    let mut bytes = vec![3u8];
+    bytes.extend_from_slice(&0u64.to_be_bytes());
+    bytes.extend_from_slice(&channel_id[..24]);
+    bytes.extend_from_slice(&[0; 144]);
+    RendezvousFact::from_bytes(&bytes).unwrap()
 }
 
 /// Two replicas sharing `n` facts, plus `d` facts spread over the key

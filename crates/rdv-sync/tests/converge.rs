@@ -112,7 +112,10 @@ fn check(members: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .unwrap()
         .iter()
         .filter_map(|e| match e.fact() {
-            RendezvousFact::DescriptorRevoked { nonce, .. } => Some(*nonce),
+            RendezvousFact::DescriptorRevoked(r) => {
+                let keys = m[0].service.keys_at(&m[0].ctx(), r.epoch())?;
+                Some(r.open(keys).ok()?.nonce)
+            }
             _ => None,
         })
         .collect();

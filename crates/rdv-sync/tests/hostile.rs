@@ -181,19 +181,21 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
     let mallory = identity(66);
     let mut m = Member::new(mallory.clone(), Context::create(&mallory, &mut rng(67)), 68);
     let foreign = entry(m.publish(T0 + 10), T0 + 10);
-    // A revocation of Alice's descriptor not signed by Alice.
+    // Alice's revocation of her descriptor, altered (a revocation naming
+    // Alice over another member's signature: `rdv-context`'s unit tests,
+    // since only the crate can seal one).
     let d = a.publish(T0 + 10);
     let nonce = a.service.own_descriptor(ctx).unwrap().nonce;
-    let forged_revocation = entry(
-        RendezvousFact::DescriptorRevoked {
-            authority_id: a.me(),
-            nonce,
-            signature: [7; 64],
-        },
+    let mut revocation = RendezvousFact::revoke(&a.identity, a.context.keys(), nonce).to_bytes();
+    let last = revocation.len() - 1;
+    revocation[last] ^= 1;
+    let forged_revocation = entry(RendezvousFact::from_bytes(&revocation).unwrap(), T0 + 11);
+    // A revocation Mallory signs for herself, sealed under our key (as a
+    // removed member still holding it could): a stranger.
+    let stranger_revocation = entry(
+        RendezvousFact::revoke(&mallory, a.context.keys(), [1; 32]),
         T0 + 11,
     );
-    // A revocation Mallory signs for herself in our context: a stranger.
-    let stranger_revocation = entry(RendezvousFact::revoke(&mallory, &ctx, [1; 32]), T0 + 11);
     // Alice's descriptor with one ciphertext byte flipped.
     let mut sealed = match &d {
         RendezvousFact::Descriptor(s) => s.to_bytes(),
@@ -294,9 +296,14 @@ fn only_rekeys_that_can_matter_are_stored() {
     let mut copy = Context::restore(&a.identity, &a.context.to_bytes()).unwrap();
     let first = copy.advance_epoch(&a.identity, &[], &mut rng(71)).unwrap();
     let second = copy.advance_epoch(&a.identity, &[], &mut rng(72)).unwrap();
-    let rekey = |r: EpochRekey| RendezvousFact::EpochRekey(Box::new(r));
-    let offer = |c: &mut Member, r: EpochRekey, at: u64| {
-        let bytes = facts_message(vec![entry(rekey(r), at)]);
+    // Sealed under the keys of the epoch each advances from.
+    let sealed = |r: &EpochRekey| {
+        let keys = copy.keys_at(r.from_epoch).unwrap();
+        RendezvousFact::EpochRekey(Box::new(SealedRekey::seal(r, &keys).unwrap()))
+    };
+    let (forged, first_fact, second) = (sealed(&forged), sealed(&first), sealed(&second));
+    let offer = |c: &mut Member, fact: RendezvousFact, at: u64| {
+        let bytes = facts_message(vec![entry(fact, at)]);
         let mut s = Session::respond(Limits::default(), at);
         let written = c.with_replica(|rep| {
             s.receive(&bytes, rep, at).unwrap();
@@ -315,7 +322,7 @@ fn only_rekeys_that_can_matter_are_stored() {
         "too early: deferred"
     );
     assert_eq!(
-        offer(&mut c, first.clone(), T0 + 3),
+        offer(&mut c, first_fact, T0 + 3),
         (1, 0),
         "the admin's: stored"
     );

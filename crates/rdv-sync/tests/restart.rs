@@ -27,7 +27,7 @@ fn session(
 ) -> Outcome {
     let is_member = |a: &AuthorityId| context.is_member(a);
     let former_member = |a: &AuthorityId| context.was_member(a);
-    let rekeys = |r: &rdv_context::EpochRekey| rdv_sync::judge_rekey(context, r);
+    let rekeys = |r: &rdv_context::SealedRekey| rdv_sync::judge_rekey(context, r);
     let mut r = JournalReplica {
         journal: j,
         index,

@@ -178,9 +178,12 @@ fn private_side() -> Vec<Seed> {
         [9; 32],
         0,
     );
-    let revocation = RendezvousFact::revoke(&alice, &ctx.id(), [4; 32]);
+    let revocation = RendezvousFact::revoke(&alice, ctx.keys(), [4; 32]);
+    let before = ctx.keys().clone();
     let rekey = ctx.advance_epoch(&alice, &[], &mut rng).unwrap();
-    let rekey_fact = RendezvousFact::EpochRekey(Box::new(rekey.clone()));
+    let rekey_fact = RendezvousFact::EpochRekey(Box::new(
+        rdv_context::SealedRekey::seal(&rekey, &before).unwrap(),
+    ));
     let init = HandshakeInit::new(
         ctx.id(),
         1,

@@ -461,7 +461,7 @@ fn open_member(shared: &Shared, name: &str, id: ContextId) -> Result<Member, Str
         after = Some(last.order_key());
         facts.extend(page.into_iter().map(|e| e.fact().clone()));
     }
-    facts.sort_by_key(|f| !matches!(f, RendezvousFact::DescriptorRevoked { .. }));
+    facts.sort_by_key(|f| !matches!(f, RendezvousFact::DescriptorRevoked(_)));
     for f in &facts {
         let _ = service.apply_fact(id, f, now);
     }

@@ -8,15 +8,13 @@ use hashbrown::HashMap;
 use super::{Filter, JournalEntry, JournalStore, OrderKey, StoreError};
 use crate::facts::{FactId, FactKind, RendezvousFact};
 use crate::hlc::HlcTimestamp;
-use crate::ids::AuthorityId;
 
 /// A journal store in memory: a hash map by id (O(1) duplicate check) and
-/// ordered indexes for the whole journal, per authority and per kind.
+/// ordered indexes for the whole journal and per kind.
 #[derive(Debug, Clone)]
 pub struct MemoryJournal {
     entries: HashMap<FactId, (HlcTimestamp, RendezvousFact)>,
     order: BTreeSet<OrderKey>,
-    by_authority: HashMap<AuthorityId, BTreeSet<OrderKey>>,
     by_kind: HashMap<FactKind, BTreeSet<OrderKey>>,
     max_entries: usize,
 }
@@ -33,7 +31,6 @@ impl MemoryJournal {
         Self {
             entries: HashMap::new(),
             order: BTreeSet::new(),
-            by_authority: HashMap::new(),
             by_kind: HashMap::new(),
             max_entries,
         }
@@ -42,23 +39,12 @@ impl MemoryJournal {
     fn index(&mut self, key: OrderKey, fact: &RendezvousFact) {
         self.order.insert(key);
         self.by_kind.entry(fact.kind()).or_default().insert(key);
-        if let Some(a) = fact.authority() {
-            self.by_authority.entry(a).or_default().insert(key);
-        }
     }
 
     fn unindex(&mut self, key: OrderKey, fact: &RendezvousFact) {
         self.order.remove(&key);
         if let Some(s) = self.by_kind.get_mut(&fact.kind()) {
             s.remove(&key);
-        }
-        if let Some(a) = fact.authority()
-            && let Some(s) = self.by_authority.get_mut(&a)
-        {
-            s.remove(&key);
-            if s.is_empty() {
-                self.by_authority.remove(&a);
-            }
         }
     }
 
@@ -150,7 +136,6 @@ impl JournalStore for MemoryJournal {
         let empty = BTreeSet::new();
         let set = match filter {
             Filter::All => &self.order,
-            Filter::Authority(a) => self.by_authority.get(&a).unwrap_or(&empty),
             Filter::Kind(k) => self.by_kind.get(&k).unwrap_or(&empty),
         };
         let lower = match after {

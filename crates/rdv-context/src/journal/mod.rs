@@ -27,7 +27,7 @@ pub use sqlite::SqliteJournal;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::facts::{FactId, FactKind, MAX_FACT_LEN, RendezvousFact};
 use crate::hlc::{ClockDrift, HlcTimestamp, HybridClock};
-use crate::ids::{AuthorityId, ContextId};
+use crate::ids::ContextId;
 
 /// Most entries one query or page returns.
 pub const MAX_PAGE: usize = 10_000;
@@ -113,8 +113,6 @@ pub struct OrderKey {
 pub enum Filter {
     /// Every entry.
     All,
-    /// Entries that involve an authority ([`RendezvousFact::involves`]).
-    Authority(AuthorityId),
     /// Entries of one kind.
     Kind(FactKind),
 }
@@ -123,7 +121,6 @@ impl Filter {
     fn matches(&self, fact: &RendezvousFact) -> bool {
         match self {
             Filter::All => true,
-            Filter::Authority(a) => fact.involves(a),
             Filter::Kind(k) => fact.kind() == *k,
         }
     }
@@ -212,12 +209,6 @@ pub enum JournalError {
         /// The fact's.
         found: ContextId,
     },
-    /// A revocation whose signature is not its authority's.
-    #[error("revocation signature does not verify")]
-    BadRevocation,
-    /// An epoch rekey whose signature is not its rotator's.
-    #[error("epoch rekey signature does not verify")]
-    BadRekey,
     /// A remote timestamp older than the retention window.
     #[error("remote fact stamped {wall_ms} ms is older than the retention floor {floor_ms} ms")]
     TooOld {
@@ -333,39 +324,28 @@ impl<S: JournalStore> Journal<S> {
         self.clock.last()
     }
 
-    /// Checks a fact's context and, for a remote one (`remote`), its
-    /// signature. Local facts come from this member's own service, which
-    /// signs them; checking them again would cost an Ed25519 verification
-    /// per append for nothing.
-    fn check_fact(&self, fact: &RendezvousFact, remote: bool) -> Result<(), JournalError> {
-        let found = match fact {
-            RendezvousFact::Descriptor(d) => Some(d.context_id()),
-            RendezvousFact::EpochRekey(r) => Some(r.context_id),
-            _ => None,
-        };
-        if let Some(found) = found
-            && found != self.context_id
+    /// Checks what can be checked of a fact without the epoch's keys: a
+    /// descriptor's readable context. Everything else of every fact is
+    /// sealed and checked by the members that open it (journal sync's
+    /// replica, the service, [`crate::Context::apply_rekey`]).
+    fn check_fact(&self, fact: &RendezvousFact) -> Result<(), JournalError> {
+        if let RendezvousFact::Descriptor(d) = fact
+            && d.context_id() != self.context_id
         {
             return Err(JournalError::WrongContext {
                 expected: self.context_id,
-                found,
-            });
-        }
-        if remote && !fact.verify(&self.context_id) {
-            return Err(match fact {
-                RendezvousFact::EpochRekey(_) => JournalError::BadRekey,
-                _ => JournalError::BadRevocation,
+                found: d.context_id(),
             });
         }
         Ok(())
     }
 
     /// Checks a remote entry as [`Journal::receive`] would at physical
-    /// time `now_ms` (context, signatures, retention floor, clock drift), without
+    /// time `now_ms` (a descriptor's context, retention floor, clock drift), without
     /// writing anything: journal sync drops a bad fact alone instead of
     /// refusing its whole batch.
     pub fn check_remote(&self, entry: &JournalEntry, now_ms: u64) -> Result<(), JournalError> {
-        self.check_fact(&entry.fact, true)?;
+        self.check_fact(&entry.fact)?;
         self.check_age(entry.timestamp, now_ms)?;
         self.clock.check(entry.timestamp, now_ms)?;
         Ok(())
@@ -374,7 +354,7 @@ impl<S: JournalStore> Journal<S> {
     /// Appends a local fact at physical time `now_ms`. A duplicate is a
     /// no-op that reports the existing entry.
     pub fn append(&mut self, fact: RendezvousFact, now_ms: u64) -> Result<Appended, JournalError> {
-        self.check_fact(&fact, false)?;
+        self.check_fact(&fact)?;
         let id = fact.id();
         if self.store.contains(&id) {
             let timestamp = self
@@ -410,7 +390,7 @@ impl<S: JournalStore> Journal<S> {
         now_ms: u64,
     ) -> Result<usize, JournalError> {
         for f in &facts {
-            self.check_fact(f, false)?;
+            self.check_fact(f)?;
         }
         let mut clock = self.clock.clone();
         let entries: Vec<JournalEntry> = facts
@@ -423,12 +403,12 @@ impl<S: JournalStore> Journal<S> {
     }
 
     /// Receives entries from another replica at physical time `now_ms`:
-    /// checks every entry first (context, signatures of revocations and
-    /// rekeys, age, drift) and refuses the whole batch on the first bad
-    /// one; then inserts them and advances the clock past them. Returns how
-    /// many were new. Sealed facts (descriptors, channel records) cannot be
-    /// checked here without the epoch's keys: remote ones must pass
-    /// `rdv_sync`'s `JournalReplica::check` (or be opened) first.
+    /// checks every entry first (a descriptor's context, age, drift) and
+    /// refuses the whole batch on the first bad one; then inserts them and
+    /// advances the clock past them. Returns how many were new. Every fact
+    /// is sealed and cannot be checked further here without the epoch's
+    /// keys: remote ones must pass `rdv_sync`'s `JournalReplica::check` (or
+    /// be opened) first.
     pub fn receive(
         &mut self,
         entries: &[JournalEntry],
@@ -436,7 +416,7 @@ impl<S: JournalStore> Journal<S> {
     ) -> Result<usize, JournalError> {
         let mut clock = self.clock.clone();
         for e in entries {
-            self.check_fact(&e.fact, true)?;
+            self.check_fact(&e.fact)?;
             self.check_age(e.timestamp, now_ms)?;
             clock.observe(e.timestamp, now_ms)?;
         }
@@ -491,17 +471,6 @@ impl<S: JournalStore> Journal<S> {
         limit: usize,
     ) -> Result<Vec<JournalEntry>, JournalError> {
         Ok(self.store.scan(Filter::All, after, limit.min(MAX_PAGE))?)
-    }
-    /// Entries involving `authority`, in order.
-    pub fn by_authority(
-        &self,
-        authority: AuthorityId,
-        after: Option<OrderKey>,
-        limit: usize,
-    ) -> Result<Vec<JournalEntry>, JournalError> {
-        Ok(self
-            .store
-            .scan(Filter::Authority(authority), after, limit.min(MAX_PAGE))?)
     }
     /// Entries of `kind`, in order.
     pub fn by_kind(

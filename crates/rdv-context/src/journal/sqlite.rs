@@ -1,7 +1,8 @@
 //! SQLite journal store (rusqlite, bundled SQLite).
 //!
-//! One table of facts keyed by journal order (timestamp, id), with indexes
-//! by readable authority (none for a sealed channel record) and by kind. WAL mode
+//! One table of facts keyed by journal order (timestamp, id), with an
+//! index by kind. Nothing else about a fact is stored in clear: every fact
+//! is sealed, and the author is inside (issue 13 item 8). WAL mode
 //! with `synchronous=NORMAL`: a committed batch survives a process crash;
 //! the last batches before a power loss may not (the journal is a replica
 //! that sync refills). A batch is one transaction with a prepared
@@ -17,59 +18,44 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Filter, JournalEntry, JournalStore, OrderKey, StoreError};
 use crate::facts::{FactId, RendezvousFact};
 use crate::hlc::{HlcTimestamp, MAX_WALL_MS};
-use crate::ids::AuthorityId;
 
-/// 2: channel records are sealed (a version-1 channel fact is in clear and
-/// no longer decodes). Opening a version-1 journal erases those rows
-/// (overwritten, the file vacuumed and the WAL truncated, so the clear
-/// records do not stay in free pages); the records themselves are gone,
-/// since no member holds them sealed.
-const SCHEMA_VERSION: i64 = 2;
-/// The kind tag of channel facts, whose format version 2 changed.
-const CHANNEL_KIND: i64 = 2;
+/// 3: every fact is sealed and names no authority in clear, so the
+/// table has no authority columns and there is no table of authorities.
+/// Versions 1 and 2 stored facts whose formats named authorities (clear
+/// channel records, descriptor headers, revocations, rekeys) and no longer
+/// decode: opening such a journal erases it ([`erase_old_journal`]). The
+/// journal is a replica: members re-publish their descriptors and sync
+/// brings back what other upgraded members hold.
+const SCHEMA_VERSION: i64 = 3;
 
 // The table is ordered by its primary key, which is the journal order
 // (timestamp, id): local appends land at the end of the B-tree, and the
 // order needs no index of its own. There is deliberately no index on the
 // id alone (ids are random, so such an index costs a random B-tree insert
 // per fact): the id-to-timestamp map in memory finds a row by its key.
-// Authorities are numbered in a small table so the secondary indexes hold
-// integers, not 32-byte keys.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS authorities (
-    n   INTEGER PRIMARY KEY,
-    key BLOB    NOT NULL UNIQUE
-);
 CREATE TABLE IF NOT EXISTS facts (
     wall      INTEGER NOT NULL,
     counter   INTEGER NOT NULL,
     id        BLOB    NOT NULL,
     kind      INTEGER NOT NULL,
-    authority INTEGER NOT NULL,
-    peer      INTEGER,
     body      BLOB    NOT NULL,
     PRIMARY KEY (wall, counter, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS facts_authority ON facts (authority, wall, counter, id);
-CREATE INDEX IF NOT EXISTS facts_peer      ON facts (peer, wall, counter, id) WHERE peer IS NOT NULL;
-CREATE INDEX IF NOT EXISTS facts_kind      ON facts (kind, wall, counter, id);
+CREATE INDEX IF NOT EXISTS facts_kind ON facts (kind, wall, counter, id);
 ";
 
-/// The version-1 to 2 step: channel facts were in clear. Their rows go,
-/// with the authorities only they named, and the bytes are overwritten
-/// (`secure_delete`), the file rebuilt (`VACUUM`) and the WAL emptied, so a
-/// copy of the file afterwards holds none of them.
-fn erase_clear_channel_records(conn: &Connection) -> Result<(), StoreError> {
+/// The step from versions 1 and 2: their facts named authorities in clear
+/// (and indexed them in a table of their own). Every row goes, and the
+/// bytes are overwritten (`secure_delete`), the file rebuilt (`VACUUM`)
+/// and the WAL emptied, so a copy of the file afterwards holds none of
+/// them.
+fn erase_old_journal(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "secure_delete", true)
         .map_err(backend)?;
-    conn.execute("DELETE FROM facts WHERE kind = ?1", params![CHANNEL_KIND])
+    conn.execute_batch("DROP TABLE IF EXISTS facts; DROP TABLE IF EXISTS authorities;")
         .map_err(backend)?;
-    conn.execute(
-        "DELETE FROM authorities WHERE n NOT IN (SELECT authority FROM facts)
-           AND n NOT IN (SELECT peer FROM facts WHERE peer IS NOT NULL)",
-        [],
-    )
-    .map_err(backend)?;
+    conn.execute_batch(SCHEMA).map_err(backend)?;
     conn.execute_batch("VACUUM").map_err(backend)?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(backend)?;
@@ -86,7 +72,6 @@ pub struct SqliteJournal {
     /// Every id and its timestamp: the O(1) duplicate check, and how a row
     /// is found by id.
     ids: HashMap<FactId, HlcTimestamp>,
-    authorities: HashMap<AuthorityId, i64>,
     max_entries: usize,
 }
 
@@ -134,7 +119,7 @@ impl SqliteJournal {
         if version == 0 {
             let foreign: i64 = conn
                 .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT IN ('facts', 'authorities')",
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name NOT IN ('facts')",
                     [],
                     |r| r.get(0),
                 )
@@ -156,14 +141,13 @@ impl SqliteJournal {
         // 64 MiB of page cache: the B-tree interiors of millions of facts.
         conn.pragma_update(None, "cache_size", -65536)
             .map_err(backend)?;
-        conn.execute_batch(SCHEMA).map_err(backend)?;
-        if version == 1 {
-            erase_clear_channel_records(&conn)?;
+        if version == 1 || version == 2 {
+            erase_old_journal(&conn)?;
         }
+        conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(backend)?;
         let mut ids = HashMap::new();
-        let mut authorities = HashMap::new();
         {
             let mut stmt = conn
                 .prepare("SELECT id, wall, counter FROM facts")
@@ -179,27 +163,10 @@ impl SqliteJournal {
                     .map_err(|_| StoreError::Corrupt("fact id is not 32 bytes".into()))?;
                 ids.insert(FactId(id), ts_from(wall, counter));
             }
-            let mut stmt = conn
-                .prepare("SELECT n, key FROM authorities")
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-                .map_err(backend)?;
-            for row in rows {
-                let (n, key) = row.map_err(backend)?;
-                let key: [u8; 32] = key
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("authority is not 32 bytes".into()))?;
-                let a = AuthorityId::from_bytes(key)
-                    .map_err(|e| StoreError::Corrupt(format!("stored authority: {e}")))?;
-                authorities.insert(a, n);
-            }
         }
         Ok(Self {
             conn,
             ids,
-            authorities,
             max_entries,
         })
     }
@@ -240,16 +207,14 @@ impl JournalStore for SqliteJournal {
             return Err(StoreError::Full(self.max_entries));
         }
         // What this batch changes in memory, applied only after the commit.
-        let mut new_authorities: Vec<(AuthorityId, i64)> = Vec::new();
-        let mut next_authority = self.authorities.values().max().map_or(1, |n| n + 1);
         let mut timestamps: HashMap<FactId, HlcTimestamp> = HashMap::with_capacity(entries.len());
         let tx = self.conn.transaction().map_err(backend)?;
         let mut inserted = 0;
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO facts (wall, counter, id, kind, authority, peer, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO facts (wall, counter, id, kind, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(backend)?;
             let mut lower = tx
@@ -258,24 +223,6 @@ impl JournalStore for SqliteJournal {
                      WHERE wall = ?3 AND counter = ?4 AND id = ?5",
                 )
                 .map_err(backend)?;
-            let mut add_authority = tx
-                .prepare_cached("INSERT INTO authorities (n, key) VALUES (?1, ?2)")
-                .map_err(backend)?;
-            let mut number = |a: AuthorityId| -> Result<i64, StoreError> {
-                if let Some(n) = self.authorities.get(&a) {
-                    return Ok(*n);
-                }
-                if let Some((_, n)) = new_authorities.iter().find(|(k, _)| *k == a) {
-                    return Ok(*n);
-                }
-                let n = next_authority;
-                next_authority += 1;
-                add_authority
-                    .execute(params![n, &a.as_bytes()[..]])
-                    .map_err(backend)?;
-                new_authorities.push((a, n));
-                Ok(n)
-            };
             for e in entries {
                 let id = e.id();
                 let wall = e.timestamp.wall_ms as i64;
@@ -284,17 +231,12 @@ impl JournalStore for SqliteJournal {
                 match current {
                     None => {
                         let fact = e.fact();
-                        // 0 numbers no authority (a sealed channel record).
-                        let authority = fact.authority().map(&mut number).transpose()?.unwrap_or(0);
-                        let peer: Option<i64> = None;
                         insert
                             .execute(params![
                                 wall,
                                 counter,
                                 &id.0[..],
                                 fact.kind().tag() as i64,
-                                authority,
-                                peer,
                                 fact.to_bytes(),
                             ])
                             .map_err(backend)?;
@@ -319,7 +261,6 @@ impl JournalStore for SqliteJournal {
         }
         tx.commit().map_err(backend)?;
         self.ids.extend(timestamps);
-        self.authorities.extend(new_authorities);
         Ok(inserted)
     }
 
@@ -373,15 +314,6 @@ impl JournalStore for SqliteJournal {
         let order = "ORDER BY wall, counter, id LIMIT ?4";
         let (sql, key) = match filter {
             Filter::All => (format!("{select} WHERE {cursor} {order}"), None),
-            Filter::Authority(a) => {
-                let Some(n) = self.authorities.get(&a) else {
-                    return Ok(Vec::new());
-                };
-                (
-                    format!("{select} WHERE (authority = ?5 OR peer = ?5) AND {cursor} {order}"),
-                    Some(*n),
-                )
-            }
             Filter::Kind(k) => (
                 format!("{select} WHERE kind = ?5 AND {cursor} {order}"),
                 Some(k.tag() as i64),
@@ -513,67 +445,70 @@ impl JournalStore for SqliteJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::Identity;
-    use crate::ids::ContextId;
 
-    const MARKER: &[u8] = b"clear-channel-record";
+    const MARKER: &[u8] = b"clear-record-naming-carol";
+    /// The version 1 and 2 schema, as those builds wrote it.
+    const OLD_SCHEMA: &str = "
+        CREATE TABLE authorities (n INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE);
+        CREATE TABLE facts (wall INTEGER NOT NULL, counter INTEGER NOT NULL, id BLOB NOT NULL,
+            kind INTEGER NOT NULL, authority INTEGER NOT NULL, peer INTEGER, body BLOB NOT NULL,
+            PRIMARY KEY (wall, counter, id)) WITHOUT ROWID;
+        CREATE INDEX facts_authority ON facts (authority, wall, counter, id);";
 
-    /// A version-1 journal held channel facts in clear, which no longer
-    /// decode: opening it erases those rows and the authorities only they
-    /// named, their bytes included, and keeps every other fact.
+    /// Journals of versions 1 and 2 held facts that named authorities in
+    /// clear and no longer decode: opening one erases them, their bytes
+    /// included, and leaves an empty journal of this version.
     #[test]
-    fn a_version_1_journal_loses_only_its_clear_channel_facts() {
-        let dir = std::env::temp_dir().join(format!("rdv-journal-v1-{}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
-        let bob = Identity::from_secret_bytes([2; 32], [102; 32]);
-        let carol = Identity::from_secret_bytes([3; 32], [103; 32]);
-        let revocation = RendezvousFact::revoke(&bob, &ContextId::from_bytes([9; 32]), [1; 32]);
-        {
-            let conn = Connection::open(&dir).unwrap();
-            conn.execute_batch(SCHEMA).unwrap();
-            conn.pragma_update(None, "user_version", 1).unwrap();
-            let who = "INSERT INTO authorities (n, key) VALUES (?1, ?2)";
-            conn.execute(who, params![1, &bob.authority().as_bytes()[..]])
+    fn an_old_journal_is_erased_with_every_authority_it_named() {
+        let carol = [0xC4u8; 32];
+        for old in [1i64, 2] {
+            let dir =
+                std::env::temp_dir().join(format!("rdv-journal-v{old}-{}", std::process::id()));
+            let _ = std::fs::remove_file(&dir);
+            {
+                let conn = Connection::open(&dir).unwrap();
+                conn.execute_batch(OLD_SCHEMA).unwrap();
+                conn.pragma_update(None, "user_version", old).unwrap();
+                conn.execute(
+                    "INSERT INTO authorities (n, key) VALUES (1, ?1)",
+                    params![&carol[..]],
+                )
                 .unwrap();
-            conn.execute(who, params![2, &carol.authority().as_bytes()[..]])
+                conn.execute(
+                    "INSERT INTO facts VALUES (1, 0, ?1, 3, 1, NULL, ?2)",
+                    params![&[1u8; 32][..], MARKER.repeat(10)],
+                )
                 .unwrap();
-            let row = "INSERT INTO facts (wall, counter, id, kind, authority, peer, body) VALUES (?1, 0, ?2, ?3, ?4, NULL, ?5)";
-            conn.execute(
-                row,
-                params![1, &[1u8; 32][..], CHANNEL_KIND, 2, MARKER.repeat(10)],
-            )
-            .unwrap();
-            let id = revocation.id();
-            conn.execute(row, params![2, &id.0[..], 3i64, 1, revocation.to_bytes()])
-                .unwrap();
-        }
-        let j = SqliteJournal::open(&dir, 100).unwrap();
-        assert_eq!(j.len(), 1);
-        assert!(j.ids.contains_key(&revocation.id()));
-        assert_eq!(
-            j.authorities.len(),
-            1,
-            "Carol was named by the channel row only"
-        );
-        drop(j);
-        // Nothing of the clear record, nor Carol's key, is left in the file
-        // or its WAL.
-        for s in ["", "-wal"] {
-            let bytes = std::fs::read(format!("{}{s}", dir.display())).unwrap_or_default();
-            for gone in [MARKER, &carol.authority().as_bytes()[..]] {
-                assert!(
-                    !bytes.windows(gone.len()).any(|w| w == gone),
-                    "erased bytes survive in {s:?}"
-                );
             }
-        }
-        let version: i64 = Connection::open(&dir)
-            .unwrap()
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
-        for s in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{s}", dir.display()));
+            let j = SqliteJournal::open(&dir, 100).unwrap();
+            assert_eq!(j.len(), 0);
+            drop(j);
+            for s in ["", "-wal"] {
+                let bytes = std::fs::read(format!("{}{s}", dir.display())).unwrap_or_default();
+                for gone in [MARKER, &carol[..]] {
+                    assert!(
+                        !bytes.windows(gone.len()).any(|w| w == gone),
+                        "erased bytes survive in {s:?} (from version {old})"
+                    );
+                }
+            }
+            let conn = Connection::open(&dir).unwrap();
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, SCHEMA_VERSION);
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'authorities'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(tables, 0);
+            drop(conn);
+            for s in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{s}", dir.display()));
+            }
         }
     }
 }

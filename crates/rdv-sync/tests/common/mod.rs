@@ -56,7 +56,7 @@ impl Member {
         let context = &self.context;
         let is_member = |a: &AuthorityId| context.is_member(a);
         let former_member = |a: &AuthorityId| context.was_member(a);
-        let rekeys = |r: &rdv_context::EpochRekey| rdv_sync::judge_rekey(context, r);
+        let rekeys = |r: &rdv_context::SealedRekey| rdv_sync::judge_rekey(context, r);
         let mut r = JournalReplica {
             journal: &mut self.journal,
             index: &mut self.index,

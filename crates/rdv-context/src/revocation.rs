@@ -1,0 +1,163 @@
+//! A descriptor revocation, signed by the revoked descriptor's authority
+//! and sealed under the epoch's record key ([`crate::record_seal`]).
+//!
+//! Signed, so that no member can silence another by revoking its
+//! descriptors; sealed, so that a journal copy does not say which member
+//! revoked (and so moved, or went away) when.
+//!
+//! Bytes: `epoch (8) | nonce (24) | ciphertext (144)`. Plaintext:
+//! `authority (32) | descriptor nonce (32) | signature (64)`, the signature
+//! the authority's over the context and the descriptor nonce.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::identity::{Identity, signing_message};
+use crate::ids::{AuthorityId, ContextId, Epoch};
+use crate::keys::EpochKeys;
+use crate::record_seal::{self, RecordError};
+use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN};
+
+const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
+const AD_LABEL: &[u8] = b"rdv context v1 sealed revocation";
+const PLAIN_LEN: usize = 32 + 32 + 64;
+const CIPHERTEXT_LEN: usize = PLAIN_LEN + AEAD_TAG_LEN;
+
+/// An opened revocation: `authority` withdrew its descriptor with `nonce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// The authority whose descriptor is revoked (and who signed).
+    pub authority: AuthorityId,
+    /// The revoked descriptor's nonce.
+    pub nonce: [u8; 32],
+}
+
+/// A [`Revocation`] sealed under one epoch's record key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SealedRevocation {
+    epoch: Epoch,
+    nonce: [u8; AEAD_NONCE_LEN],
+    ciphertext: [u8; CIPHERTEXT_LEN],
+}
+
+fn signed_body(context: &ContextId, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(64);
+    w.raw(context.as_bytes()).raw(nonce);
+    w.into_vec()
+}
+
+impl SealedRevocation {
+    /// `identity`'s revocation of its descriptor with `descriptor_nonce`,
+    /// sealed under `keys` (its context's current epoch).
+    pub fn seal(identity: &Identity, keys: &EpochKeys, descriptor_nonce: [u8; 32]) -> Self {
+        let signature = identity.sign(
+            REVOCATION_DOMAIN,
+            &signed_body(&keys.context_id(), &descriptor_nonce),
+        );
+        let mut w = Writer::with_capacity(PLAIN_LEN);
+        w.raw(identity.authority().as_bytes())
+            .raw(&descriptor_nonce)
+            .raw(&signature);
+        let (nonce, sealed) = record_seal::seal(keys, AD_LABEL, &w.into_vec());
+        let mut ciphertext = [0u8; CIPHERTEXT_LEN];
+        ciphertext.copy_from_slice(&sealed);
+        Self {
+            epoch: keys.epoch(),
+            nonce,
+            ciphertext,
+        }
+    }
+
+    /// The epoch whose key sealed it (readable).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Opens with `keys` and checks the signature is the named authority's.
+    pub fn open(&self, keys: &EpochKeys) -> Result<Revocation, RecordError> {
+        let plain = record_seal::open(keys, AD_LABEL, self.epoch, &self.nonce, &self.ciphertext)?;
+        let mut r = Reader::new(&plain);
+        let mut read = || -> Result<(Revocation, [u8; 64]), DecodeError> {
+            let revocation = Revocation {
+                authority: AuthorityId::from_bytes(r.array("authority")?)?,
+                nonce: r.array("descriptor nonce")?,
+            };
+            Ok((revocation, r.array("signature")?))
+        };
+        let (revocation, signature) = read().map_err(|_| RecordError::Malformed)?;
+        let message = signing_message(
+            REVOCATION_DOMAIN,
+            &signed_body(&keys.context_id(), &revocation.nonce),
+        );
+        if !revocation.authority.verify(&message, &signature) {
+            return Err(RecordError::BadSignature);
+        }
+        Ok(revocation)
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u64(self.epoch).raw(&self.nonce).raw(&self.ciphertext);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            epoch: r.u64("epoch")?,
+            nonce: r.array("nonce")?,
+            ciphertext: r.array("sealed revocation")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::EpochSecret;
+
+    fn keys(secret: u8) -> EpochKeys {
+        EpochKeys::derive(
+            ContextId::from_bytes([9; 32]),
+            2,
+            &EpochSecret::from_bytes([secret; 32]),
+        )
+    }
+
+    #[test]
+    fn a_revocation_opens_for_members_and_names_no_one_in_clear() {
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let k = keys(1);
+        let sealed = SealedRevocation::seal(&bob, &k, [7; 32]);
+        assert_eq!(
+            sealed.open(&k),
+            Ok(Revocation {
+                authority: bob.authority(),
+                nonce: [7; 32]
+            })
+        );
+        let mut w = Writer::with_capacity(200);
+        sealed.write(&mut w);
+        let bytes = w.into_vec();
+        assert!(!bytes.windows(32).any(|x| x == bob.authority().as_bytes()));
+        assert!(!bytes.windows(32).any(|x| x == [7; 32]));
+        assert_eq!(sealed.open(&keys(2)), Err(RecordError::WrongKey));
+    }
+
+    #[test]
+    fn a_revocation_signed_by_someone_else_is_refused() {
+        let (bob, mallory) = (
+            Identity::from_secret_bytes([1; 32], [2; 32]),
+            Identity::from_secret_bytes([3; 32], [4; 32]),
+        );
+        let k = keys(1);
+        // Mallory, holding the key, seals Bob's name over her signature.
+        let signature = mallory.sign(REVOCATION_DOMAIN, &signed_body(&k.context_id(), &[7; 32]));
+        let mut w = Writer::with_capacity(PLAIN_LEN);
+        w.raw(bob.authority().as_bytes())
+            .raw(&[7; 32])
+            .raw(&signature);
+        let (nonce, sealed) = record_seal::seal(&k, AD_LABEL, &w.into_vec());
+        let forged = SealedRevocation {
+            epoch: 2,
+            nonce,
+            ciphertext: sealed.try_into().unwrap(),
+        };
+        assert_eq!(forged.open(&k), Err(RecordError::BadSignature));
+    }
+}
