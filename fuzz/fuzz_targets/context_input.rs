@@ -31,6 +31,22 @@ fuzz_target!(|data: &[u8]| {
     match which % 10 {
         0 => {
             if let Ok(f) = RendezvousFact::from_bytes(bytes) {
+                // Opening runs the AEAD and, past it, each sealed kind's
+                // parser and checks.
+                match &f {
+                    RendezvousFact::Descriptor(d) => {
+                        let _ = d.open_any_time(keys(), &DescriptorPolicy::default());
+                    }
+                    RendezvousFact::ChannelEstablished(c) => {
+                        let _ = c.open(keys());
+                    }
+                    RendezvousFact::DescriptorRevoked(r) => {
+                        let _ = r.open(keys());
+                    }
+                    RendezvousFact::EpochRekey(r) => {
+                        let _ = r.open(keys());
+                    }
+                }
                 assert_eq!(RendezvousFact::from_bytes(&f.to_bytes()).ok(), Some(f));
             }
         }

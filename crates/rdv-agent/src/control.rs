@@ -68,6 +68,12 @@ pub struct Reply {
     /// The transport of a pipe's channel.
     #[serde(default)]
     pub via: String,
+    /// How long the pipe's channel took to open, in microseconds: the
+    /// race (or the one transport `via` asked for), the transport's
+    /// connection and the Noise handshake. What racing costs is read here
+    /// (`docs/PERFORMANCE.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_us: Option<u64>,
     /// The status document.
     #[serde(default)]
     pub status: Option<serde_json::Value>,

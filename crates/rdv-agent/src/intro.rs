@@ -16,7 +16,7 @@
 //! Frame: `u16 (0x8000 | len) | JournalEntry bytes`. Handshake frames are
 //! at most 2 KiB, so the high bit of the length tells the two apart on one
 //! port. What an eavesdropper learns (the descriptor header: context id,
-//! epoch, authority) is written down in `docs/PRIVACY.md`.
+//! epoch; the author is sealed) is written down in `docs/PRIVACY.md`.
 
 use std::time::Duration;
 

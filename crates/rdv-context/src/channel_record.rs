@@ -128,6 +128,14 @@ impl SealedChannel {
         let (record, signature) = read().map_err(|_| RecordError::Malformed)?;
         let ends_ok = record.initiator != record.responder
             && (record.recorder == record.initiator || record.recorder == record.responder);
+        // The recorder seals under its installed epoch, and the channel's
+        // epoch is that one or the one before (a member one epoch behind
+        // is answered under its epoch). Any other pairing is a record
+        // re-sealed under another epoch's key by a member holding both: a
+        // second fact for one channel.
+        if !(record.epoch == self.epoch || record.epoch.checked_add(1) == Some(self.epoch)) {
+            return Err(RecordError::Malformed);
+        }
         if !ends_ok
             || !record.recorder.verify(
                 &signing_message(CHANNEL_DOMAIN, &signed_body(&context, &record)),
@@ -221,5 +229,18 @@ mod tests {
         damaged.ciphertext[0] ^= 1;
         assert_eq!(damaged.open(&k), Err(RecordError::WrongKey));
         // (A record re-sealed under another nonce: `record_seal`'s tests.)
+    }
+
+    #[test]
+    fn a_record_sealed_far_from_its_channels_epoch_is_refused() {
+        let (a, b) = (id(1), id(2));
+        // Sealed under epoch 4: a channel of epoch 4 or 3 (a member one
+        // epoch behind), nothing else (a record moved between epochs).
+        let k = keys(4, 5);
+        for (channel_epoch, ok) in [(4, true), (3, true), (2, false), (5, false)] {
+            let sealed =
+                SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], channel_epoch);
+            assert_eq!(sealed.open(&k).is_ok(), ok, "channel epoch {channel_epoch}");
+        }
     }
 }

@@ -35,7 +35,15 @@ pub const MAX_DESCRIPTOR_BODY_LEN: usize =
     1 + 32 * 5 + 16 + 2 + MAX_TRANSPORT_HINTS * (1 + 2 * (2 + MAX_ADDR_LEN));
 /// Largest sealed descriptor, in bytes.
 pub const MAX_SEALED_DESCRIPTOR_LEN: usize =
-    SEALED_HEADER_LEN + 2 + (2 + MAX_DESCRIPTOR_BODY_LEN + 64) + AEAD_TAG_LEN;
+    SEALED_HEADER_LEN + 2 + padded(2 + MAX_DESCRIPTOR_BODY_LEN + 64) + AEAD_TAG_LEN;
+/// The sealed plaintext is zero-padded to a multiple of this many bytes, so
+/// a descriptor's size says only roughly how many hints it has: members
+/// with similar descriptors, and one member's republications, look alike.
+const PAD_TO: usize = 256;
+
+const fn padded(n: usize) -> usize {
+    n.div_ceil(PAD_TO) * PAD_TO
+}
 
 const DESCRIPTOR_VERSION: u8 = 1;
 /// 2: the author is no longer in the readable header.
@@ -471,8 +479,10 @@ impl RendezvousDescriptor {
         self.check_limits()?;
         let body = self.to_body_bytes();
         let signature = identity.sign_message(&self.signed_message(keys.epoch(), &body));
-        let mut plain = Writer::with_capacity(2 + body.len() + 64);
+        let mut plain = Writer::with_capacity(padded(2 + body.len() + 64));
         plain.bytes16(&body).raw(&signature);
+        let padding = padded(plain.buf.len()) - plain.buf.len();
+        plain.raw(&vec![0; padding]);
         let header = SealedHeader {
             context_id: self.context_id,
             epoch: keys.epoch(),
@@ -608,7 +618,14 @@ impl SealedDescriptor {
         let mut r = Reader::new(&plain);
         let body = r.bytes16("descriptor body", MAX_DESCRIPTOR_BODY_LEN)?;
         let signature: [u8; 64] = r.array("descriptor signature")?;
-        r.finish("sealed plaintext")?;
+        let padding = r.take(r.remaining(), "padding")?;
+        if plain.len() % PAD_TO != 0 || padding.len() >= PAD_TO || padding.iter().any(|b| *b != 0) {
+            return Err(DecodeError::Invalid {
+                what: "sealed plaintext",
+                reason: "not zero-padded to the size buckets",
+            }
+            .into());
+        }
         let d = RendezvousDescriptor::from_body_bytes(body)?;
         if d.context_id != self.header.context_id {
             return Err(DescriptorError::HeaderMismatch);
@@ -697,6 +714,8 @@ mod tests {
         let signature = signer.sign_message(&body.signed_message(keys.epoch(), &bytes));
         let mut plain = Writer::default();
         plain.bytes16(&bytes).raw(&signature);
+        let padding = padded(plain.buf.len()) - plain.buf.len();
+        plain.raw(&vec![0; padding]);
         let header = SealedHeader {
             context_id: header_context,
             epoch: keys.epoch(),
@@ -754,6 +773,56 @@ mod tests {
     }
 
     #[test]
+    fn sealed_sizes_fall_in_buckets_and_padding_must_be_zero() {
+        let k = keys();
+        let bob = Identity::from_secret_bytes([1; 32], [2; 32]);
+        let one = descriptor(&bob, &k);
+        // One IPv4 hint of each kind, the longest addresses there are:
+        // the same size as a single hint (docs/PRIVACY.md says so).
+        let long = "223.255.255.254:65535".to_owned();
+        let mut all = one.clone();
+        all.transport_hints = vec![
+            TransportHint::QuicDirect { addr: long.clone() },
+            TransportHint::QuicReflexive {
+                addr: long.clone(),
+                stun_server: long.clone(),
+            },
+            TransportHint::TcpDirect { addr: long.clone() },
+            TransportHint::WebSocketRelay {
+                relay_authority: bob.authority(),
+                addr: long,
+            },
+        ];
+        let size = |d: &RendezvousDescriptor| d.seal(&bob, &k, [0; 24]).unwrap().to_bytes().len();
+        assert_eq!(size(&one), size(&all), "four hints more, same bucket");
+        // A member holding the key pads with something else than zeros.
+        let bytes = one.to_body_bytes();
+        let signature = bob.sign_message(&one.signed_message(k.epoch(), &bytes));
+        let mut plain = Writer::default();
+        plain.bytes16(&bytes).raw(&signature);
+        let padding = padded(plain.buf.len()) - plain.buf.len();
+        plain.raw(&vec![1; padding]);
+        let header = SealedHeader {
+            context_id: k.context_id(),
+            epoch: k.epoch(),
+            aead_nonce: [7; AEAD_NONCE_LEN],
+        };
+        let odd = SealedDescriptor {
+            ciphertext: aead_seal(
+                k.descriptor_key(),
+                &header.aead_nonce,
+                &header.ad(),
+                &plain.buf,
+            ),
+            header,
+        };
+        assert!(matches!(
+            odd.open(&k, 1500, &DescriptorPolicy::default()),
+            Err(DescriptorError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn signature_binds_the_epoch() {
         // A descriptor signed for epoch 3 but sealed under epoch 4's key
         // (by a member holding both) does not verify.
@@ -765,6 +834,8 @@ mod tests {
         let signature = bob.sign_message(&d.signed_message(3, &bytes));
         let mut plain = Writer::default();
         plain.bytes16(&bytes).raw(&signature);
+        let padding = padded(plain.buf.len()) - plain.buf.len();
+        plain.raw(&vec![0; padding]);
         let header = SealedHeader {
             context_id: k4.context_id(),
             epoch: 4,

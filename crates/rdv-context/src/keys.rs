@@ -52,9 +52,10 @@ pub const LABEL_RELAY_KEY: &str = "rdv context v1 relay-key";
 pub const LABEL_RELAY_GRANT: &str = "rdv context v1 relay-grant";
 /// Label: the opaque handle a member is reached under on one relay.
 pub const LABEL_RELAY_HANDLE: &str = "rdv context v1 relay-handle";
-/// Label: key that seals the journal's channel records.
+/// Label: key that seals the journal's records (channel records,
+/// revocations, rekeys).
 pub const LABEL_RECORD_KEY: &str = "rdv context v1 record-key";
-/// Label: the synthetic nonce of a sealed channel record.
+/// Label: the synthetic nonce of a sealed journal record.
 pub const LABEL_RECORD_NONCE: &str = "rdv context v1 record-nonce";
 
 /// Every label, for the separation tests.
@@ -173,7 +174,8 @@ impl EpochKeys {
     pub fn descriptor_key(&self) -> &[u8; 32] {
         &self.descriptor_key
     }
-    /// The key that seals the journal's channel records of this epoch.
+    /// The key that seals the journal's records of this epoch: channel
+    /// records, revocations, and the rekeys that advance from it.
     pub fn record_key(&self) -> &[u8; 32] {
         &self.record_key
     }

@@ -7,7 +7,13 @@
 //!
 //! Bytes: `epoch (8) | nonce (24) | ciphertext (144)`. Plaintext:
 //! `authority (32) | descriptor nonce (32) | signature (64)`, the signature
-//! the authority's over the context and the descriptor nonce.
+//! the authority's over the context, the sealing epoch and the descriptor
+//! nonce (so a member holding two epochs' keys cannot re-seal someone
+//! else's revocation under the other epoch as a second fact).
+//!
+//! A member's own descriptor is always of the installed epoch (the service
+//! drops it when the epoch changes), so a revocation is sealed under the
+//! epoch of the descriptor it revokes.
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, signing_message};
@@ -38,9 +44,9 @@ pub struct SealedRevocation {
     ciphertext: [u8; CIPHERTEXT_LEN],
 }
 
-fn signed_body(context: &ContextId, nonce: &[u8; 32]) -> Vec<u8> {
-    let mut w = Writer::with_capacity(64);
-    w.raw(context.as_bytes()).raw(nonce);
+fn signed_body(context: &ContextId, epoch: Epoch, nonce: &[u8; 32]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(72);
+    w.raw(context.as_bytes()).u64(epoch).raw(nonce);
     w.into_vec()
 }
 
@@ -50,12 +56,31 @@ impl SealedRevocation {
     pub fn seal(identity: &Identity, keys: &EpochKeys, descriptor_nonce: [u8; 32]) -> Self {
         let signature = identity.sign(
             REVOCATION_DOMAIN,
-            &signed_body(&keys.context_id(), &descriptor_nonce),
+            &Self::signed_body(keys, &descriptor_nonce),
         );
+        let revocation = Revocation {
+            authority: identity.authority(),
+            nonce: descriptor_nonce,
+        };
+        Self::from_parts(keys, &revocation, &signature)
+    }
+
+    /// The bytes a revocation's author signs (Ed25519, domain
+    /// `rdv context v1 descriptor-revocation`) for a revocation of its
+    /// descriptor with `descriptor_nonce` sealed under `keys`.
+    pub fn signed_body(keys: &EpochKeys, descriptor_nonce: &[u8; 32]) -> Vec<u8> {
+        signed_body(&keys.context_id(), keys.epoch(), descriptor_nonce)
+    }
+
+    /// Seals a revocation signed elsewhere (a key held outside this
+    /// process): `signature` over [`SealedRevocation::signed_body`].
+    /// Nothing is checked here; [`SealedRevocation::open`] checks the
+    /// signature is the named authority's.
+    pub fn from_parts(keys: &EpochKeys, revocation: &Revocation, signature: &[u8; 64]) -> Self {
         let mut w = Writer::with_capacity(PLAIN_LEN);
-        w.raw(identity.authority().as_bytes())
-            .raw(&descriptor_nonce)
-            .raw(&signature);
+        w.raw(revocation.authority.as_bytes())
+            .raw(&revocation.nonce)
+            .raw(signature);
         let (nonce, sealed) = record_seal::seal(keys, AD_LABEL, &w.into_vec());
         let mut ciphertext = [0u8; CIPHERTEXT_LEN];
         ciphertext.copy_from_slice(&sealed);
@@ -85,7 +110,7 @@ impl SealedRevocation {
         let (revocation, signature) = read().map_err(|_| RecordError::Malformed)?;
         let message = signing_message(
             REVOCATION_DOMAIN,
-            &signed_body(&keys.context_id(), &revocation.nonce),
+            &Self::signed_body(keys, &revocation.nonce),
         );
         if !revocation.authority.verify(&message, &signature) {
             return Err(RecordError::BadSignature);
@@ -147,17 +172,28 @@ mod tests {
         );
         let k = keys(1);
         // Mallory, holding the key, seals Bob's name over her signature.
-        let signature = mallory.sign(REVOCATION_DOMAIN, &signed_body(&k.context_id(), &[7; 32]));
-        let mut w = Writer::with_capacity(PLAIN_LEN);
-        w.raw(bob.authority().as_bytes())
-            .raw(&[7; 32])
-            .raw(&signature);
-        let (nonce, sealed) = record_seal::seal(&k, AD_LABEL, &w.into_vec());
-        let forged = SealedRevocation {
-            epoch: 2,
-            nonce,
-            ciphertext: sealed.try_into().unwrap(),
+        let bobs = Revocation {
+            authority: bob.authority(),
+            nonce: [7; 32],
         };
+        let signature = mallory.sign(
+            REVOCATION_DOMAIN,
+            &SealedRevocation::signed_body(&k, &[7; 32]),
+        );
+        let forged = SealedRevocation::from_parts(&k, &bobs, &signature);
         assert_eq!(forged.open(&k), Err(RecordError::BadSignature));
+        // Bob's own revocation of epoch 2, re-sealed under epoch 3's key by
+        // a member holding both: his signature names epoch 2.
+        let signature = bob.sign(
+            REVOCATION_DOMAIN,
+            &SealedRevocation::signed_body(&k, &[7; 32]),
+        );
+        let k3 = EpochKeys::derive(k.context_id(), 3, &EpochSecret::from_bytes([1; 32]));
+        let moved = SealedRevocation::from_parts(&k3, &bobs, &signature);
+        assert_eq!(moved.open(&k3), Err(RecordError::BadSignature));
+        assert_eq!(
+            SealedRevocation::from_parts(&k, &bobs, &signature).open(&k),
+            Ok(bobs)
+        );
     }
 }

@@ -110,7 +110,7 @@ pub enum FactApplied {
     /// A revocation was recorded (and the cached descriptor dropped if it
     /// was the revoked one).
     Revoked(AuthorityId),
-    /// Nothing to do (our own descriptor, or a channel record).
+    /// Nothing to do (our own descriptor, a channel record, a rekey).
     Ignored,
 }
 
@@ -251,7 +251,8 @@ impl RendezvousService {
 
     /// The keys of `epoch` of `context`, if it is the installed epoch or
     /// the one before (see [`RendezvousService::prepare_handle_handshake`]):
-    /// what channel records sealed by a member one epoch behind open with.
+    /// what records (channel records, revocations) sealed by a member one
+    /// epoch behind open with.
     pub fn keys_at(&self, context: &ContextId, epoch: Epoch) -> Option<&EpochKeys> {
         let state = self.contexts.get(context)?;
         [state.keys.as_ref(), state.previous.as_ref()]
@@ -631,7 +632,9 @@ impl RendezvousService {
     /// Caches a peer's sealed descriptor (from journal sync) if it opens and
     /// verifies at `now_ms`, was not revoked, is not a replay of a nonce
     /// seen before, and is not older than the one cached. A refusal changes
-    /// nothing.
+    /// nothing. This member's own descriptor (its author is sealed, so
+    /// known only once opened) is checked the same way but not cached:
+    /// `Ok` with this member's authority.
     pub fn cache_descriptor(
         &mut self,
         sealed: &SealedDescriptor,

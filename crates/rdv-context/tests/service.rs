@@ -740,12 +740,23 @@ fn revocation_by_someone_else_is_refused() {
         .get_cached_descriptor(ctx, bob.me())
         .unwrap()
         .nonce;
-    // Carol revokes Bob's nonce. A revocation names its signer (sealed
-    // inside, with the signature checked on opening), so this one is
-    // Carol's, of a descriptor she never published: Bob's stays cached. (A
-    // revocation naming Bob over Carol's signature: `rdv-context`'s unit
-    // tests, since only the crate can seal one.)
+    // Carol, holding the epoch's key, seals a revocation naming Bob that
+    // Bob did not sign: refused, Bob's descriptor stays.
     let keys = alice.service.keys(&ctx).unwrap().clone();
+    let bobs = Revocation {
+        authority: bob.me(),
+        nonce,
+    };
+    let forged =
+        RendezvousFact::DescriptorRevoked(SealedRevocation::from_parts(&keys, &bobs, &[7; 64]));
+    assert_eq!(
+        alice.service.apply_fact(ctx, &forged, T0),
+        Err(DescriptorError::BadSignature)
+    );
+    assert!(alice.service.get_cached_descriptor(ctx, bob.me()).is_some());
+    // Carol revokes Bob's nonce with her own signature: a revocation names
+    // its signer, so this one is Carol's, of a descriptor she never
+    // published. Bob's stays cached.
     let carols = RendezvousFact::revoke(&carol.identity, &keys, nonce);
     assert_eq!(
         alice.service.apply_fact(ctx, &carols, T0),
@@ -982,7 +993,7 @@ fn descriptor_committing_to_another_psk_root_is_refused_before_any_send() {
 /// Re-seals `sealed` as a member holding the epoch's descriptor key could:
 /// the same header and body, the signature's last byte flipped. The layout
 /// is the one `SealedDescriptor` documents: plaintext `len16 | body |
-/// signature (64)`, associated data `label | version | context | epoch
+/// signature (64) | zero padding`, associated data `label | version | context | epoch
 /// (BE)`; the sealed bytes `version | context | epoch | AEAD nonce (24) |
 /// len16 | ciphertext`. Opening with the epoch's key is
 /// asserted, so a change of layout fails loudly here.
@@ -1005,7 +1016,10 @@ fn with_altered_signature(sealed: &SealedDescriptor, keys: &EpochKeys) -> Sealed
             },
         )
         .expect("a member opens the descriptor with the epoch's key");
-    *plain.last_mut().unwrap() ^= 1;
+    // The signature ends 2 + body length + 64 bytes in (zero padding
+    // follows).
+    let body_len = usize::from(u16::from_be_bytes([plain[0], plain[1]]));
+    plain[2 + body_len + 63] ^= 1;
     let ciphertext = cipher
         .encrypt(
             &XNonce::from(nonce),

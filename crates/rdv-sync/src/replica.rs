@@ -10,8 +10,10 @@
 //!   and not beyond the allowed drift;
 //! * every fact is sealed (issue 13 item 8), so every other check needs
 //!   the keys of the fact's epoch, and a fact of an epoch whose keys this
-//!   member does not hold is left out without blame (deferred: it is
-//!   offered again once the member can read it);
+//!   member does not hold, or that does not open under them (another
+//!   secret for that epoch number: a rekey branch this member did not
+//!   take), is left out without blame (deferred: it is offered again, and
+//!   taken once the member can read it);
 //! * the authorities a fact names are members of the context: the two
 //!   ends of a `ChannelEstablished` (opened under the record key of the
 //!   installed epoch or the one before, its recorder's signature checked),
@@ -169,7 +171,13 @@ impl<S: JournalStore> JournalReplica<'_, S> {
         // A sealed record opens with the keys of its epoch: the installed
         // one or the one before (a member one epoch behind, which missed a
         // rekey and is still answered under the epoch before, seals under
-        // the epoch it has).
+        // the epoch it has). One that does not open under them (the AEAD
+        // refuses) is deferred, not blamed: it may be sealed under another
+        // secret for the same epoch number, on the branch of two concurrent
+        // rekeys this member did not take (or left), and an honest member
+        // can hold and offer such facts; damage cannot be told apart from
+        // that. What only a key holder can produce (a malformed record, a
+        // bad signature, a stranger named) is refused with blame.
         let keys_at = |epoch| self.service.keys_at(&ctx, epoch);
         let named: Vec<AuthorityId> = match entry.fact() {
             // A descriptor proves its author's membership by itself: it
@@ -185,7 +193,10 @@ impl<S: JournalStore> JournalReplica<'_, S> {
                     return Ok(Checked::Deferred);
                 };
                 let policy = self.service.config().policy;
-                let d = sealed.open_any_time(keys, &policy)?;
+                let d = match sealed.open_any_time(keys, &policy) {
+                    Err(rdv_context::DescriptorError::WrongKey) => return Ok(Checked::Deferred),
+                    other => other?,
+                };
                 if now_ms.saturating_add(policy.max_clock_skew_ms) < d.valid_from {
                     return Err(rdv_context::DescriptorError::NotYetValid {
                         valid_from: d.valid_from,
@@ -199,14 +210,20 @@ impl<S: JournalStore> JournalReplica<'_, S> {
                 let Some(keys) = keys_at(sealed.epoch()) else {
                     return Ok(Checked::Deferred);
                 };
-                let record = sealed.open(keys)?;
+                let record = match sealed.open(keys) {
+                    Err(RecordError::WrongKey) => return Ok(Checked::Deferred),
+                    other => other?,
+                };
                 vec![record.initiator, record.responder]
             }
             RendezvousFact::DescriptorRevoked(sealed) => {
                 let Some(keys) = keys_at(sealed.epoch()) else {
                     return Ok(Checked::Deferred);
                 };
-                vec![sealed.open(keys)?.authority]
+                match sealed.open(keys) {
+                    Err(RecordError::WrongKey) => return Ok(Checked::Deferred),
+                    other => vec![other?.authority],
+                }
             }
             RendezvousFact::EpochRekey(sealed) => match (self.rekeys)(sealed) {
                 RekeyCheck::Take => Vec::new(),

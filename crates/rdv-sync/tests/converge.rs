@@ -112,9 +112,12 @@ fn check(members: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
         .unwrap()
         .iter()
         .filter_map(|e| match e.fact() {
+            // Every revocation in the journal opens under the keys of its
+            // epoch when this member holds them (all of them here).
             RendezvousFact::DescriptorRevoked(r) => {
-                let keys = m[0].service.keys_at(&m[0].ctx(), r.epoch())?;
-                Some(r.open(keys).ok()?.nonce)
+                let keys = m[0].service.keys_at(&m[0].ctx(), r.epoch());
+                let keys = keys.expect("keys of the revocation's epoch");
+                Some(r.open(keys).expect("a synced revocation opens").nonce)
             }
             _ => None,
         })

@@ -181,22 +181,36 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
     let mallory = identity(66);
     let mut m = Member::new(mallory.clone(), Context::create(&mallory, &mut rng(67)), 68);
     let foreign = entry(m.publish(T0 + 10), T0 + 10);
-    // Alice's revocation of her descriptor, altered (a revocation naming
-    // Alice over another member's signature: `rdv-context`'s unit tests,
-    // since only the crate can seal one).
+    // A revocation of Alice's descriptor, sealed under the context's key
+    // by a member, not signed by Alice.
     let d = a.publish(T0 + 10);
     let nonce = a.service.own_descriptor(ctx).unwrap().nonce;
-    let mut revocation = RendezvousFact::revoke(&a.identity, a.context.keys(), nonce).to_bytes();
-    let last = revocation.len() - 1;
-    revocation[last] ^= 1;
-    let forged_revocation = entry(RendezvousFact::from_bytes(&revocation).unwrap(), T0 + 11);
+    let alices = Revocation {
+        authority: a.me(),
+        nonce,
+    };
+    let forged_revocation = entry(
+        RendezvousFact::DescriptorRevoked(SealedRevocation::from_parts(
+            a.context.keys(),
+            &alices,
+            &[7; 64],
+        )),
+        T0 + 11,
+    );
     // A revocation Mallory signs for herself, sealed under our key (as a
     // removed member still holding it could): a stranger.
     let stranger_revocation = entry(
         RendezvousFact::revoke(&mallory, a.context.keys(), [1; 32]),
         T0 + 11,
     );
-    // Alice's descriptor with one ciphertext byte flipped.
+    // Alice's descriptor and her revocation, one ciphertext byte flipped:
+    // they do not open, which a member cannot tell from a fact sealed
+    // under another secret for the epoch (a rekey branch it did not take),
+    // so they are deferred without blame, and nothing is written.
+    let mut revocation = RendezvousFact::revoke(&a.identity, a.context.keys(), nonce).to_bytes();
+    let last = revocation.len() - 1;
+    revocation[last] ^= 1;
+    let altered_revocation = entry(RendezvousFact::from_bytes(&revocation).unwrap(), T0 + 11);
     let mut sealed = match &d {
         RendezvousFact::Descriptor(s) => s.to_bytes(),
         _ => unreachable!(),
@@ -209,11 +223,17 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
     );
     // A timestamp an hour ahead.
     let future = entry(b.channel_fact_for_test(), T0 + 3_600_000);
+    for e in [altered, altered_revocation] {
+        let mut s = Session::respond(Limits::default(), T0 + 20);
+        b.with_replica(|r| s.receive(&facts_message(vec![e.clone()]), r, T0 + 20))
+            .unwrap();
+        assert_eq!(s.stats().facts_rejected, 0, "{:?}", e.fact().kind());
+        assert_eq!(b.journal.len(), 0);
+    }
     let bad = vec![
         foreign,
         forged_revocation,
         stranger_revocation,
-        altered,
         future,
         entry(stranger_fact(a.context.keys(), 1), T0 + 12),
         // A member recording a channel between two others.
@@ -245,7 +265,7 @@ fn forged_foreign_and_stranger_facts_are_dropped_counted_and_end_the_session() {
     }
     // Together they pass the threshold: the session ends with an error.
     let err = feed(&mut b, limits, &facts_message(bad), T0 + 20).unwrap_err();
-    assert_eq!(err, SyncError::TooManyBadFacts(7));
+    assert_eq!(err, SyncError::TooManyBadFacts(6));
     assert_eq!(b.journal.len(), 0);
     assert!(b.service.get_cached_descriptor(ctx, a.me()).is_none());
 }
@@ -301,6 +321,17 @@ fn only_rekeys_that_can_matter_are_stored() {
         let keys = copy.keys_at(r.from_epoch).unwrap();
         RendezvousFact::EpochRekey(Box::new(SealedRekey::seal(r, &keys).unwrap()))
     };
+    // The admin's first rekey with its signature broken, sealed under the
+    // right key by a member: refused with blame. The same rekey sealed
+    // under another secret for epoch 0 (as on a branch this member never
+    // took): deferred.
+    let mut broken = first.clone();
+    broken.signature[0] ^= 1;
+    let broken = sealed(&broken);
+    let elsewhere = {
+        let other = EpochKeys::derive(a.ctx(), 0, &EpochSecret::from_bytes([0xEE; 32]));
+        RendezvousFact::EpochRekey(Box::new(SealedRekey::seal(&first, &other).unwrap()))
+    };
     let (forged, first_fact, second) = (sealed(&forged), sealed(&first), sealed(&second));
     let offer = |c: &mut Member, fact: RendezvousFact, at: u64| {
         let bytes = facts_message(vec![entry(fact, at)]);
@@ -320,6 +351,12 @@ fn only_rekeys_that_can_matter_are_stored() {
         offer(&mut c, second.clone(), T0 + 2),
         (0, 0),
         "too early: deferred"
+    );
+    assert_eq!(offer(&mut c, broken, T0 + 2), (0, 1), "bad signature");
+    assert_eq!(
+        offer(&mut c, elsewhere, T0 + 2),
+        (0, 0),
+        "another secret: deferred"
     );
     assert_eq!(
         offer(&mut c, first_fact, T0 + 3),

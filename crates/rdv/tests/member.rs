@@ -90,7 +90,30 @@ fn two_members_on_loopback_meet_on_a_point_and_pipe_a_mebibyte() {
         !a.join("agent.sock").exists(),
         "the control socket is removed"
     );
-    drop(bob);
+    assert_eq!(bob.terminate(), Some(0));
+
+    // Both agents restart on other ports: each still holds the other's old
+    // descriptor (valid for hours) and would dial a dead address; the
+    // point shows the new one, an introduction brings the new descriptor,
+    // and the pipe goes through.
+    let (_alice, _) = agent(cmd(plain, &a, &common));
+    let (_bob, _) = agent(cmd(plain, &b, &common));
+    let (got, err, sent, _) = pipe(
+        Side {
+            base: &plain,
+            data: &a,
+            context: "home",
+        },
+        Side {
+            base: &plain,
+            data: &b,
+            context: "family",
+        },
+        &bob_auth,
+        b"after a restart",
+    );
+    assert_eq!(sent, Some(0), "pipe connect after a restart: {err}");
+    assert_eq!(got, b"after a restart");
 }
 
 #[test]

@@ -1,5 +1,5 @@
-//! Relay performance (issue 11; docs/PERFORMANCE.md), not in the default
-//! suite. Run in release, one test at a time:
+//! Relay and channel performance (issues 10, 11; docs/PERFORMANCE.md),
+//! not in the default suite. Run in release, one test at a time:
 //!
 //! ```sh
 //! cargo test --release -p rdv --test relay_bench -- --ignored --nocapture --test-threads 1
@@ -8,7 +8,8 @@
 //! Prints tables: pipe throughput through each transport between two
 //! agents on loopback (the same bytes, the same processes, the channel's
 //! Noise and framing on every path), the point's CPU time per relayed
-//! MiB, and the point's resident memory per idle relay client.
+//! MiB, the point's resident memory per idle relay client, and what
+//! racing the transports adds to a channel's open time.
 
 mod support;
 
@@ -198,4 +199,126 @@ fn point_memory_per_idle_relay_client() {
         (after.saturating_sub(before)) as f64 / links.len() as f64
     );
     drop(links);
+}
+
+/// Opens one pipe channel from the agent of `data` to `peer` through its
+/// control socket (as `rdv pipe connect` does) with `via` (all transports
+/// raced when `None`), sends nothing, and returns the transport and the
+/// channel's open time in microseconds the agent reported, or the agent's
+/// refusal.
+fn open_once(
+    data: &std::path::Path,
+    peer: &str,
+    via: Option<&str>,
+) -> Result<(String, u64), String> {
+    use std::io::{BufRead, Read, Write};
+    let request = rdv_agent::control::Request::PipeConnect {
+        context: "home".into(),
+        peer: peer.into(),
+        via: via.map(str::to_owned),
+    };
+    let mut sock =
+        std::os::unix::net::UnixStream::connect(data.join("agent.sock")).expect("control socket");
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut line = serde_json::to_string(&request).expect("request");
+    line.push('\n');
+    sock.write_all(line.as_bytes()).expect("request");
+    let mut reader = std::io::BufReader::new(sock.try_clone().expect("clone"));
+    let mut answer = String::new();
+    reader.read_line(&mut answer).expect("reply");
+    let reply: rdv_agent::control::Reply = serde_json::from_str(&answer).expect("reply json");
+    if !reply.ok {
+        return Err(reply.error);
+    }
+    // An empty frame ends the pipe; the listener's acknowledgement follows.
+    sock.write_all(&0u32.to_be_bytes()).expect("end");
+    let mut ack = [0u8; 1];
+    reader.read_exact(&mut ack).expect("ack");
+    Ok((reply.via, reply.open_us.expect("open_us")))
+}
+
+/// Runs `rdv pipe listen` in the agent of `data` and waits for its
+/// `listening` line.
+fn listener(data: &std::path::Path) -> std::process::Child {
+    let mut listen = cmd(plain, data, &["pipe", "listen", "--context", "family"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pipe listen");
+    let err = lines(listen.stderr.take().expect("stderr"));
+    assert!(wait_line(&err, "listening", Duration::from_secs(30)).is_some());
+    listen
+}
+
+/// What racing the transports costs when the first one succeeds (issue 10:
+/// "racing adds under 5 ms"): the same two agents open channels
+/// alternately raced and with QUIC direct forced, and the agent reports
+/// each channel's open time (transport connection and Noise handshake).
+#[test]
+#[ignore = "benchmark: run in release with --ignored"]
+fn racing_adds_little_when_the_first_transport_succeeds() {
+    let rounds: usize = std::env::var("RDV_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(41);
+    let tmp = temp();
+    let point = rdv_point(tmp.path(), &["--store", "memory"]);
+    let (a, b): (PathBuf, PathBuf) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    create_and_join(&plain, &a, &b);
+    let common = ["agent", "--point", point.tcp(), "--listen", "127.0.0.1:0"];
+    let (_alice, _) = agent(cmd(plain, &a, &common));
+    let (_bob, bob_auth) = agent(cmd(plain, &b, &common));
+    // Until the two agents know each other (descriptors exchanged), a
+    // channel is refused: warm up, bounded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut listen = listener(&b);
+        let done = open_once(&a, &bob_auth, None);
+        if done.is_err() {
+            let _ = listen.kill();
+        }
+        let _ = listen.wait();
+        match done {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => panic!("no channel within 60 s: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    let mut times: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds * 2 {
+        let raced = round % 2 == 0;
+        let mut listen = listener(&b);
+        let (via, us) =
+            open_once(&a, &bob_auth, (!raced).then_some("quic-direct")).expect("channel");
+        assert_eq!(via, "quic-direct", "QUIC direct wins the race on loopback");
+        times[usize::from(!raced)].push(us);
+        let _ = listen.wait();
+        // The responder takes at most 10 messages 1 a second from one
+        // address (burst 20, `AcceptLimits`): stay under it.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2] as f64 / 1000.0
+    };
+    let p90 = |v: &Vec<u64>| v[v.len() * 9 / 10] as f64 / 1000.0;
+    let (raced, forced) = (median(&mut times[0].clone()), median(&mut times[1].clone()));
+    let (mut r, mut f) = (times[0].clone(), times[1].clone());
+    r.sort_unstable();
+    f.sort_unstable();
+    println!("\n| channel open | channels | median ms | p90 ms |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| raced (all transports) | {} | {raced:.2} | {:.2} |",
+        r.len(),
+        p90(&r)
+    );
+    println!(
+        "| --via quic-direct | {} | {forced:.2} | {:.2} |",
+        f.len(),
+        p90(&f)
+    );
+    println!("\nracing adds {:.2} ms (median)", raced - forced);
 }

@@ -266,23 +266,29 @@ async fn pipe_connect(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut opening = std::time::Instant::now();
     let (mut ch, via) = match open_channel(shared, &m, peer, PURPOSE_PIPE, via).await {
         Ok(c) => c,
         Err(first) => {
-            // Behind NATs on both sides a channel needs a punch, which the
-            // maintenance loop runs in rounds both members keep: wait for
-            // the sync channel it brings (bounded), then go again over the
-            // mapping it opened.
+            // Two reasons a second try can succeed, both brought by the
+            // agent's own loops: behind NATs on both sides a channel needs
+            // a punch, which the maintenance loop runs in rounds both
+            // members keep (it brings a sync channel); and a peer that
+            // restarted on another address is still known here by its old
+            // descriptor until discovery's introduction brings the new one.
+            // Wait (bounded) for a sync channel or a new descriptor, then
+            // go again.
             let deadline = tokio::time::Instant::now() + PUNCH_WAIT;
+            let seen = descriptor_nonce(&m, peer).await;
+            let mut moved = false;
             let mut connected = m.sync.is_connected(&peer);
-            while !connected
-                && tokio::time::Instant::now() < deadline
-                && punchable(shared, &m, peer).await
-            {
+            while !connected && !moved && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 connected = m.sync.is_connected(&peer);
+                moved = descriptor_nonce(&m, peer).await != seen;
             }
-            let again = if connected {
+            let again = if connected || moved {
+                opening = std::time::Instant::now();
                 open_channel(shared, &m, peer, PURPOSE_PIPE, via).await
             } else {
                 Err(first)
@@ -296,10 +302,12 @@ async fn pipe_connect(
             }
         }
     };
+    let open_us = u64::try_from(opening.elapsed().as_micros()).unwrap_or(u64::MAX);
     let reply = Reply {
         ok: true,
         authority: shared.me.to_string(),
         via: via.to_owned(),
+        open_us: Some(open_us),
         ..Reply::default()
     };
     control::write_line(&mut stream, &reply).await?;
@@ -377,18 +385,9 @@ async fn status(shared: &Shared) -> serde_json::Value {
     })
 }
 
-/// Whether a punch towards `peer` can help: both this member and the peer
-/// know a reflexive address.
-async fn punchable(shared: &Shared, m: &Member, peer: AuthorityId) -> bool {
-    if lock(&shared.reflexive).is_none() || shared.quic.is_none() {
-        return false;
-    }
+/// The nonce of `peer`'s cached descriptor: it changes when a new one
+/// arrives.
+async fn descriptor_nonce(m: &Member, peer: AuthorityId) -> Option<[u8; 32]> {
     let n = m.sync.node().lock().await;
-    n.service
-        .get_cached_descriptor(m.id, peer)
-        .is_some_and(|d| {
-            d.transport_hints
-                .iter()
-                .any(|h| matches!(h, TransportHint::QuicReflexive { .. }))
-        })
+    n.service.get_cached_descriptor(m.id, peer).map(|d| d.nonce)
 }

@@ -346,16 +346,22 @@ pub(super) async fn discover(shared: Arc<Shared>, m: Arc<Member>) {
             }
         }
         for (who, addrs) in candidates {
-            let known = match who {
+            let current = match who {
                 Some(a) => {
+                    let connected = m.sync.is_connected(&a);
                     let n = m.sync.node().lock().await;
                     n.service
                         .get_cached_descriptor(m.id, a)
-                        .is_some_and(|d| d.is_valid_at(now))
+                        .is_some_and(|d| d.is_valid_at(now) && (connected || names_any(d, &addrs)))
                 }
                 None => false,
             };
-            if !known {
+            // No descriptor of it, or one that names none of the addresses
+            // it registered while no channel connects us: it moved (an
+            // agent restarted on another port holds its new descriptor in
+            // its own journal only, and ours dials the old one). An
+            // introduction brings the new one.
+            if !current {
                 introduce(&shared, &m, &addrs).await;
             }
         }
@@ -391,6 +397,15 @@ async fn introduce(shared: &Shared, m: &Member, addresses: &[Multiaddr]) {
             Err(e) => tracing::debug!(%addr, error = %e, "introduction failed"),
         }
     }
+}
+
+/// Whether descriptor `d` names one of the TCP addresses `registered` on a
+/// point.
+fn names_any(d: &rdv_context::RendezvousDescriptor, registered: &[Multiaddr]) -> bool {
+    registered
+        .iter()
+        .filter_map(tcp_socket_addr)
+        .any(|r| d.transport_hints.iter().any(|h| h.socket_addr() == Some(r)))
 }
 
 fn tcp_socket_addr(a: &Multiaddr) -> Option<SocketAddr> {
