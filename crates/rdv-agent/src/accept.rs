@@ -8,7 +8,10 @@
 //!   one half-open slot until the handshake deadline.
 //! * **Half-open slots.** At most [`AcceptLimits::per_ip`] per source
 //!   address and [`AcceptLimits::total`] in all; a connection over either
-//!   bound is closed at once, before a byte is read.
+//!   bound is closed at once, before a byte is read. Idle sockets from
+//!   enough addresses (32 at the defaults) fill the total; a *proven*
+//!   source (below) then takes a slot from a second pool of the same size,
+//!   so members that connected before are not locked out by them.
 //! * **Cryptography.** A message 1 whose `mac1` is not under this member's
 //!   static key is dropped before the shared lock is taken and before any
 //!   X25519 work (one keyed hash); only messages from someone who knows the
@@ -121,6 +124,8 @@ pub struct HalfOpen {
 struct HalfOpenCounts {
     per_ip: HashMap<IpAddr, usize>,
     total: usize,
+    /// Slots proven sources hold beyond `total` (at most `total` more).
+    proven_extra: usize,
 }
 
 /// Why [`HalfOpen::enter`] refused.
@@ -137,6 +142,8 @@ pub enum Full {
 pub struct Slot {
     gate: Arc<HalfOpen>,
     ip: IpAddr,
+    /// Taken from the pool kept for proven sources.
+    extra: bool,
 }
 
 impl HalfOpen {
@@ -152,10 +159,15 @@ impl HalfOpen {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-    /// Takes a slot for `ip`, or says which bound is reached.
-    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+    /// Takes a slot for `ip`, or says which bound is reached. A `proven`
+    /// source ([`CryptoGate::prove`]: a channel was established from it
+    /// lately) keeps its per-address bound; when the total is reached it
+    /// takes a slot from a second pool of the same size kept for proven
+    /// sources.
+    pub fn enter(self: &Arc<Self>, ip: IpAddr, proven: bool) -> Result<Slot, Full> {
         let mut c = self.counts();
-        if c.total >= self.limits.total {
+        let extra = c.total >= self.limits.total;
+        if extra && !(proven && c.proven_extra < self.limits.total) {
             return Err(Full::Total);
         }
         let n = c.per_ip.entry(ip).or_insert(0);
@@ -163,10 +175,15 @@ impl HalfOpen {
             return Err(Full::PerIp);
         }
         *n += 1;
-        c.total += 1;
+        if extra {
+            c.proven_extra += 1;
+        } else {
+            c.total += 1;
+        }
         Ok(Slot {
             gate: self.clone(),
             ip,
+            extra,
         })
     }
     /// Half-open slots held now, (for `ip`, in all).
@@ -179,7 +196,11 @@ impl HalfOpen {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.gate.counts();
-        c.total = c.total.saturating_sub(1);
+        if self.extra {
+            c.proven_extra = c.proven_extra.saturating_sub(1);
+        } else {
+            c.total = c.total.saturating_sub(1);
+        }
         if let Some(n) = c.per_ip.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -317,6 +338,17 @@ impl CryptoGate {
         g.proven.insert(group, now + PROVEN_FOR);
     }
 
+    /// Whether `ip`'s source group is proven at `now`.
+    pub fn is_proven(&self, ip: IpAddr, now: Duration) -> bool {
+        let group = AddrGroup::of(ip, 64);
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .proven
+            .get(&group)
+            .is_some_and(|until| *until > now)
+    }
+
     /// Sources with a bucket now.
     pub fn sources(&self) -> usize {
         self.inner
@@ -354,6 +386,11 @@ impl Throttle {
     pub fn prove(&self, ip: IpAddr) {
         self.gate.prove(ip, self.origin.elapsed());
     }
+
+    /// [`CryptoGate::is_proven`] now.
+    pub fn is_proven(&self, ip: IpAddr) -> bool {
+        self.gate.is_proven(ip, self.origin.elapsed())
+    }
 }
 
 /// Accepts channels on `listener` for the member `node` until the task is
@@ -384,7 +421,7 @@ pub async fn accept_loop<S>(
                 continue;
             }
         };
-        let slot = match gate.enter(from.ip()) {
+        let slot = match gate.enter(from.ip(), throttle.is_proven(from.ip())) {
             Ok(s) => s,
             Err(full) => {
                 let c = match full {
@@ -528,18 +565,65 @@ mod tests {
         });
         let a = IpAddr::from([127, 0, 0, 1]);
         let b = IpAddr::from([127, 0, 0, 2]);
-        let s1 = gate.enter(a).ok();
-        let s2 = gate.enter(a).ok();
+        let s1 = gate.enter(a, false).ok();
+        let s2 = gate.enter(a, false).ok();
         assert!(s1.is_some() && s2.is_some());
-        assert_eq!(gate.enter(a).err(), Some(Full::PerIp));
-        let s3 = gate.enter(b).ok();
+        assert_eq!(gate.enter(a, false).err(), Some(Full::PerIp));
+        let s3 = gate.enter(b, false).ok();
         assert!(s3.is_some());
-        assert_eq!(gate.enter(b).err(), Some(Full::Total));
+        assert_eq!(gate.enter(b, false).err(), Some(Full::Total));
         drop(s1);
         assert_eq!(gate.held(a), (1, 2));
-        assert!(gate.enter(a).is_ok(), "a released slot is free again");
+        assert!(
+            gate.enter(a, false).is_ok(),
+            "a released slot is free again"
+        );
         drop((s2, s3));
         assert_eq!(gate.held(a), (0, 0));
+    }
+
+    #[test]
+    fn a_proven_source_gets_a_slot_when_strangers_hold_them_all() {
+        let gate = HalfOpen::new(AcceptLimits {
+            per_ip: 2,
+            total: 4,
+            ..AcceptLimits::default()
+        });
+        let strangers: Vec<Slot> = (2..4u8)
+            .flat_map(|i| {
+                let ip = IpAddr::from([127, 0, 0, i]);
+                [
+                    gate.enter(ip, false).unwrap(),
+                    gate.enter(ip, false).unwrap(),
+                ]
+            })
+            .collect();
+        let member = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(gate.enter(member, false).err(), Some(Full::Total));
+        // Proven: a slot from the second pool, its own bound still applies.
+        let m1 = gate.enter(member, true).unwrap();
+        let m2 = gate.enter(member, true).unwrap();
+        assert_eq!(gate.enter(member, true).err(), Some(Full::PerIp));
+        // Proven sources together take at most `total` more.
+        let others: Vec<Slot> = (10..11u8)
+            .flat_map(|i| {
+                let ip = IpAddr::from([127, 0, 0, i]);
+                [gate.enter(ip, true).unwrap(), gate.enter(ip, true).unwrap()]
+            })
+            .collect();
+        assert_eq!(
+            gate.enter(IpAddr::from([127, 0, 0, 11]), true).err(),
+            Some(Full::Total)
+        );
+        drop((m1, m2, others));
+        // Released into the pool they came from: strangers are still out.
+        assert_eq!(
+            gate.enter(IpAddr::from([127, 0, 0, 12]), false).err(),
+            Some(Full::Total)
+        );
+        drop(strangers);
+        assert_eq!(gate.held(member), (0, 0));
+        assert!(gate.enter(IpAddr::from([127, 0, 0, 12]), false).is_ok());
     }
 
     const MS: Duration = Duration::from_millis(1);

@@ -484,7 +484,16 @@ impl tokio::io::AsyncRead for Keep {
 }
 
 fn configs() -> Result<(quinn::ServerConfig, quinn::ClientConfig), QuicError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // X25519 alone for QUIC's TLS key exchange. rustls prefers the hybrid
+    // X25519MLKEM768, whose 1.2 KB key share splits the ClientHello over
+    // two Initial packets and adds ML-KEM work to every dial. The TLS layer
+    // here authenticates nothing (Noise IKpsk2 inside does, and its PSK,
+    // derived from the context's epoch secret, keeps recorded channels
+    // closed to whoever breaks X25519 later); it only hides the handshake
+    // and frames from a passive observer.
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    let provider = Arc::new(provider);
     let cert = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
         .map_err(|e| QuicError::Setup(e.to_string()))?;
     let cert_der = cert.cert.der().clone();

@@ -517,3 +517,112 @@ fn an_admin_removes_a_member_and_the_others_follow_through_the_journal() {
     let (_, err, sent, _) = pipe(side(&c, "friends"), side(&a, "home"), &alice_auth, b"hello");
     assert_ne!(sent, Some(0), "carol must not reach alice: {err}");
 }
+
+/// Issue 13 item 4, through the agent itself: idle TCP connections from
+/// enough addresses fill the agent's half-open slots (8 per address, 256
+/// in all), and a new connection from a stranger is then closed at once;
+/// a member that connected before (its address proven) still opens a TCP
+/// channel through the flood.
+#[test]
+fn idle_connections_from_many_addresses_do_not_lock_out_a_member_seen_before() {
+    let tmp = temp();
+    let point = rdv_point(tmp.path(), &["--store", "memory"]);
+    let (a, b): (PathBuf, PathBuf) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    create_and_join(&plain, &a, &b);
+    let common = ["agent", "--point", point.tcp(), "--listen", "127.0.0.1:0"];
+    let (_alice, _) = agent(cmd(plain, &a, &common));
+    let (_bob, bob_auth) = agent(cmd(plain, &b, &common));
+    let pipe_tcp = |bytes: &[u8]| {
+        pipe_via(
+            Side {
+                base: &plain,
+                data: &a,
+                context: "home",
+            },
+            Side {
+                base: &plain,
+                data: &b,
+                context: "family",
+            },
+            &bob_auth,
+            bytes,
+            Some("tcp-direct"),
+        )
+    };
+    // Alice connects once: Bob's agent now counts 127.0.0.1 as proven.
+    let (_, err, sent, _) = pipe_tcp(b"first");
+    assert_eq!(sent, Some(0), "{err}");
+    let bob_addr: std::net::SocketAddr = status_of(&b)["addresses"][0]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("bob's listening address");
+
+    // 40 other loopback addresses, 8 idle connections each: 320, more
+    // than the 256 half-open slots; a new batch every second, each kept 6
+    // s (the agent gives a connection 5 s to send message 1), so the
+    // slots stay full for as long as the test needs (at most 60 s).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (first_batch, batch_in) = std::sync::mpsc::channel();
+    let flooder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let started = std::time::Instant::now();
+            let mut batches = std::collections::VecDeque::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < std::time::Duration::from_secs(60)
+            {
+                let batch: Vec<_> = (2..42u8)
+                    .flat_map(|last| (0..8).map(move |_| last))
+                    .filter_map(|last| rt.block_on(connect_from(last, bob_addr)))
+                    .collect();
+                let _ = first_batch.send(batch.len());
+                batches.push_back(batch);
+                if batches.len() > 6 {
+                    batches.pop_front();
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        })
+    };
+    let n = batch_in
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the flood started");
+    assert_eq!(n, 320, "the kernel took every connection");
+    // A stranger's new connection is closed at once (end of stream long
+    // before the 5 s the agent gives a connection to send message 1).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let closed = rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut probe = connect_from(99, bob_addr).await.expect("probe connects");
+        let mut buf = [0u8; 1];
+        tokio::time::timeout(std::time::Duration::from_secs(3), probe.read(&mut buf)).await
+    });
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the slots are full: a stranger is closed at once ({closed:?})"
+    );
+    // Alice, seen before, still gets through over TCP.
+    let (got, err, sent, _) = pipe_tcp(b"through the flood");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = flooder.join();
+    assert_eq!(sent, Some(0), "a member seen before is locked out: {err}");
+    assert_eq!(got, b"through the flood");
+}
+
+/// A TCP connection to `to` from 127.0.0.`last` (bounded: 2 s).
+async fn connect_from(last: u8, to: std::net::SocketAddr) -> Option<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4().ok()?;
+    s.bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+        .ok()?;
+    tokio::time::timeout(std::time::Duration::from_secs(2), s.connect(to))
+        .await
+        .ok()?
+        .ok()
+}

@@ -13,7 +13,8 @@ pub(super) async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(slot) = gate.enter(from.ip()) else {
+        let proven = shared.throttle.is_proven(from.ip());
+        let Ok(slot) = gate.enter(from.ip(), proven) else {
             shared
                 .stats
                 .refused_per_ip
@@ -39,7 +40,8 @@ pub(super) async fn accept_quic(shared: Arc<Shared>, endpoint: QuicEndpoint) {
     let gate = HalfOpen::new(shared.options.accept);
     while let Some(incoming) = endpoint.accept().await {
         let from = incoming.remote_address();
-        let Ok(slot) = gate.enter(from.ip()) else {
+        let proven = shared.throttle.is_proven(from.ip());
+        let Ok(slot) = gate.enter(from.ip(), proven) else {
             shared
                 .stats
                 .refused_per_ip

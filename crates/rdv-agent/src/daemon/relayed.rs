@@ -191,7 +191,7 @@ async fn accept_relayed(
         let mut h = [0u8; 16];
         h.copy_from_slice(&circuit.from[..16]);
         let source = std::net::IpAddr::V6(std::net::Ipv6Addr::from(h));
-        let Ok(slot) = gate.enter(source) else {
+        let Ok(slot) = gate.enter(source, false) else {
             shared
                 .stats
                 .refused_per_ip
