@@ -7,11 +7,13 @@
 //!   ([`tcp::read_init`]), so an idle socket delays nobody else; it holds
 //!   one half-open slot until the handshake deadline.
 //! * **Half-open slots.** At most [`AcceptLimits::per_ip`] per source
-//!   address and [`AcceptLimits::total`] in all; a connection over either
-//!   bound is closed at once, before a byte is read. Idle sockets from
-//!   enough addresses (32 at the defaults) fill the total; a *proven*
-//!   source (below) then takes a slot from a second pool of the same size,
-//!   so members that connected before are not locked out by them.
+//!   address (IPv6 per /64) and [`AcceptLimits::total`] in all; a
+//!   connection over either bound is closed at once, before a byte is
+//!   read. Idle sockets from enough addresses (32 IPv4 addresses or /64s
+//!   at the defaults) fill the total; a *proven* source (below) then takes
+//!   a slot from a second pool of the same size, so members that opened a
+//!   channel to this member lately, or hold one open, are not locked out
+//!   by them.
 //! * **Cryptography.** A message 1 whose `mac1` is not under this member's
 //!   static key is dropped before the shared lock is taken and before any
 //!   X25519 work (one keyed hash); only messages from someone who knows the
@@ -38,9 +40,10 @@
 //!   handshake): its messages 1
 //!   are still bounded by their source's rate, and when the total is
 //!   spent they draw on a second pool of the same size kept for proven
-//!   sources, so members that connected before keep reconnecting through
-//!   a flood of others, and all sources together stay within twice the
-//!   total. (A member never seen from its address competes with the
+//!   sources, so members that opened a channel to this member lately (the
+//!   agent renews the proof while a sync channel stays open) keep
+//!   reconnecting through a flood of others, and all sources together
+//!   stay within twice the total. (A member never seen from its address competes with the
 //!   flood, as with WireGuard under load.)
 //!
 //! Refusals write nothing (silence helps a scanner least) and are counted
@@ -122,7 +125,9 @@ pub struct HalfOpen {
 
 #[derive(Debug, Default)]
 struct HalfOpenCounts {
-    per_ip: HashMap<IpAddr, usize>,
+    /// Per source address, IPv6 per /64 (as [`CryptoGate`] and its proof
+    /// count them: a /64 is one host's or one household's).
+    per_ip: HashMap<AddrGroup, usize>,
     total: usize,
     /// Slots proven sources hold beyond `total` (at most `total` more).
     proven_extra: usize,
@@ -141,7 +146,7 @@ pub enum Full {
 #[derive(Debug)]
 pub struct Slot {
     gate: Arc<HalfOpen>,
-    ip: IpAddr,
+    group: AddrGroup,
     /// Taken from the pool kept for proven sources.
     extra: bool,
 }
@@ -170,7 +175,8 @@ impl HalfOpen {
         if extra && !(proven && c.proven_extra < self.limits.total) {
             return Err(Full::Total);
         }
-        let n = c.per_ip.entry(ip).or_insert(0);
+        let group = AddrGroup::of(ip, 64);
+        let n = c.per_ip.entry(group).or_insert(0);
         if *n >= self.limits.per_ip {
             return Err(Full::PerIp);
         }
@@ -182,14 +188,16 @@ impl HalfOpen {
         }
         Ok(Slot {
             gate: self.clone(),
-            ip,
+            group,
             extra,
         })
     }
-    /// Half-open slots held now, (for `ip`, in all).
+    /// Half-open slots held now, (for `ip`'s address or /64, in all,
+    /// proven sources' extra pool included).
     pub fn held(&self, ip: IpAddr) -> (usize, usize) {
         let c = self.counts();
-        (c.per_ip.get(&ip).copied().unwrap_or(0), c.total)
+        let mine = c.per_ip.get(&AddrGroup::of(ip, 64)).copied();
+        (mine.unwrap_or(0), c.total + c.proven_extra)
     }
 }
 
@@ -201,10 +209,10 @@ impl Drop for Slot {
         } else {
             c.total = c.total.saturating_sub(1);
         }
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+        if let Some(n) = c.per_ip.get_mut(&self.group) {
             *n -= 1;
             if *n == 0 {
-                c.per_ip.remove(&self.ip);
+                c.per_ip.remove(&self.group);
             }
         }
     }
@@ -246,7 +254,8 @@ struct GateState {
 /// How long an address a channel was established from counts as proven
 /// (drawing on the pool kept for proven sources when the total is spent;
 /// its own bound always applies): 10 minutes, longer than agents wait
-/// between reconnections.
+/// between reconnections. The member agent renews it every 5 minutes while
+/// a sync channel from that address stays open.
 pub const PROVEN_FOR: Duration = Duration::from_secs(600);
 
 impl CryptoGate {

@@ -15,24 +15,19 @@ fn status_of(data: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(stdout(&st).trim()).unwrap_or_default()
 }
 
-/// Issue 13 item 4, through the agent itself, on its TCP port: idle
-/// connections from enough addresses fill the agent's half-open slots (8
-/// per address, 256 in all), and a new connection from a stranger is then
-/// closed at once; a member that connected before (its address proven)
-/// still opens a TCP channel through the flood.
+/// Issue 13 item 4, through the agent itself, on its TCP port then on its
+/// QUIC port (one after the other: two floods at once would share the
+/// machine's two cores): idle connections from enough addresses fill the
+/// agent's half-open slots (8 per address, 256 in all), and a new
+/// connection from a stranger is turned away at once; a member that
+/// connected before (its address proven) still opens a channel through
+/// the flood. On TCP the member needs the pool kept for proven sources
+/// (checked: without it the pipe fails). On QUIC it gets through even
+/// without: its client resends its Initial packet, and a resend can land
+/// in a slot a flood connection just released.
 #[test]
-fn idle_tcp_connections_from_many_addresses_do_not_lock_out_a_member_seen_before() {
+fn idle_connections_from_many_addresses_do_not_lock_out_a_member_seen_before() {
     flooded_agent_still_takes_a_member_seen_before(Flood::Tcp);
-}
-
-/// The same on the agent's QUIC port: QUIC connections that complete
-/// QUIC's handshake and never open a stream hold the half-open slots, and
-/// a stranger's new connection is not answered. (Here a member gets
-/// through even without the pool for proven sources: its client resends
-/// its Initial packet, and a resend can land in a slot a flood connection
-/// just released; the TCP test is the one that needs the pool.)
-#[test]
-fn idle_quic_connections_from_many_addresses_do_not_lock_out_a_member_seen_before() {
     flooded_agent_still_takes_a_member_seen_before(Flood::Quic);
 }
 
@@ -70,6 +65,7 @@ async fn keep_idle(
         }
     };
     while !stop.load(Relaxed) {
+        let started = std::time::Instant::now();
         match &quic {
             None => {
                 use tokio::io::AsyncReadExt;
@@ -103,6 +99,10 @@ async fn keep_idle(
                 }
                 held.fetch_sub(1, Relaxed);
             }
+        }
+        // Turned away at once (the slots are full): not a busy loop.
+        if started.elapsed() < std::time::Duration::from_millis(500) {
+            tokio::time::sleep(tick).await;
         }
     }
 }
@@ -187,31 +187,37 @@ fn flooded_agent_still_takes_a_member_seen_before(kind: Flood) {
     // A stranger's new connection is turned away at once: TCP closed
     // (end of stream long before the 5 s the agent gives a connection to
     // send message 1), QUIC never answered.
-    let turned_away = rt.block_on(async {
-        match kind {
-            Flood::Tcp => {
-                use tokio::io::AsyncReadExt;
-                let s = tokio::net::TcpSocket::new_v4().expect("socket");
-                s.bind(std::net::SocketAddr::from(([127, 0, 0, 99], 0)))
-                    .expect("bind");
-                let mut probe = s.connect(target).await.expect("probe connects");
-                let mut buf = [0u8; 1];
-                let read =
-                    tokio::time::timeout(std::time::Duration::from_secs(3), probe.read(&mut buf))
-                        .await;
-                matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+    // Up to five probes from 127.0.0.99 (one can land in a slot the flood
+    // just released): at least one is turned away.
+    let probe = || {
+        rt.block_on(async {
+            match kind {
+                Flood::Tcp => {
+                    use tokio::io::AsyncReadExt;
+                    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+                    s.bind(std::net::SocketAddr::from(([127, 0, 0, 99], 0)))
+                        .expect("bind");
+                    let mut probe = s.connect(target).await.expect("probe connects");
+                    let mut buf = [0u8; 1];
+                    let wait = std::time::Duration::from_secs(3);
+                    let read = tokio::time::timeout(wait, probe.read(&mut buf)).await;
+                    matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+                }
+                Flood::Quic => {
+                    let socket = std::net::UdpSocket::bind("127.0.0.99:0").expect("udp");
+                    let e = rdv_channel::quic::QuicEndpoint::bind(socket)
+                        .expect("quic")
+                        .0;
+                    let wait = std::time::Duration::from_secs(3);
+                    matches!(
+                        e.connect(target, wait).await,
+                        Err(rdv_channel::quic::QuicError::Timeout(_))
+                    )
+                }
             }
-            Flood::Quic => {
-                let socket = std::net::UdpSocket::bind("127.0.0.99:0").expect("udp");
-                let e = rdv_channel::quic::QuicEndpoint::bind(socket)
-                    .expect("quic")
-                    .0;
-                e.connect(target, std::time::Duration::from_secs(3))
-                    .await
-                    .is_err()
-            }
-        }
-    });
+        })
+    };
+    let turned_away = (0..5).any(|_| probe());
     assert!(
         turned_away,
         "{kind:?}: the slots are full, a stranger is turned away"

@@ -296,7 +296,12 @@ async fn pipe_connect(
             match again {
                 Ok(c) => c,
                 Err(e) => {
-                    let reply = Reply::fail(3, format!("no channel to {peer}: {e}"));
+                    let reply = Reply::fail(
+                        3,
+                        format!(
+                            "no channel to {peer} (waited up to {PUNCH_WAIT:?} for a sync channel or a newer descriptor of it): {e}"
+                        ),
+                    );
                     return control::write_line(&mut stream, &reply).await;
                 }
             }

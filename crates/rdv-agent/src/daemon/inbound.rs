@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Counts a half-open refusal under the bound that refused it.
+fn count_full(shared: &Shared, full: accept::Full) {
+    let c = match full {
+        accept::Full::PerIp => &shared.stats.refused_per_ip,
+        accept::Full::Total => &shared.stats.refused_total,
+    };
+    c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub(super) async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
     let gate = HalfOpen::new(shared.options.accept);
     loop {
@@ -14,13 +23,13 @@ pub(super) async fn accept_tcp(shared: Arc<Shared>, listener: TcpListener) {
             }
         };
         let proven = shared.throttle.is_proven(from.ip());
-        let Ok(slot) = gate.enter(from.ip(), proven) else {
-            shared
-                .stats
-                .refused_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(%from, "half-open bound: connection closed");
-            continue;
+        let slot = match gate.enter(from.ip(), proven) {
+            Ok(s) => s,
+            Err(full) => {
+                count_full(&shared, full);
+                tracing::debug!(%from, ?full, "half-open bound: connection closed");
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -41,13 +50,13 @@ pub(super) async fn accept_quic(shared: Arc<Shared>, endpoint: QuicEndpoint) {
     while let Some(incoming) = endpoint.accept().await {
         let from = incoming.remote_address();
         let proven = shared.throttle.is_proven(from.ip());
-        let Ok(slot) = gate.enter(from.ip(), proven) else {
-            shared
-                .stats
-                .refused_per_ip
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            incoming.ignore();
-            continue;
+        let slot = match gate.enter(from.ip(), proven) {
+            Ok(s) => s,
+            Err(full) => {
+                count_full(&shared, full);
+                incoming.ignore();
+                continue;
+            }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -103,7 +112,7 @@ async fn serve_quic(
             .map_err(|e| e.to_string())?
     };
     drop(slot);
-    dispatch(m, ch, "quic", Some((&shared.throttle, from.ip()))).await
+    dispatch(m, ch, "quic", Some((shared.throttle.clone(), from.ip()))).await
 }
 
 /// Waits (bounded by the handshake timeout) for the first two bytes.
@@ -155,7 +164,7 @@ async fn serve_connection(
     .await
     .map_err(|e| e.to_string())?;
     drop(slot);
-    dispatch(m, ch, TCP_DIRECT, Some((&shared.throttle, from))).await
+    dispatch(m, ch, TCP_DIRECT, Some((shared.throttle.clone(), from))).await
 }
 
 /// Checks an introduction like a synced fact and answers with our own
@@ -197,17 +206,32 @@ pub(super) async fn dispatch(
     m: Arc<Member>,
     mut ch: TcpChannel,
     via: &'static str,
-    prove: Option<(&accept::Throttle, std::net::IpAddr)>,
+    prove: Option<(Arc<accept::Throttle>, std::net::IpAddr)>,
 ) -> Result<(), String> {
     let first = tokio::time::timeout(PURPOSE_TIMEOUT, ch.recv())
         .await
         .map_err(|_| "no purpose in time")?
         .map_err(|e| e.to_string())?;
-    if let Some((throttle, ip)) = prove {
-        throttle.prove(ip);
+    if let Some((throttle, ip)) = &prove {
+        throttle.prove(*ip);
     }
     match first.as_slice() {
         [PURPOSE_SYNC] => {
+            // A sync channel lives for hours: the address stays proven
+            // while it does (and for `PROVEN_FOR` after), so a member whose
+            // long-lived channel drops reconnects as a proven source.
+            if let Some((throttle, ip)) = prove {
+                let (m, peer) = (m.clone(), ch.remote());
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(accept::PROVEN_FOR / 2).await;
+                        if !m.sync.is_connected(&peer) {
+                            break;
+                        }
+                        throttle.prove(ip);
+                    }
+                });
+            }
             lock(&m.via).insert(ch.remote(), via);
             m.sync.attach(ch).await;
             Ok(())
