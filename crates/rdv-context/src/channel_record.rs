@@ -22,8 +22,8 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, signing_message};
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::keys::EpochKeys;
-use crate::record_seal::{self, RecordError};
-use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN};
+use crate::record_seal::{FixedRecord, RecordError};
+use crate::seal::AEAD_TAG_LEN;
 
 const CHANNEL_DOMAIN: &str = "rdv context v1 channel-established";
 const AD_LABEL: &[u8] = b"rdv context v1 sealed channel record";
@@ -48,11 +48,7 @@ pub struct ChannelRecord {
 
 /// A [`ChannelRecord`] sealed under one epoch's record key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SealedChannel {
-    epoch: Epoch,
-    nonce: [u8; AEAD_NONCE_LEN],
-    ciphertext: [u8; SEALED_CHANNEL_CIPHERTEXT_LEN],
-}
+pub struct SealedChannel(FixedRecord<SEALED_CHANNEL_CIPHERTEXT_LEN>);
 
 fn signed_body(context: &ContextId, r: &ChannelRecord) -> Vec<u8> {
     let mut w = Writer::with_capacity(168);
@@ -93,26 +89,19 @@ impl SealedChannel {
             .raw(record.recorder.as_bytes())
             .raw(&signature);
         let plain = zeroize::Zeroizing::new(w.into_vec());
-        let (nonce, sealed) = record_seal::seal(keys, AD_LABEL, &plain);
-        let mut ciphertext = [0u8; SEALED_CHANNEL_CIPHERTEXT_LEN];
-        ciphertext.copy_from_slice(&sealed);
-        Self {
-            epoch: keys.epoch(),
-            nonce,
-            ciphertext,
-        }
+        Self(FixedRecord::seal(keys, AD_LABEL, &plain))
     }
 
     /// The epoch whose key sealed it (readable).
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.0.epoch
     }
 
     /// Opens with `keys` and checks the record: the ends differ, the
     /// recorder is one of them, and the signature is the recorder's.
     pub fn open(&self, keys: &EpochKeys) -> Result<ChannelRecord, RecordError> {
         let context = keys.context_id();
-        let plain = record_seal::open(keys, AD_LABEL, self.epoch, &self.nonce, &self.ciphertext)?;
+        let plain = self.0.open(keys, AD_LABEL)?;
         let mut r = Reader::new(&plain);
         let mut read = || -> Result<(ChannelRecord, [u8; 64]), DecodeError> {
             let record = ChannelRecord {
@@ -133,7 +122,8 @@ impl SealedChannel {
         // is answered under its epoch). Any other pairing is a record
         // re-sealed under another epoch's key by a member holding both: a
         // second fact for one channel.
-        if !(record.epoch == self.epoch || record.epoch.checked_add(1) == Some(self.epoch)) {
+        let sealed = self.0.epoch;
+        if !(record.epoch == sealed || record.epoch.checked_add(1) == Some(sealed)) {
             return Err(RecordError::Malformed);
         }
         if !ends_ok
@@ -148,30 +138,18 @@ impl SealedChannel {
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
-        w.u64(self.epoch).raw(&self.nonce).raw(&self.ciphertext);
+        self.0.write(w);
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            epoch: r.u64("epoch")?,
-            nonce: r.array("nonce")?,
-            ciphertext: r.array("sealed channel record")?,
-        })
+        FixedRecord::read(r, "sealed channel record").map(Self)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::EpochSecret;
-
-    fn keys(epoch: Epoch, secret: u8) -> EpochKeys {
-        EpochKeys::derive(
-            ContextId::from_bytes([9; 32]),
-            epoch,
-            &EpochSecret::from_bytes([secret; 32]),
-        )
-    }
+    use crate::record_seal::test_keys as keys;
 
     fn id(seed: u8) -> Identity {
         Identity::from_secret_bytes([seed; 32], [seed.wrapping_add(100); 32])
@@ -226,7 +204,7 @@ mod tests {
         assert_eq!(odd.open(&k), Err(RecordError::BadSignature));
         // A flipped ciphertext bit does not open.
         let mut damaged = SealedChannel::seal(&a, &k, a.authority(), b.authority(), [7; 32], 0);
-        damaged.ciphertext[0] ^= 1;
+        damaged.0.ciphertext[0] ^= 1;
         assert_eq!(damaged.open(&k), Err(RecordError::WrongKey));
         // (A record re-sealed under another nonce: `record_seal`'s tests.)
     }

@@ -26,7 +26,7 @@
 
 use zeroize::Zeroizing;
 
-use crate::codec::Writer;
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::ids::{ContextId, Epoch};
 use crate::keys::{EpochKeys, LABEL_RECORD_NONCE, kdf};
 use crate::seal::{AEAD_NONCE_LEN, aead_open, aead_seal};
@@ -116,17 +116,69 @@ pub(crate) fn open(
     Ok(plain)
 }
 
+/// A sealed record of fixed length as the journal holds it (channel
+/// records, revocations): `epoch (8) | nonce (24) | ciphertext (N)`, the
+/// plaintext `N - 16` bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FixedRecord<const N: usize> {
+    pub(crate) epoch: Epoch,
+    pub(crate) nonce: [u8; AEAD_NONCE_LEN],
+    pub(crate) ciphertext: [u8; N],
+}
+
+impl<const N: usize> FixedRecord<N> {
+    /// Seals `plain`, exactly `N - 16` bytes (each caller's fixed layout),
+    /// as a record of kind `label` under `keys`.
+    pub(crate) fn seal(keys: &EpochKeys, label: &[u8], plain: &[u8]) -> Self {
+        let (nonce, sealed) = seal(keys, label, plain);
+        let mut ciphertext = [0u8; N];
+        ciphertext.copy_from_slice(&sealed);
+        Self {
+            epoch: keys.epoch(),
+            nonce,
+            ciphertext,
+        }
+    }
+
+    /// Opens a record of kind `label` with `keys`.
+    pub(crate) fn open(
+        &self,
+        keys: &EpochKeys,
+        label: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, RecordError> {
+        open(keys, label, self.epoch, &self.nonce, &self.ciphertext)
+    }
+
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u64(self.epoch).raw(&self.nonce).raw(&self.ciphertext);
+    }
+
+    pub(crate) fn read(r: &mut Reader<'_>, what: &'static str) -> Result<Self, DecodeError> {
+        Ok(Self {
+            epoch: r.u64("epoch")?,
+            nonce: r.array("nonce")?,
+            ciphertext: r.array(what)?,
+        })
+    }
+}
+
+/// Keys of epoch `epoch` of a fixed test context under a secret of
+/// `secret` bytes (the sealed records' unit tests).
+#[cfg(test)]
+pub(crate) fn test_keys(epoch: Epoch, secret: u8) -> EpochKeys {
+    EpochKeys::derive(
+        ContextId::from_bytes([9; 32]),
+        epoch,
+        &crate::keys::EpochSecret::from_bytes([secret; 32]),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::EpochSecret;
 
     fn keys(epoch: Epoch, secret: u8) -> EpochKeys {
-        EpochKeys::derive(
-            ContextId::from_bytes([9; 32]),
-            epoch,
-            &EpochSecret::from_bytes([secret; 32]),
-        )
+        test_keys(epoch, secret)
     }
 
     #[test]

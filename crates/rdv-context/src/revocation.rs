@@ -19,8 +19,8 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::identity::{Identity, signing_message};
 use crate::ids::{AuthorityId, ContextId, Epoch};
 use crate::keys::EpochKeys;
-use crate::record_seal::{self, RecordError};
-use crate::seal::{AEAD_NONCE_LEN, AEAD_TAG_LEN};
+use crate::record_seal::{FixedRecord, RecordError};
+use crate::seal::AEAD_TAG_LEN;
 
 const REVOCATION_DOMAIN: &str = "rdv context v1 descriptor-revocation";
 const AD_LABEL: &[u8] = b"rdv context v1 sealed revocation";
@@ -38,11 +38,7 @@ pub struct Revocation {
 
 /// A [`Revocation`] sealed under one epoch's record key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SealedRevocation {
-    epoch: Epoch,
-    nonce: [u8; AEAD_NONCE_LEN],
-    ciphertext: [u8; CIPHERTEXT_LEN],
-}
+pub struct SealedRevocation(FixedRecord<CIPHERTEXT_LEN>);
 
 fn signed_body(context: &ContextId, epoch: Epoch, nonce: &[u8; 32]) -> Vec<u8> {
     let mut w = Writer::with_capacity(72);
@@ -81,24 +77,17 @@ impl SealedRevocation {
         w.raw(revocation.authority.as_bytes())
             .raw(&revocation.nonce)
             .raw(signature);
-        let (nonce, sealed) = record_seal::seal(keys, AD_LABEL, &w.into_vec());
-        let mut ciphertext = [0u8; CIPHERTEXT_LEN];
-        ciphertext.copy_from_slice(&sealed);
-        Self {
-            epoch: keys.epoch(),
-            nonce,
-            ciphertext,
-        }
+        Self(FixedRecord::seal(keys, AD_LABEL, &w.into_vec()))
     }
 
     /// The epoch whose key sealed it (readable).
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.0.epoch
     }
 
     /// Opens with `keys` and checks the signature is the named authority's.
     pub fn open(&self, keys: &EpochKeys) -> Result<Revocation, RecordError> {
-        let plain = record_seal::open(keys, AD_LABEL, self.epoch, &self.nonce, &self.ciphertext)?;
+        let plain = self.0.open(keys, AD_LABEL)?;
         let mut r = Reader::new(&plain);
         let mut read = || -> Result<(Revocation, [u8; 64]), DecodeError> {
             let revocation = Revocation {
@@ -119,15 +108,11 @@ impl SealedRevocation {
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
-        w.u64(self.epoch).raw(&self.nonce).raw(&self.ciphertext);
+        self.0.write(w);
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            epoch: r.u64("epoch")?,
-            nonce: r.array("nonce")?,
-            ciphertext: r.array("sealed revocation")?,
-        })
+        FixedRecord::read(r, "sealed revocation").map(Self)
     }
 }
 
@@ -137,11 +122,7 @@ mod tests {
     use crate::keys::EpochSecret;
 
     fn keys(secret: u8) -> EpochKeys {
-        EpochKeys::derive(
-            ContextId::from_bytes([9; 32]),
-            2,
-            &EpochSecret::from_bytes([secret; 32]),
-        )
+        crate::record_seal::test_keys(2, secret)
     }
 
     #[test]

@@ -121,16 +121,8 @@ fn flooded_agent_still_takes_a_member_seen_before(kind: Flood) {
     let (_bob, bob_auth) = agent(cmd(plain, &b, &common));
     let pipe_once = |bytes: &[u8]| {
         pipe_via(
-            Side {
-                base: &plain,
-                data: &a,
-                context: "home",
-            },
-            Side {
-                base: &plain,
-                data: &b,
-                context: "family",
-            },
+            plain_side(&a, "home"),
+            plain_side(&b, "family"),
             &bob_auth,
             bytes,
             Some(via),

@@ -38,16 +38,8 @@ fn two_members_on_loopback_meet_on_a_point_and_pipe_a_mebibyte() {
 
     let bytes = random_bytes(1 << 20);
     let (got, err, sent, listened) = pipe(
-        Side {
-            base: &plain,
-            data: &a,
-            context: "home",
-        },
-        Side {
-            base: &plain,
-            data: &b,
-            context: "family",
-        },
+        plain_side(&a, "home"),
+        plain_side(&b, "family"),
         &bob_auth,
         &bytes,
     );
@@ -112,16 +104,8 @@ fn two_members_on_loopback_meet_on_a_point_and_pipe_a_mebibyte() {
     let (_alice, _) = agent(cmd(plain, &a, &common));
     let (_bob, _) = agent(cmd(plain, &b, &common));
     let (got, err, sent, _) = pipe(
-        Side {
-            base: &plain,
-            data: &a,
-            context: "home",
-        },
-        Side {
-            base: &plain,
-            data: &b,
-            context: "family",
-        },
+        plain_side(&a, "home"),
+        plain_side(&b, "family"),
         &bob_auth,
         b"after a restart",
     );
@@ -360,16 +344,8 @@ fn members_pipe_through_the_points_relay_which_forwards_only_ciphertext() {
         chunk[..n].copy_from_slice(&MARKER[..n]);
     }
     let (got, err, sent, listened) = pipe_via(
-        Side {
-            base: &plain,
-            data: &a,
-            context: "home",
-        },
-        Side {
-            base: &plain,
-            data: &b,
-            context: "family",
-        },
+        plain_side(&a, "home"),
+        plain_side(&b, "family"),
         &bob_auth,
         &bytes,
         Some("relay"),

@@ -106,16 +106,8 @@ fn relayed_pipe_throughput_against_direct_paths_and_relay_cpu_per_mib() {
         let cpu0 = cpu_ms(pid);
         let t0 = Instant::now();
         let (got, err, sent, _) = pipe_via(
-            Side {
-                base: &plain,
-                data: &a,
-                context: "home",
-            },
-            Side {
-                base: &plain,
-                data: &b,
-                context: "family",
-            },
+            plain_side(&a, "home"),
+            plain_side(&b, "family"),
             &bob_auth,
             &bytes,
             Some(via),

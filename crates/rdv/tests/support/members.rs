@@ -182,6 +182,15 @@ pub struct Side<'a> {
     pub context: &'a str,
 }
 
+/// The end of a pipe run by a plain `rdv` (no namespace).
+pub fn plain_side<'a>(data: &'a Path, context: &'a str) -> Side<'a> {
+    Side {
+        base: &plain,
+        data,
+        context,
+    }
+}
+
 /// Pipes `bytes` from `from` to `to`'s listener (authority `to_auth`);
 /// returns what the listener printed, the connector's stderr and both exit
 /// codes.
