@@ -200,7 +200,17 @@ async fn client(
     swarm
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().map_err(|_| "bad address")?)
         .map_err(|e| e.to_string())?;
-    swarm.dial(point).map_err(|e| e.to_string())?;
+    // A fresh port for the dial: with port reuse (rust-libp2p's default when
+    // listening), the listen port an earlier peer used may still be in
+    // TIME_WAIT towards the same point, and connect fails with EADDRINUSE.
+    swarm
+        .dial(
+            libp2p::swarm::dial_opts::DialOpts::unknown_peer_id()
+                .address(point)
+                .allocate_new_port()
+                .build(),
+        )
+        .map_err(|e| e.to_string())?;
     // Ready when listening (the client registers its external addresses) and
     // when the point has our identify (it tells the point we are rust-libp2p).
     let (mut listening, mut identified) = (false, false);
