@@ -290,9 +290,7 @@ async fn drive(
                 None => return,
                 Some(Command::AddAddress(peer, addr)) => swarm.add_peer_address(peer, addr),
                 Some(Command::Dial(addr, reply)) => {
-                    // A fresh local port: reusing the listen port can collide with
-                    // a connection of the same four-tuple still in TIME_WAIT.
-                    let opts = DialOpts::unknown_peer_id().address(addr).allocate_new_port().build();
+                    let opts = DialOpts::unknown_peer_id().address(addr).build();
                     let id = opts.connection_id();
                     match swarm.dial(opts) {
                         Ok(()) => pending_dials.push((id, reply)),
