@@ -4,8 +4,10 @@
 //! over QUIC and over TCP, and of the same bytes on a raw quinn stream
 //! (no Noise); and the time to first byte of a new channel (from the
 //! dial to the responder holding the first message: transport set-up,
-//! IKpsk2, one frame) over TCP and over QUIC. A small binary printing a
-//! table, not criterion.
+//! IKpsk2, one frame) over TCP and over QUIC, beside the first byte of the
+//! bare transports (a TCP connection, a quinn connection and stream), so
+//! the gap between the channels can be put down to its layer. A small
+//! binary printing a table, not criterion.
 //!
 //! `cargo bench -p rdv-channel --bench quic`
 
